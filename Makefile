@@ -1,0 +1,41 @@
+# Two commands: `make demo` and `make test`. Each sets up .venv on a fresh machine (pinned
+# dependencies, the ROS 2 Kilted wheels for rclpy) and is quick when it is already set up.
+# On a robot with a system ROS 2 install use colcon instead (README, "On a robot").
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+REQUIREMENTS := requirements/runtime.txt requirements/ros-wheels.txt requirements/test.txt
+DURATION ?= 30
+PYTEST_ARGS ?=
+
+# DDS stays on loopback on development and CI machines (dev/fastdds_localhost.xml): every
+# rclpy process started from here inherits these. On a robot users do not set them.
+export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/dev/fastdds_localhost.xml
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test bench install clean
+
+install: $(STAMP)
+
+$(STAMP): $(REQUIREMENTS) setup.py setup.cfg package.xml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check $(foreach r,$(REQUIREMENTS),-r $(r))
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+demo: $(STAMP)
+	$(PY) -m timesformer_ros.demo --duration $(DURATION)
+
+test: $(STAMP)
+	$(PY) -m pytest test $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m timesformer_ros.bench
+
+clean:
+	rm -rf $(VENV) build install log demo_output *.egg-info

@@ -1,0 +1,31 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = 'timesformer_ros'
+
+setup(
+    name=package_name,
+    version='0.1.0',
+    packages=find_packages(exclude=['test', 'test.*']),
+    package_data={package_name: ['data/*.json', 'data/*.safetensors']},
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
+        ('share/' + package_name, ['package.xml']),
+        ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
+        ('share/' + package_name + '/config', glob('config/*.yaml')),
+    ],
+    # ROS convention: Python dependencies come from rosdep/apt or requirements/*.txt, never
+    # from install_requires (the ros-* PyPI wheels must not enter a system ROS install).
+    install_requires=['setuptools'],
+    zip_safe=False,
+    maintainer='timesformer_ros maintainers',
+    maintainer_email='maintainers@timesformer-ros.invalid',
+    description='TimeSformer video action recognition node for ROS 2',
+    license='Apache-2.0',
+    entry_points={
+        'console_scripts': [
+            'timesformer_convert = timesformer_ros.checkpoints:convert_main',
+        ],
+    },
+)
