@@ -1,0 +1,216 @@
+"""ROS image message -> RGB array -> normalised tensor on the model's device.
+
+`decode` turns a sensor_msgs/Image or CompressedImage (any object with the same fields: rclpy
+messages, rosbags messages) into an RGB uint8 array. It checks what a driver can get wrong and
+raises `FrameError` with a short `reason` (for diagnostics counters) and a message that says
+what was wrong. Colour conversion is rosbags-image's (every ROS encoding it supports); this
+module adds what it leaves out: row padding via `step`, size checks, float encodings, and
+grayscale compressed images. cv_bridge is not needed.
+
+`Preprocessor` resizes (short side) and centre-crops to the model's input size on the CPU,
+uploads the small uint8 crop once, and normalises it on the device, so each frame is converted,
+copied and normalised exactly once however many windows it belongs to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+# Largest accepted side; a larger frame is refused rather than resized (it is almost certainly
+# a driver fault, and decoding it would stall the node).
+MAX_SIDE = 8192
+
+_FLOAT_ENCODINGS = {'32FC1': np.float32, '64FC1': np.float64}
+# OpenCV-style generic names with a conventional colour meaning (as cv_bridge reads them).
+_ALIASES = {'8UC1': 'mono8', '8UC3': 'bgr8', '8UC4': 'bgra8', '16UC1': 'mono16'}
+
+
+class FrameError(ValueError):
+    """A frame that cannot be used. `reason` is a short key for counters."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class FrameKey:
+    """What must stay the same between frames of one window."""
+
+    encoding: str
+    height: int
+    width: int
+
+
+def is_compressed(msg) -> bool:
+    return hasattr(msg, 'format') and not hasattr(msg, 'encoding')
+
+
+def frame_key(msg) -> FrameKey:
+    """The encoding and size a message claims (compressed images: format and decoded size
+    are only known after decoding, so `decode` returns the key it found)."""
+    return FrameKey(str(msg.encoding), int(msg.height), int(msg.width))
+
+
+def _raw_bytes(msg) -> np.ndarray:
+    data = msg.data
+    if isinstance(data, np.ndarray):
+        return data.view(np.uint8).reshape(-1)
+    return np.frombuffer(memoryview(data).cast('B'), dtype=np.uint8)
+
+
+def _decode_compressed(msg) -> tuple:
+    data = _raw_bytes(msg)
+    if data.size == 0:
+        raise FrameError('empty', f'compressed image ({msg.format!r}) has no data')
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise FrameError('decode_failed',
+                         f'compressed image ({msg.format!r}, {data.size} bytes) could not be '
+                         f'decoded')
+    if image.dtype == np.uint16:
+        image = (image / 257.0).round().astype(np.uint8)
+    if image.ndim == 2:
+        rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    elif image.shape[2] == 4:
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    else:
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    fmt = str(msg.format).split(';')[0].strip() or 'compressed'
+    return rgb, FrameKey(fmt, rgb.shape[0], rgb.shape[1])
+
+
+def _check_size(height: int, width: int, encoding: str):
+    if height <= 0 or width <= 0:
+        raise FrameError('empty', f'{encoding} image has zero size ({width}x{height})')
+    if max(height, width) > MAX_SIDE:
+        raise FrameError('too_large', f'{encoding} image of {width}x{height} exceeds the '
+                                      f'largest accepted side of {MAX_SIDE} pixels')
+
+
+def _packed_rows(msg, bytes_per_pixel: int, rows: int = 0) -> np.ndarray:
+    """The image bytes without row padding, as (rows, width * bytes_per_pixel); `rows`
+    defaults to the image height."""
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    rows = rows or height
+    row = width * bytes_per_pixel
+    if step < row:
+        raise FrameError('bad_step', f'{msg.encoding} image: step {step} is smaller than a row '
+                                     f'of {width} pixels ({row} bytes)')
+    data = _raw_bytes(msg)
+    if data.size < step * rows:
+        raise FrameError('short_data', f'{msg.encoding} image: data has {data.size} bytes, '
+                                       f'less than step*rows = {step}*{rows} = {step * rows}')
+    return data[:step * rows].reshape(rows, step)[:, :row]
+
+
+def _decode_nv(msg, key: FrameKey, encoding: str) -> np.ndarray:
+    """NV12/NV21: a full-resolution luma plane, then interleaved half-resolution chroma."""
+    if key.height % 2 or key.width % 2:
+        raise FrameError('bad_size', f'{encoding} image must have even width and height, got '
+                                     f'{key.width}x{key.height}')
+    yuv = np.ascontiguousarray(_packed_rows(msg, 1, rows=key.height * 3 // 2))
+    code = cv2.COLOR_YUV2RGB_NV12 if encoding == 'nv12' else cv2.COLOR_YUV2RGB_NV21
+    return cv2.cvtColor(yuv, code)
+
+
+class _Packed:
+    """A message-like view of an image with packed rows, for rosbags-image."""
+
+    def __init__(self, encoding, height, width, data, is_bigendian):
+        self.encoding, self.height, self.width = encoding, height, width
+        self.data, self.is_bigendian = data, is_bigendian
+        self.step = data.size // max(height, 1)
+
+
+def decode(msg) -> tuple:
+    """RGB uint8 (H, W, 3) and the `FrameKey` of an Image or CompressedImage message."""
+    if is_compressed(msg):
+        return _decode_compressed(msg)
+    from rosbags.image import ImageError, message_to_cvimage
+    from rosbags.image.image import to_cvtype
+
+    key = frame_key(msg)
+    encoding = _ALIASES.get(key.encoding, key.encoding)
+    _check_size(key.height, key.width, key.encoding)
+    if encoding in _FLOAT_ENCODINGS:
+        dtype = np.dtype(_FLOAT_ENCODINGS[encoding])
+        rows = _packed_rows(msg, dtype.itemsize)
+        dtype = dtype.newbyteorder('>' if msg.is_bigendian else '<')
+        values = np.ascontiguousarray(rows).view(dtype).reshape(key.height, key.width)
+        if not np.isfinite(values).all():
+            raise FrameError('non_finite', f'{key.encoding} image contains NaN or inf values')
+        gray = (np.clip(values, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB), key
+    try:
+        depth, _, _, channels = to_cvtype(encoding)
+    except ImageError:
+        raise FrameError('unsupported_encoding',
+                         f'image encoding {key.encoding!r} is not supported') from None
+    if encoding in ('nv12', 'nv21'):
+        return _decode_nv(msg, key, encoding), key
+    rows = _packed_rows(msg, depth // 8 * channels)
+    packed = _Packed(encoding, key.height, key.width, np.ascontiguousarray(rows).reshape(-1),
+                     bool(msg.is_bigendian))
+    try:
+        rgb = message_to_cvimage(packed, 'rgb8')
+    except ImageError as exc:
+        raise FrameError('unsupported_encoding',
+                         f'image encoding {key.encoding!r} cannot be converted to RGB: {exc}') \
+            from None
+    return np.ascontiguousarray(rgb), key
+
+
+def resize_and_crop(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Resize so the shorter side is `size`, then take the central size x size crop."""
+    height, width = rgb.shape[:2]
+    scale = size / min(height, width)
+    if scale != 1.0:
+        new_w = max(size, int(round(width * scale)))
+        new_h = max(size, int(round(height * scale)))
+        interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+        rgb = cv2.resize(rgb, (new_w, new_h), interpolation=interp)
+        height, width = new_h, new_w
+    top, left = (height - size) // 2, (width - size) // 2
+    return rgb[top:top + size, left:left + size]
+
+
+class Normaliser:
+    """uint8 (..., H, W, 3) RGB -> normalised (..., 3, H, W) in `dtype` on `device`:
+    (pixel / 255 - mean) / std per channel."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float],
+                 device: torch.device | str = 'cpu', dtype: torch.dtype = torch.float32):
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f'mean and std need 3 channels and std > 0, got {mean} / {std}')
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device) * 255.0
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device) * 255.0
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = (pixels.to(self.device, torch.float32) - self.mean) / self.std
+        return x.movedim(-1, -3).to(self.dtype)
+
+
+class Preprocessor:
+    """RGB uint8 array of any size -> normalised (3, size, size) tensor on `device`.
+
+    Resizing and cropping run on the CPU so that only the small crop is copied to the device.
+    """
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float],
+                 device: torch.device | str = 'cpu', dtype: torch.dtype = torch.float32):
+        self.size = size
+        self.normaliser = Normaliser(mean, std, device, dtype)
+
+    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
+        crop = torch.from_numpy(np.ascontiguousarray(resize_and_crop(rgb, self.size)))
+        if self.normaliser.device.type == 'cuda':
+            crop = crop.pin_memory().to(self.normaliser.device, non_blocking=True)
+        return self.normaliser(crop)

@@ -1,0 +1,248 @@
+"""Training the embedded motion model, and the quality report written into the README.
+
+    timesformer_train train --preset tiny --steps 1500 --out timesformer_ros/data/motion_tiny
+    timesformer_train report timesformer_ros/data/motion_tiny.json
+
+Training clips are generated on the fly from `synthetic.py` (seeded per step); a folder of
+labelled clips (`--data DIR` with DIR/<class>/*.npy, each a (T, H, W, 3) uint8 array) trains
+on a user's own recordings instead. Validation and the report use seeds the training never
+draws from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import synthetic
+from .checkpoints import OFFICIAL_MEAN, OFFICIAL_STD, load_checkpoint, save_checkpoint
+from .frames import Normaliser
+from .model import TimeSformer, preset
+
+LOGGER = logging.getLogger(__name__)
+
+# Seed ranges: training draws from [0, 10**6), validation from VAL_SEED, the held-out report
+# from REPORT_SEED; they never overlap.
+VAL_SEED = 10 ** 7
+REPORT_SEED = 2 * 10 ** 7
+
+
+class FolderClips:
+    """Labelled clips from DIR/<class name>/*.npy, each (T, H, W, 3) uint8."""
+
+    def __init__(self, root: Path, classes: Sequence[str], size: int, num_frames: int):
+        self.items = []
+        for index, name in enumerate(classes):
+            for path in sorted((root / name).glob('*.npy')):
+                self.items.append((path, index))
+        if not self.items:
+            raise ValueError(f'no clips found under {root}/<class>/*.npy for classes {classes}')
+        self.size, self.num_frames = size, num_frames
+
+    def batch(self, rng: np.random.Generator, count: int):
+        from .frames import resize_and_crop
+        picks = rng.integers(len(self.items), size=count)
+        clips, labels = [], []
+        for i in picks:
+            path, label = self.items[i]
+            clip = np.load(path)
+            if clip.ndim != 4 or clip.shape[-1] != 3 or clip.shape[0] < self.num_frames:
+                raise ValueError(f'{path}: expected (T>={self.num_frames}, H, W, 3), '
+                                 f'got {clip.shape}')
+            start = rng.integers(clip.shape[0] - self.num_frames + 1)
+            clip = clip[start:start + self.num_frames]
+            clips.append(np.stack([resize_and_crop(f, self.size) for f in clip]))
+            labels.append(label)
+        return np.stack(clips), np.array(labels)
+
+
+def synthetic_batch(rng: np.random.Generator, count: int, size: int, num_frames: int,
+                    style: synthetic.Style):
+    labels = rng.integers(len(synthetic.CLASSES), size=count)
+    clips = np.stack([synthetic.make_clip(rng, synthetic.CLASSES[i], size, num_frames, style)
+                      for i in labels])
+    return clips, labels
+
+
+@torch.inference_mode()
+def predict(model: TimeSformer, clips: np.ndarray, normaliser: Normaliser,
+            batch_size: int = 64) -> np.ndarray:
+    """Top-1 class indices for uint8 clips (N, T, H, W, 3)."""
+    model.eval()
+    out = []
+    for start in range(0, len(clips), batch_size):
+        video = normaliser(torch.from_numpy(clips[start:start + batch_size]))
+        out.append(model(video).argmax(-1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def accuracy(model, clips, labels, normaliser) -> float:
+    return float((predict(model, clips, normaliser) == labels).mean())
+
+
+def reversal_rate(model, clips, labels, normaliser, classes=synthetic.CLASSES) -> float:
+    """Share of clips whose backwards playback is classified as the reversed motion (clips of
+    classes with a distinct reverse only)."""
+    reversible = np.array([synthetic.REVERSED[classes[i]] != classes[i] for i in labels])
+    clips, labels = clips[reversible], labels[reversible]
+    expected = np.array([classes.index(synthetic.REVERSED[classes[i]]) for i in labels])
+    predicted = predict(model, np.ascontiguousarray(clips[:, ::-1]), normaliser)
+    return float((predicted == expected).mean())
+
+
+def _lr(step: int, steps: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _progress(step: int, steps: int, loss: float, started: float, extra: str = ''):
+    done = (step + 1) / steps
+    bar = '#' * int(done * 30)
+    elapsed = time.monotonic() - started
+    eta = elapsed / done - elapsed
+    sys.stderr.write(f'\r[{bar:<30}] {step + 1}/{steps} loss {loss:.3f} '
+                     f'{elapsed:5.0f}s eta {eta:4.0f}s {extra}')
+    sys.stderr.flush()
+
+
+def train(preset_name: str = 'tiny', steps: int = 1500, batch_size: int = 32, lr: float = 1e-3,
+          weight_decay: float = 0.05, seed: int = 0, val_every: int = 250, val_clips: int = 350,
+          style: synthetic.Style = synthetic.TRAIN_STYLE, data: Optional[Path] = None,
+          out: Optional[Path] = None, command: str = '', **overrides):
+    config = preset(preset_name, num_classes=len(synthetic.CLASSES), **overrides)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = TimeSformer(config)
+    normaliser = Normaliser(OFFICIAL_MEAN, OFFICIAL_STD)
+    folder = FolderClips(data, synthetic.CLASSES, config.img_size, config.num_frames) \
+        if data else None
+    val_clips_arr, val_labels = synthetic.make_dataset(VAL_SEED + seed, val_clips,
+                                                       config.img_size, config.num_frames,
+                                                       style)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and 'embed' not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and 'embed' not in n)]
+    optimiser = torch.optim.AdamW([{'params': decay, 'weight_decay': weight_decay},
+                                   {'params': no_decay, 'weight_decay': 0.0}], lr=lr)
+    started = time.monotonic()
+    history = []
+    val_acc = float('nan')
+    for step in range(steps):
+        model.train()
+        if folder:
+            clips, labels = folder.batch(rng, batch_size)
+        else:
+            clips, labels = synthetic_batch(rng, batch_size, config.img_size,
+                                            config.num_frames, style)
+        for group in optimiser.param_groups:
+            group['lr'] = _lr(step, steps, lr, warmup=max(1, steps // 20))
+        logits = model(normaliser(torch.from_numpy(clips)))
+        loss = F.cross_entropy(logits, torch.from_numpy(labels), label_smoothing=0.05)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        if (step + 1) % val_every == 0 or step + 1 == steps:
+            val_acc = accuracy(model, val_clips_arr, val_labels, normaliser)
+            history.append({'step': step + 1, 'loss': round(float(loss), 4),
+                            'val_accuracy': round(val_acc, 4)})
+            sys.stderr.write('\n')
+            LOGGER.info('step %d: loss %.3f, validation accuracy %.3f', step + 1, loss, val_acc)
+        _progress(step, steps, float(loss), started, f'val {val_acc:.3f}')
+    sys.stderr.write('\n')
+    model.eval()
+    if out:
+        meta = save_checkpoint(
+            out, model, list(synthetic.CLASSES), OFFICIAL_MEAN, OFFICIAL_STD,
+            source='timesformer_train (synthetic motion)' if not data else f'timesformer_train '
+                                                                           f'({data})',
+            training={'command': command, 'steps': steps, 'batch_size': batch_size, 'lr': lr,
+                      'seed': seed, 'seconds': round(time.monotonic() - started),
+                      'history': history})
+        LOGGER.info('wrote %s', meta)
+    return model, history
+
+
+def report(checkpoint: Path, clips: int = 2100, seed: int = REPORT_SEED) -> dict:
+    """Held-out accuracy, reversal rate, held-out styles and CPU time per window."""
+    ckpt = load_checkpoint(checkpoint)
+    model, cfg = ckpt.model, ckpt.config
+    normaliser = Normaliser(ckpt.mean, ckpt.std)
+    results = {'checkpoint': str(checkpoint), 'attention_type': cfg.attention_type}
+    data, labels = synthetic.make_dataset(seed, clips, cfg.img_size, cfg.num_frames,
+                                          synthetic.TRAIN_STYLE)
+    results['accuracy'] = accuracy(model, data, labels, normaliser)
+    results['reversal'] = reversal_rate(model, data, labels, normaliser)
+    for name, style in (('held_out_background_clutter', synthetic.HELD_OUT_BACKGROUND),
+                        ('held_out_noise_0.06_0.08', synthetic.HELD_OUT_NOISE)):
+        d, lab = synthetic.make_dataset(seed + 1, clips // 3, cfg.img_size, cfg.num_frames,
+                                        style)
+        results[name] = accuracy(model, d, lab, normaliser)
+    one = normaliser(torch.from_numpy(data[:1]))
+    with torch.inference_mode():
+        for _ in range(5):
+            model(one)
+        times = []
+        for _ in range(50):
+            start = time.perf_counter()
+            model(one)
+            times.append(time.perf_counter() - start)
+    results['cpu_ms_per_window_p50'] = round(float(np.median(times)) * 1000, 2)
+    results['clips'] = clips
+    return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog='timesformer_train', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', required=True)
+    tr = sub.add_parser('train', help='train a preset on synthetic motion (or --data)')
+    tr.add_argument('--preset', default='tiny')
+    tr.add_argument('--attention-type', choices=('divided_space_time', 'space_only',
+                                                 'joint_space_time'))
+    tr.add_argument('--steps', type=int, default=1500)
+    tr.add_argument('--batch-size', type=int, default=32)
+    tr.add_argument('--lr', type=float, default=1e-3)
+    tr.add_argument('--seed', type=int, default=0)
+    tr.add_argument('--val-every', type=int, default=250)
+    tr.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
+    tr.add_argument('--data', type=Path, help='DIR/<class>/*.npy clips instead of synthetic')
+    tr.add_argument('--out', type=Path, required=True, help='output checkpoint path')
+    rep = sub.add_parser('report', help='quality figures of a trained motion model')
+    rep.add_argument('checkpoint', type=Path)
+    rep.add_argument('--clips', type=int, default=2100)
+    rep.add_argument('--json', type=Path, help='also write the figures to this file')
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    if args.command == 'train':
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        overrides = {'attention_type': args.attention_type} if args.attention_type else {}
+        command = 'timesformer_train ' + ' '.join(shlex.quote(a) for a in
+                                                  (argv if argv is not None else sys.argv[1:]))
+        train(args.preset, args.steps, args.batch_size, args.lr, seed=args.seed,
+              val_every=args.val_every, data=args.data, out=args.out, command=command,
+              **overrides)
+        return 0
+    results = report(args.checkpoint, args.clips)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
