@@ -1,0 +1,141 @@
+"""The sliding window: exact window sequences, sampling, resets, never mixed windows."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from timesformer_ros.clips import NS, ClipBuffer
+
+MS = 1_000_000
+KEY = ('rgb8', 480, 640)
+
+
+def feed(buffer, stamps, key=KEY, frame_id='cam'):
+    """Push frames whose payload is their stamp; return (windows as stamp tuples, results)."""
+    windows, results = [], []
+    for stamp in stamps:
+        result = buffer.push(stamp, key, frame_id, lambda s=stamp: s)
+        results.append(result)
+        if result.window:
+            windows.append(result.window.frames)
+            assert result.window.frames == result.window.stamps
+    return windows, results
+
+
+def test_stride_and_sample_every_give_the_exact_windows():
+    buffer = ClipBuffer(num_frames=3, stride=2, sample_every=2, max_gap_s=1.0)
+    stamps = [i * 33 * MS for i in range(14)]
+    windows, _ = feed(buffer, stamps)
+    # Sampled: frames 0, 2, 4, ..., 12. First window at the 3rd sampled frame, then every 2.
+    s = [i * 33 * MS for i in range(0, 14, 2)]
+    assert windows == [(s[0], s[1], s[2]), (s[2], s[3], s[4]), (s[4], s[5], s[6])]
+    assert buffer.counts['sampled'] == 7 and buffer.counts['skipped_by_sampling'] == 7
+
+
+def test_stride_larger_than_the_window():
+    buffer = ClipBuffer(num_frames=2, stride=3)
+    windows, _ = feed(buffer, [i * MS for i in range(1, 10)])
+    assert windows == [(1 * MS, 2 * MS), (4 * MS, 5 * MS), (7 * MS, 8 * MS)]
+
+
+def test_window_carries_stamps_frame_id_and_sequence():
+    buffer = ClipBuffer(num_frames=2)
+    _, results = feed(buffer, [10, 20, 30], frame_id='camera_optical')
+    windows = [r.window for r in results if r.window]
+    assert [(w.start, w.end, w.frame_id, w.seq) for w in windows] == \
+        [(10, 20, 'camera_optical', 0), (20, 30, 'camera_optical', 1)]
+
+
+def test_target_fps_samples_a_jittery_30hz_stream_at_15hz():
+    buffer = ClipBuffer(num_frames=4, target_fps=15.0)
+    jitter = [0, 4, -3, 5, -5, 2, 0, -4, 3, 1, -2, 5, -1, 0, 4, -3]
+    stamps = [int((i / 30) * NS) + j * MS for i, j in enumerate(jitter)]
+    windows, results = feed(buffer, stamps)
+    sampled = [stamps[i] for i, r in enumerate(results) if r.sampled]
+    assert sampled == stamps[0::2]
+    assert windows[0] == tuple(stamps[0:8:2])
+
+
+def test_target_fps_above_the_camera_rate_samples_every_frame():
+    buffer = ClipBuffer(num_frames=3, target_fps=30.0)
+    stamps = [i * 100 * MS for i in range(6)]  # a 10 Hz camera
+    _, results = feed(buffer, stamps)
+    assert all(r.sampled for r in results)
+
+
+@pytest.mark.parametrize('bad_stamp, reason', [(150 * MS, 'backwards'), (2000 * MS, 'gap')])
+def test_backwards_stamps_and_gaps_reset_the_window(bad_stamp, reason):
+    buffer = ClipBuffer(num_frames=3, max_gap_s=0.5)
+    stamps = [100 * MS, 200 * MS, 300 * MS, 400 * MS, bad_stamp]
+    follow = [bad_stamp + k * 100 * MS for k in (1, 2, 3)]
+    windows, results = feed(buffer, stamps + follow)
+    assert results[4].reset == reason and results[4].sampled
+    assert buffer.counts[f'reset_{reason}'] == 1
+    # After the reset a new window needs 3 fresh frames: no window mixes old and new frames.
+    assert windows[-1] == (bad_stamp, follow[0], follow[1]) or windows[-1] == tuple(follow)
+    assert all(w[0] >= bad_stamp or w[-1] <= 400 * MS for w in windows)
+
+
+def test_size_or_encoding_change_resets_never_mixing_sizes():
+    buffer = ClipBuffer(num_frames=2)
+    out = []
+    keys = [KEY, KEY, ('rgb8', 240, 320), ('rgb8', 240, 320), ('mono8', 240, 320), KEY]
+    for i, key in enumerate(keys):
+        result = buffer.push(i * MS, key, 'cam', lambda k=key: k)
+        out.append(result)
+    windows = [r.window for r in out if r.window]
+    assert [w.key for w in windows] == [KEY, ('rgb8', 240, 320)]
+    assert all(len(set(w.frames)) == 1 for w in windows)
+    assert buffer.counts['reset_format_change'] == 3
+
+
+def test_duplicate_stamp_is_refused_without_changing_anything():
+    buffer = ClipBuffer(num_frames=2)
+    feed(buffer, [10])
+    result = buffer.push(10, KEY, 'cam', lambda: pytest.fail('must not load'))
+    assert result.refused == 'duplicate_stamp' and not result.sampled
+    windows, _ = feed(buffer, [20])
+    assert windows == [(10, 20)]
+
+
+def test_a_frame_that_fails_to_load_leaves_the_buffer_unchanged():
+    buffer = ClipBuffer(num_frames=2, max_gap_s=0.5)
+    feed(buffer, [100 * MS])
+
+    def broken():
+        raise ValueError('bad pixels')
+
+    with pytest.raises(ValueError):
+        buffer.push(5000 * MS, ('other', 1, 1), 'cam', broken)  # would have reset
+    windows, results = feed(buffer, [200 * MS])
+    assert windows == [(100 * MS, 200 * MS)] and results[0].reset is None
+
+
+def test_invalid_parameters_raise():
+    for kwargs, message in [({'stride': 0}, 'stride'), ({'sample_every': 0}, 'sample_every'),
+                            ({'target_fps': -1}, 'target_fps'), ({'max_gap_s': 0}, 'max_gap_s'),
+                            ({'num_frames': 0}, 'num_frames')]:
+        with pytest.raises(ValueError, match=message):
+            ClipBuffer(**{'num_frames': 2, **kwargs})
+
+
+@settings(max_examples=200, deadline=None)
+@given(stamps=st.lists(st.integers(min_value=0, max_value=5 * NS), min_size=1, max_size=60),
+       keys=st.lists(st.sampled_from(['a', 'b']), min_size=60, max_size=60),
+       num_frames=st.integers(1, 5), stride=st.integers(1, 4), sample_every=st.integers(1, 3),
+       target_fps=st.sampled_from([0.0, 10.0, 30.0]))
+def test_windows_are_never_mixed_or_out_of_order(stamps, keys, num_frames, stride, sample_every,
+                                                 target_fps):
+    buffer = ClipBuffer(num_frames=num_frames, stride=stride, sample_every=sample_every,
+                        target_fps=target_fps, max_gap_s=1.0)
+    for stamp, key in zip(stamps, keys):
+        result = buffer.push(stamp, key, 'cam', lambda s=stamp, k=key: (s, k))
+        window = result.window
+        if window is None:
+            continue
+        assert len(window.frames) == num_frames
+        assert len({k for _, k in window.frames}) == 1 and window.key == window.frames[0][1]
+        window_stamps = [s for s, _ in window.frames]
+        assert window_stamps == sorted(set(window_stamps)) == list(window.stamps)
+        assert all(b - a <= NS for a, b in zip(window_stamps, window_stamps[1:]))
+        assert window.end == stamp

@@ -1,0 +1,194 @@
+"""Model + device + dtype + compile: clips in, `Prediction`s out.
+
+Attention summaries (all computed from the LAST block only; every other block keeps the fused
+`scaled_dot_product_attention` path):
+
+* `spatial` (T, H/p, W/p): for each frame, the attention weight the CLS query gives each patch
+  of that frame, averaged over heads. Divided and space-only blocks attend within a frame
+  (CLS plus N patches), so each frame's map sums to 1 minus the CLS token's weight on itself.
+  Joint blocks attend over all T*N patches at once; the map holds the CLS row of that single
+  distribution, split by frame (so all T maps together sum to at most 1).
+* `spatial_last` (H/p, W/p): `spatial` of the last frame of the window (the newest frame).
+* `temporal` (T,): how much the window's frames are used, summing to 1. Divided blocks: the
+  temporal attention matrix (T x T per patch and head) averaged over patches, heads and query
+  frames, i.e. the mean attention each frame receives as a key. Joint blocks: the CLS row's
+  weight on each frame's patches, renormalised to sum to 1. Space-only models average the
+  frames' features uniformly, so their weights are exactly 1/T.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from einops import rearrange, reduce
+
+from .checkpoints import Checkpoint, load_checkpoint
+from .frames import Preprocessor
+from .model import TimeSformer
+
+LOGGER = logging.getLogger(__name__)
+
+_DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+
+
+class EngineError(RuntimeError):
+    """The engine cannot run as configured (device, dtype); the message says why."""
+
+
+@dataclass
+class Prediction:
+    """One window's result. Scores are softmax probabilities."""
+
+    class_ids: list                    # top-k class indices, best first
+    labels: list                       # their names
+    scores: list                       # their probabilities
+    probabilities: np.ndarray          # (num_classes,)
+    spatial: Optional[np.ndarray] = None        # (T, H/p, W/p)
+    spatial_last: Optional[np.ndarray] = None   # (H/p, W/p)
+    temporal: Optional[np.ndarray] = None       # (T,), sums to 1
+    timings: dict = field(default_factory=dict)  # milliseconds
+
+    @property
+    def label(self) -> str:
+        return self.labels[0]
+
+    @property
+    def score(self) -> float:
+        return self.scores[0]
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu. 'cuda' without a GPU is an error."""
+    if device == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise EngineError(f'unknown device {device!r} (use auto, cpu, cuda or cuda:N)') from None
+    if resolved.type == 'cuda' and not torch.cuda.is_available():
+        raise EngineError(f'device {device!r} requested but no CUDA GPU is available')
+    if resolved.type not in ('cpu', 'cuda'):
+        raise EngineError(f'unsupported device {device!r} (use auto, cpu, cuda or cuda:N)')
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bfloat16 on a GPU, float32 on the CPU."""
+    if dtype == 'auto':
+        return torch.bfloat16 if device.type == 'cuda' else torch.float32
+    if dtype not in _DTYPES:
+        raise EngineError(f'unknown dtype {dtype!r}; use auto or one of {sorted(_DTYPES)}')
+    return _DTYPES[dtype]
+
+
+def attention_summary(model: TimeSformer, weights, frames: int, grid: tuple):
+    """(spatial (B, T, gh, gw), temporal (B, T)) from the last block's `BlockWeights`."""
+    kind = model.config.attention_type
+    gh, gw = grid
+    if kind == 'joint_space_time':
+        heads_mean = reduce(weights.spatial[:, :, 0, 1:], 'b h (t n) -> b t n', 'mean', t=frames)
+        spatial = heads_mean
+        per_frame = heads_mean.sum(-1)
+        temporal = per_frame / per_frame.sum(-1, keepdim=True)
+    else:
+        spatial = reduce(weights.spatial[:, :, 0, 1:], '(b t) h n -> b t n', 'mean', t=frames)
+        if kind == 'divided_space_time':
+            batch = spatial.shape[0]
+            temporal = reduce(weights.temporal, '(b n) h q k -> b k', 'mean', b=batch)
+        else:
+            temporal = torch.full(spatial.shape[:2], 1.0 / frames, device=spatial.device)
+    return rearrange(spatial, 'b t (gh gw) -> b t gh gw', gh=gh, gw=gw), temporal
+
+
+class Engine:
+    """Runs a checkpoint on clips of preprocessed frames (T, 3, S, S) from `preprocessor`."""
+
+    def __init__(self, checkpoint: Union[str, Checkpoint], device: str = 'auto',
+                 dtype: str = 'auto', compile: bool = False, top_k: int = 5,
+                 warmup: bool = True, max_batch: int = 8):
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) \
+            else load_checkpoint(checkpoint)
+        self.labels = list(self.checkpoint.labels)
+        self.config = self.checkpoint.config
+        self.top_k = top_k
+        self.model = self.checkpoint.model.to(self.device, self.dtype).eval()
+        self.preprocessor = Preprocessor(self.config.img_size, self.checkpoint.mean,
+                                         self.checkpoint.std, self.device, self.dtype)
+        self._run = self._forward
+        if compile:
+            mode = 'reduce-overhead' if self.device.type == 'cuda' else 'default'
+            self._run = torch.compile(self._forward, mode=mode, dynamic=False)
+        self.compiled = compile
+        if warmup:
+            self.warm_up(max_batch)
+
+    @property
+    def num_frames(self) -> int:
+        return self.config.num_frames
+
+    def _forward(self, video: torch.Tensor, with_attention: bool):
+        if not with_attention:
+            return self.model(video), None, None
+        logits, weights = self.model.forward_with_attention(video)
+        grid = (video.shape[-2] // self.config.patch_size,
+                video.shape[-1] // self.config.patch_size)
+        spatial, temporal = attention_summary(self.model, weights[len(self.model.blocks) - 1],
+                                              video.shape[1], grid)
+        return logits, spatial, temporal
+
+    def warm_up(self, max_batch: int = 1):
+        """Run dummy clips once (and compile, when asked) so the first real window is fast."""
+        cfg = self.config
+        for batch in sorted({1, max_batch}):
+            dummy = torch.zeros(batch, cfg.num_frames, cfg.in_chans, cfg.img_size, cfg.img_size,
+                                device=self.device, dtype=self.dtype)
+            for _ in range(3 if self.compiled else 1):
+                self.infer_tensor(dummy)
+
+    def infer_tensor(self, video: torch.Tensor, with_attention: bool = True) -> list:
+        """Predictions for a (B, T, C, S, S) tensor of preprocessed frames."""
+        started = time.perf_counter()
+        with torch.inference_mode():
+            logits, spatial, temporal = self._run(video.to(self.device, self.dtype),
+                                                  with_attention)
+            probs = logits.float().softmax(-1)
+            k = min(self.top_k, probs.shape[-1])
+            top_scores, top_ids = probs.topk(k, dim=-1)
+            probs = probs.cpu().numpy()
+            top_scores, top_ids = top_scores.cpu().numpy(), top_ids.cpu().numpy()
+            if with_attention:
+                spatial = spatial.float().cpu().numpy()
+                temporal = temporal.float().cpu().numpy()
+        # .cpu() waited for the device, so this is the whole inference time.
+        elapsed = (time.perf_counter() - started) * 1000.0
+        out = []
+        for i in range(len(probs)):
+            ids = [int(c) for c in top_ids[i]]
+            out.append(Prediction(
+                class_ids=ids, labels=[self.labels[c] for c in ids],
+                scores=[float(s) for s in top_scores[i]], probabilities=probs[i],
+                spatial=spatial[i] if with_attention else None,
+                spatial_last=spatial[i][-1] if with_attention else None,
+                temporal=temporal[i] if with_attention else None,
+                timings={'inference_ms': elapsed}))
+        return out
+
+    def infer(self, clips: Sequence[Sequence[torch.Tensor]], with_attention: bool = True) -> list:
+        """Predictions for clips given as sequences of T preprocessed frames (3, S, S), e.g.
+        `Window.frames`; several clips (cameras) run as one batch."""
+        video = torch.stack([torch.stack(list(frames)) for frames in clips])
+        return self.infer_tensor(video, with_attention)
+
+    def describe(self) -> str:
+        cfg = self.config
+        return (f'{cfg.attention_type} {cfg.num_frames}x{cfg.img_size} '
+                f'({cfg.depth} blocks, dim {cfg.embed_dim}, {len(self.labels)} classes) on '
+                f'{self.device} in {str(self.dtype).replace("torch.", "")}'
+                f'{" compiled" if self.compiled else ""}')
