@@ -1,7 +1,11 @@
 """Shared fixtures: seeds, tiny configurations, reference models."""
 
+import itertools
 import os
 import random
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,3 +65,80 @@ def hf_reference_logits(hf_model, video: torch.Tensor) -> torch.Tensor:
         batch, frames = video.shape[:2]
         cls = out.hidden_states[-1][:, 0].reshape(batch, frames, -1).mean(dim=1)
         return hf_model.classifier(hf_model.timesformer.layernorm(cls))
+
+
+# -- ROS 2 over loopback ----------------------------------------------------------------------
+# DDS must stay on loopback on these machines: every rclpy process (this one and the ones the
+# tests start) uses the project's loopback-only Fast DDS profile. Set before rclpy loads.
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(REPO / 'dev' / 'fastdds_localhost.xml'))
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+
+_domain_counter = itertools.count()
+
+
+def console_script(name: str) -> list:
+    """The installed console script, or `python -m` of its module where it is not on PATH."""
+    script = Path(sys.executable).parent / name
+    if script.exists():
+        return [str(script)]
+    modules = {'timesformer_node': 'timesformer_ros.node',
+               'timesformer_synthetic_camera': 'timesformer_ros.camera'}
+    return [sys.executable, '-m', modules[name]]
+
+
+class Ros:
+    """An rclpy context on its own domain, with a node and an executor for the test side."""
+
+    def __init__(self, domain_id: int):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        self.domain_id = domain_id
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node(f'tester_{domain_id}', context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.env = {**os.environ, 'ROS_DOMAIN_ID': str(domain_id), 'PYTHONUNBUFFERED': '1'}
+
+    def spin_until(self, condition, timeout: float, step: float = 0.02) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            self.executor.spin_once(timeout_sec=step)
+        return condition()
+
+    def spin_for(self, seconds: float):
+        """Keep serving callbacks for `seconds` (pacing, not synchronisation)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=min(0.02, max(deadline - time.monotonic(), 0)))
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+@pytest.fixture
+def ros():
+    pytest.importorskip('rclpy')
+    domain = 20 + (os.getpid() * 7 + next(_domain_counter)) % 80
+    handle = Ros(domain)
+    yield handle
+    handle.close()
+
+
+@pytest.fixture(scope='session')
+def small_checkpoint(tmp_path_factory):
+    """A small random model in the project's format: fast enough for 30 Hz on one core."""
+    from timesformer_ros.checkpoints import save_checkpoint
+    from timesformer_ros.model import TimeSformer, TimeSformerConfig
+    torch.manual_seed(0)
+    config = TimeSformerConfig(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=2,
+                               num_heads=4, num_classes=3)
+    model = randomise_(TimeSformer(config))
+    return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'small', model,
+                           ['left', 'right', 'still'], source='test fixture')

@@ -193,31 +193,53 @@ def _polygon(shape: str, centre: np.ndarray, radius: float, angle: float) -> np.
 
 
 def _draw(image: np.ndarray, obj: _Object, pos: np.ndarray, size: float, unit: int):
+    """Blend the object into `image` (float32 RGB), touching only its bounding box."""
     height, width = image.shape[:2]
     centre = np.array([width / 2, height / 2]) + pos * unit
     radius = max(size * unit, 0.75)
-    mask = np.zeros((height, width), np.uint8)
+    reach = radius * 1.5 + 2
+    x0, y0 = max(int(centre[0] - reach), 0), max(int(centre[1] - reach), 0)
+    x1, y1 = min(int(centre[0] + reach) + 1, width), min(int(centre[1] + reach) + 1, height)
+    if x0 >= x1 or y0 >= y1:
+        return
+    local = centre - (x0, y0)
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     shift = 4  # sub-pixel precision for smooth motion at low resolution
     if obj.shape == 'circle':
-        cv2.circle(mask, tuple(int(v * 16) for v in centre), int(radius * 16), 255, -1,
+        cv2.circle(mask, tuple(int(v * 16) for v in local), int(radius * 16), 255, -1,
                    cv2.LINE_AA, shift)
     else:
-        pts = (_polygon(obj.shape, centre, radius, obj.angle) * 16).astype(np.int32)
+        pts = (_polygon(obj.shape, local, radius, obj.angle) * 16).astype(np.int32)
         cv2.fillPoly(mask, [pts], 255, cv2.LINE_AA, shift)
     alpha = mask.astype(np.float32)[..., None] / 255.0
     colour = obj.colour.astype(np.float32)
     if obj.stripes is not None:
         period = max(radius / 1.5, 2.0)
-        xs = np.arange(width, dtype=np.float32)[None, :] - centre[0]
+        xs = np.arange(x0, x1, dtype=np.float32)[None, :] - centre[0]
         band = ((xs // period) % 2).astype(np.float32)[..., None]
         colour = colour * (1 - band) + obj.stripes.astype(np.float32) * band
-    image *= 1 - alpha
-    image += alpha * colour
+    roi = image[y0:y1, x0:x1]
+    roi *= 1 - alpha
+    roi += alpha * colour
+
+
+NOISE_BANK = 4  # distinct noise frames per scene, cycled (drawing fresh noise is the costliest
+                # part of a large frame)
+
+
+def _noise_bank(scene: Scene, height: int, width: int) -> np.ndarray:
+    rng = np.random.default_rng(scene.noise_seed)
+    return rng.normal(0, scene.noise, (NOISE_BANK, height, width, 3)).astype(np.float32)
 
 
 def render(scene: Scene, t: float, height: int, width: int,
-           background: Optional[np.ndarray] = None) -> np.ndarray:
-    """The scene at time `t` (seconds) as an RGB uint8 (height, width, 3) image."""
+           background: Optional[np.ndarray] = None, noise: Optional[np.ndarray] = None,
+           index: int = 0) -> np.ndarray:
+    """The scene at time `t` (seconds) as an RGB uint8 (height, width, 3) image.
+
+    `background` and `noise` (from `_background` / `_noise_bank`) may be passed in to reuse
+    them across the frames of a scene; `index` picks the noise frame.
+    """
     image = (background if background is not None
              else _background(scene, height, width)).copy()
     unit = min(height, width)
@@ -227,9 +249,11 @@ def render(scene: Scene, t: float, height: int, width: int,
     lo, hi = scene.brightness
     image *= lo + (hi - lo) * min(max(t / max(scene.duration, 1e-6), 0.0), 1.0)
     if scene.noise > 0:
-        rng = np.random.default_rng((scene.noise_seed, int(t * 1000)))
-        image += rng.normal(0, scene.noise, image.shape).astype(np.float32)
-    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+        bank = noise if noise is not None else _noise_bank(scene, height, width)
+        image += bank[index % len(bank)]
+    np.clip(image, 0.0, 1.0, out=image)
+    image *= 255.0
+    return image.astype(np.uint8)
 
 
 def make_clip(rng: np.random.Generator, label: str, size: int = 64, num_frames: int = 8,
@@ -240,7 +264,8 @@ def make_clip(rng: np.random.Generator, label: str, size: int = 64, num_frames: 
     span = (num_frames - 1) / rate
     start = rng.uniform(0.0, max(scene.duration - span, 0.0))
     background = _background(scene, size, size)
-    return np.stack([render(scene, start + k / rate, size, size, background)
+    noise = _noise_bank(scene, size, size) if scene.noise > 0 else None
+    return np.stack([render(scene, start + k / rate, size, size, background, noise, k)
                      for k in range(num_frames)])
 
 
@@ -287,7 +312,8 @@ class SyntheticStream:
         """Yields (rgb uint8 (H, W, 3), label) forever."""
         for scene in self.segments():
             background = _background(scene, self.height, self.width)
+            noise = _noise_bank(scene, self.height, self.width) if scene.noise > 0 else None
             count = max(1, int(round(scene.duration * self.fps)))
             for k in range(count):
-                yield render(scene, k / self.fps, self.height, self.width, background), \
-                    scene.label
+                yield render(scene, k / self.fps, self.height, self.width, background, noise,
+                             k), scene.label

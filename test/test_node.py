@@ -1,0 +1,313 @@
+"""The node as users run it: the console script as a process, real DDS on loopback, its own
+ROS_DOMAIN_ID per test, signals and exit codes."""
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, console_script
+
+rclpy = pytest.importorskip('rclpy')
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import (  # noqa: E402
+    DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+CONFIG = REPO / 'config' / 'timesformer.yaml'
+
+
+class NodeProcess:
+    """`timesformer_node` started as users start it, with --ros-args."""
+
+    def __init__(self, ros, *ros_args, params_file=CONFIG):
+        cmd = console_script('timesformer_node') + ['--ros-args', '--params-file',
+                                                    str(params_file), *ros_args]
+        self.proc = subprocess.Popen(cmd, env=ros.env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+
+    def stop(self, sig=signal.SIGINT, timeout=2.0):
+        """Signal the node; returns (exit code, seconds it took, output)."""
+        started = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            code = None
+        elapsed = time.monotonic() - started
+        return code, elapsed, self.proc.stdout.read()
+
+    def rss_mb(self) -> float:
+        for line in Path(f'/proc/{self.proc.pid}/status').read_text().splitlines():
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def start_node(ros):
+    started = []
+
+    def start(*args, **kwargs):
+        node = NodeProcess(ros, *args, **kwargs)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.kill()
+
+
+class Listener:
+    """Subscribes to everything the node publishes."""
+
+    def __init__(self, ros, ns='/timesformer'):
+        node = ros.node
+        self.labels, self.classifications, self.spatial, self.overlay = [], [], [], []
+        self.diagnostics, self.label_info = [], []
+        node.create_subscription(String, f'{ns}/label', lambda m: self.labels.append(m.data),
+                                 50)
+        node.create_subscription(String, f'{ns}/classification',
+                                 lambda m: self.classifications.append(json.loads(m.data)), 50)
+        node.create_subscription(Image, f'{ns}/attention/spatial', self.spatial.append, 50)
+        node.create_subscription(Image, f'{ns}/attention/overlay', self.overlay.append, 50)
+        node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
+
+    def _on_diag(self, msg):
+        for status in msg.status:
+            if status.name == 'timesformer: inference':
+                self.diagnostics.append({kv.key: kv.value for kv in status.values})
+
+    def subscribe_label_info(self, ros, ns='/timesformer'):
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        ros.node.create_subscription(String, f'{ns}/label_info',
+                                     lambda m: self.label_info.append(json.loads(m.data)),
+                                     latched)
+
+
+def frame(index: int, stamp_ns: int, frame_id='camera', height=48, width=64) -> Image:
+    rng = np.random.default_rng(index)
+    msg = Image(height=height, width=width, encoding='rgb8', is_bigendian=0, step=width * 3)
+    msg.data = rng.integers(0, 256, (height, width, 3), dtype=np.uint8).tobytes()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def stamp_of(d) -> int:
+    return d['sec'] * 1_000_000_000 + d['nanosec']
+
+
+def header_ns(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def wait_for_subscriber(ros, publisher, timeout=20.0):
+    assert ros.spin_until(lambda: publisher.get_subscription_count() > 0, timeout), \
+        'the node did not subscribe to the image topic in time'
+
+
+def publish_at(ros, publisher, count, rate_hz, first_stamp_ns=1_000_000_000_000,
+               period_ns=None, **frame_kwargs) -> list:
+    """Publish `count` frames at `rate_hz` (paced by serving callbacks); returns stamps."""
+    period_ns = period_ns or int(1e9 / rate_hz)
+    stamps = []
+    start = time.monotonic()
+    for i in range(count):
+        stamp = first_stamp_ns + i * period_ns
+        publisher.publish(frame(i, stamp, **frame_kwargs))
+        stamps.append(stamp)
+        ros.spin_for(max(0.0, start + (i + 1) / rate_hz - time.monotonic()))
+    return stamps
+
+
+def test_node_end_to_end_at_30hz(ros, start_node, small_checkpoint):
+    node = start_node('-p', f'checkpoint:={small_checkpoint}', '-p', 'publish_overlay:=true',
+                      '-r', 'image:=/camera/image_raw')
+    listener = Listener(ros)
+    pub = ros.node.create_publisher(Image, '/camera/image_raw', qos_profile_sensor_data)
+    wait_for_subscriber(ros, pub)
+    stamps = publish_at(ros, pub, 90, 30.0, frame_id='camera_optical')
+    assert ros.spin_until(lambda: len(listener.classifications) >= 20, 10.0), \
+        f'only {len(listener.classifications)} results'
+    ros.spin_until(lambda: len(listener.spatial) >= len(listener.classifications), 5.0)
+    published = set(stamps)
+    for result in listener.classifications:
+        end = stamp_of(result['window']['end'])
+        assert stamp_of(result['header']['stamp']) == end
+        assert end in published and stamp_of(result['window']['start']) in published
+        assert result['header']['frame_id'] == 'camera_optical'
+        assert result['window']['num_frames'] == 4
+        assert len(result['temporal_weights']) == 4
+        assert abs(sum(result['temporal_weights']) - 1) < 1e-3
+        assert [r['class_name'] for r in result['results']] and \
+            result['results'][0]['score'] >= result['results'][-1]['score']
+        # target_fps 15 from the default config: a window spans 3 periods of 1/15 s.
+        span = end - stamp_of(result['window']['start'])
+        assert abs(span - 3 * 2 * 33_333_333) < 2_000_000
+    seqs = [r['seq'] for r in listener.classifications]
+    assert seqs == sorted(seqs)
+    assert len(listener.labels) >= len(listener.classifications) - 2
+    assert set(listener.labels) <= {'left', 'right', 'still'}
+    classified = {stamp_of(r['header']['stamp']) for r in listener.classifications}
+    spatial = {header_ns(m) for m in listener.spatial}
+    assert classified & spatial and spatial <= published
+    image = listener.spatial[0]
+    assert (image.encoding, image.height, image.width) == ('32FC1', 4, 4)
+    saliency = np.frombuffer(bytes(image.data), '<f4')
+    assert np.isfinite(saliency).all() and (saliency >= 0).all()
+    assert listener.overlay and listener.overlay[0].encoding == 'rgb8'
+    assert {header_ns(m) for m in listener.overlay} <= published
+
+    # A subscriber that joins late still gets the latched label map.
+    listener.subscribe_label_info(ros)
+    assert ros.spin_until(lambda: listener.label_info, 5.0)
+    assert listener.label_info[0]['class_map'] == [
+        {'class_id': 0, 'class_name': 'left'}, {'class_id': 1, 'class_name': 'right'},
+        {'class_id': 2, 'class_name': 'still'}]
+
+    assert ros.spin_until(lambda: listener.diagnostics, 5.0)
+    diag = listener.diagnostics[-1]
+    assert diag['device'] == 'cpu' and int(diag['frames_received']) > 0
+    assert diag['accounted'] == 'True'
+
+    code, elapsed, output = node.stop(signal.SIGINT)
+    assert code == 0, output
+    assert elapsed < 2.0
+    assert 'Traceback' not in output
+
+
+def test_sigterm_ends_the_node_with_exit_code_0(ros, start_node, small_checkpoint):
+    node = start_node('-p', f'checkpoint:={small_checkpoint}')
+    listener = Listener(ros)
+    assert ros.spin_until(lambda: listener.diagnostics, 20.0)
+    code, elapsed, output = node.stop(signal.SIGTERM)
+    assert code == 0 and elapsed < 2.0, output
+
+
+def test_backpressure_drops_stale_windows_and_accounts_for_every_frame(ros, start_node,
+                                                                       tmp_path):
+    """A model far slower than the camera: windows are dropped (latest wins), nothing queues,
+    latency and memory stay bounded, and every frame ends in exactly one counter."""
+    from timesformer_ros.checkpoints import save_checkpoint
+    from timesformer_ros.model import TimeSformer, TimeSformerConfig
+    slow = TimeSformerConfig(img_size=96, patch_size=8, num_frames=8, embed_dim=128, depth=6,
+                             num_heads=4, num_classes=3)
+    ckpt = save_checkpoint(tmp_path / 'slow', TimeSformer(slow), ['a', 'b', 'c'])
+    node = start_node('-p', f'checkpoint:={ckpt}', '-p', 'target_fps:=0.0', '-p',
+                      'qos:=reliable', '-p', 'max_gap_s:=5.0')
+    listener = Listener(ros)
+    pub = ros.node.create_publisher(Image, 'image', QoSProfile(
+        depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    wait_for_subscriber(ros, pub)
+    assert ros.spin_until(lambda: listener.diagnostics, 20.0)
+    # Measure what the model can serve: frames at a slow rate, one result per frame.
+    publish_at(ros, pub, 12, 4.0, period_ns=250_000_000)
+    ros.spin_until(lambda: len(listener.classifications) >= 4, 10.0)
+    latencies = [r['latency_ms'] for r in listener.classifications]
+    infer_ms = float(np.median(latencies))
+    rate = min(120.0, 4 * 1000.0 / infer_ms)
+    rss_before = node.rss_mb()
+    count = int(rate * 6)
+    stamps = publish_at(ros, pub, count, rate, first_stamp_ns=2_000_000_000_000,
+                        period_ns=int(1e9 / rate))
+    assert ros.spin_until(lambda: listener.diagnostics and int(
+        listener.diagnostics[-1]['frames_received']) >= 12 + count and
+        listener.diagnostics[-1]['windows_pending'] == '0', 15.0), listener.diagnostics[-1:]
+    diag = listener.diagnostics[-1]
+    received = int(diag['frames_received'])
+    assert received == 12 + count                      # reliable QoS: every frame arrived
+    assert int(diag['frames_dropped']) > count / 3      # 4x too fast: most windows dropped
+    assert diag['accounted'] == 'True'
+    assert received == sum(int(diag[k]) for k in (
+        'frames_refused', 'frames_skipped_by_sampling', 'frames_buffered', 'frames_processed',
+        'frames_dropped', 'frames_failed'))
+    late = [r['latency_ms'] for r in listener.classifications
+            if stamp_of(r['header']['stamp']) >= stamps[len(stamps) // 2]]
+    assert late and max(late) < 3 * infer_ms + 500, (infer_ms, late)
+    assert node.rss_mb() - rss_before < 100
+    code, elapsed, output = node.stop()
+    assert code == 0 and elapsed < 2.0, output
+
+
+def set_parameters(ros, **values):
+    client = ros.node.create_client(SetParameters, '/timesformer/set_parameters')
+    assert client.wait_for_service(timeout_sec=20.0)
+    request = SetParameters.Request()
+    request.parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+    future = client.call_async(request)
+    assert ros.spin_until(future.done, 10.0)
+    return future.result().results
+
+
+def test_runtime_parameters_take_effect_and_invalid_ones_are_refused(ros, start_node,
+                                                                     small_checkpoint):
+    start_node('-p', f'checkpoint:={small_checkpoint}', '-p', 'target_fps:=0.0')
+    listener = Listener(ros)
+    pub = ros.node.create_publisher(Image, 'image', qos_profile_sensor_data)
+    wait_for_subscriber(ros, pub)
+
+    (ok,) = set_parameters(ros, top_k=2)
+    assert ok.successful
+    (ok,) = set_parameters(ros, score_threshold=1.0)
+    assert ok.successful
+    publish_at(ros, pub, 12, 30.0)
+    assert ros.spin_until(lambda: len(listener.classifications) >= 3, 10.0)
+    assert all(len(r['results']) == 2 for r in listener.classifications)
+    assert ros.spin_until(lambda: listener.labels, 5.0)
+    assert set(listener.labels) == {'unknown'}  # no softmax score reaches 1.0
+
+    # Ranges are refused by rclpy from the descriptors, read-only parameters too; the
+    # reason names the parameter and the rule.
+    for values, reason in [({'top_k': 0}, 'top_k out of range'),
+                           ({'score_threshold': 1.5}, 'score_threshold out of range'),
+                           ({'device': 'cuda'}, 'read-only parameter: device')]:
+        (result,) = set_parameters(ros, **values)
+        assert not result.successful and reason in result.reason, result.reason
+
+    assert all(r.successful for r in set_parameters(ros, stride=3, score_threshold=0.0))
+    before = len(listener.classifications)
+    publish_at(ros, pub, 12, 30.0, first_stamp_ns=3_000_000_000_000)
+    ros.spin_until(lambda: len(listener.classifications) >= before + 3, 10.0)
+    later = listener.classifications[before:]
+    # stride 3 after a reset (the stamps jumped): first window after 4 frames, then every 3.
+    assert len(later) == 3, [r['seq'] for r in later]
+    assert all(label != 'unknown' for label in listener.labels[-2:])
+
+
+@pytest.mark.parametrize('args, message', [
+    (('-p', 'checkpoint:=/nonexistent/model.pyth'), 'checkpoint not found: /nonexistent'),
+    (('-p', 'checkpoint:=preset:huge'), "unknown preset 'huge'"),
+    (('-p', 'device:=cuda'), 'no CUDA GPU is available'),
+    (('-p', 'input_transport:=ffmpeg'), 'input_transport must be one of'),
+])
+def test_startup_faults_exit_non_zero_with_one_clear_line(ros, args, message, small_checkpoint):
+    import torch
+    if 'device:=cuda' in args and torch.cuda.is_available():
+        pytest.skip('this machine has a GPU')
+    extra = () if 'checkpoint' in args[1] else ('-p', f'checkpoint:={small_checkpoint}')
+    started = time.monotonic()
+    result = subprocess.run(console_script('timesformer_node') + [
+        '--ros-args', '--params-file', str(CONFIG), *extra, *args],
+        env=ros.env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert time.monotonic() - started < 10
+    output = result.stdout + result.stderr
+    assert message in output and 'Traceback' not in output
+    fatal = [line for line in output.splitlines() if 'cannot start' in line]
+    assert len(fatal) == 1

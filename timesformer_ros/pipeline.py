@@ -1,0 +1,245 @@
+"""Frames in, results out, on a worker thread: what the node runs, without ROS.
+
+`Pipeline.submit(msg, arrival)` runs in the subscription callback: it decodes and checks the
+message, offers it to the clip buffer (which preprocesses it only when sampled), and hands a
+completed window to a one-slot mailbox. The worker thread takes the newest window, runs the
+engine and calls `on_result`. When inference is slower than the camera, a window still waiting
+in the mailbox is replaced by the newer one and counted as dropped: nothing queues, latency
+never accumulates.
+
+Every received frame ends in exactly one counter (`Counters.accounted` checks the sum):
+refused (by reason), skipped by sampling, buffered (sampled, but completed no window: the
+window was still filling, or `stride` > 1), or it completed a window that was processed,
+dropped as stale, or failed; at most one window is pending at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from .clips import ClipBuffer, Window
+from .engine import Engine, Prediction
+from .frames import FrameError, decode
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class Counters:
+    """Frame and window outcomes; `refused` and `resets` are by reason."""
+
+    received: int = 0
+    refused: Counter = field(default_factory=Counter)
+    skipped_by_sampling: int = 0
+    buffered: int = 0
+    processed: int = 0
+    dropped: int = 0
+    failed: int = 0
+    failed_consecutive: int = 0
+    resets: Counter = field(default_factory=Counter)
+
+    def accounted(self, pending: int) -> bool:
+        return self.received == (sum(self.refused.values()) + self.skipped_by_sampling +
+                                 self.buffered + self.processed + self.dropped + self.failed +
+                                 pending)
+
+
+@dataclass
+class Job:
+    window: Window
+    arrival: float                 # perf_counter() when the window's last frame arrived
+    header: object                 # the last frame's header (stamp, frame_id)
+    rgb: Optional[np.ndarray]      # the last frame's decoded RGB (for the overlay)
+    preprocess_ms: float
+
+
+class RateMeter:
+    """Events per second over a sliding interval of the steady clock."""
+
+    def __init__(self, horizon_s: float = 5.0):
+        self.horizon = horizon_s
+        self.times = deque()
+
+    def tick(self, now: Optional[float] = None):
+        now = time.monotonic() if now is None else now
+        self.times.append(now)
+        while self.times and now - self.times[0] > self.horizon:
+            self.times.popleft()
+
+    def rate(self, now: Optional[float] = None) -> float:
+        now = time.monotonic() if now is None else now
+        while self.times and now - self.times[0] > self.horizon:
+            self.times.popleft()
+        if len(self.times) < 2:
+            return 0.0
+        span = max(now - self.times[0], 1e-9)
+        return (len(self.times) - 1) / span
+
+
+def stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+class Pipeline:
+
+    def __init__(self, engine: Engine, buffer: ClipBuffer,
+                 on_result: Callable[[Job, Prediction, float], None],
+                 on_failure: Callable[[Job, BaseException], None] = lambda job, exc: None,
+                 keep_rgb: bool = True):
+        self.engine = engine
+        self.buffer = buffer
+        self.on_result = on_result
+        self.on_failure = on_failure
+        self.keep_rgb = keep_rgb
+        self.counters = Counters()
+        self.input_rate = RateMeter()
+        self.inference_rate = RateMeter()
+        self.latencies = deque(maxlen=200)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._mailbox: Optional[Job] = None
+        self._in_flight = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name='timesformer-worker')
+
+    # -- producer side (subscription callback) ------------------------------------------------
+
+    def submit(self, msg, arrival: Optional[float] = None) -> Optional[str]:
+        """Offer one image message. Returns the refusal reason, or None when accepted."""
+        arrival = time.perf_counter() if arrival is None else arrival
+        self.input_rate.tick()
+        with self._lock:
+            self.counters.received += 1
+        try:
+            rgb, key = decode(msg)
+        except FrameError as exc:
+            return self._refuse(exc.reason, str(exc))
+        timing = {}
+
+        def load():
+            started = time.perf_counter()
+            tensor = self.engine.preprocessor(rgb)
+            timing['ms'] = (time.perf_counter() - started) * 1000.0
+            return tensor
+
+        header = msg.header
+        try:
+            result = self.buffer.push(stamp_ns(header), key, header.frame_id, load)
+        except FrameError as exc:
+            return self._refuse(exc.reason, str(exc))
+        with self._lock:
+            if result.refused:
+                self.counters.refused[result.refused] += 1
+            if result.reset:
+                self.counters.resets[result.reset] += 1
+            if result.refused:
+                return result.refused
+            if not result.sampled:
+                self.counters.skipped_by_sampling += 1
+                return None
+            if result.window is None:
+                self.counters.buffered += 1
+                return None
+            job = Job(result.window, arrival, header, rgb if self.keep_rgb else None,
+                      timing.get('ms', 0.0))
+            if self._mailbox is not None:
+                self.counters.dropped += 1
+            self._mailbox = job
+            self._wake.notify()
+        return None
+
+    def _refuse(self, reason: str, message: str) -> str:
+        with self._lock:
+            self.counters.refused[reason] += 1
+        LOGGER.debug('refused frame: %s', message)
+        self.last_refusal = message
+        return reason
+
+    # -- worker ---------------------------------------------------------------------------------
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0):
+        self._stop.set()
+        with self._lock:
+            self._wake.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return (self._mailbox is not None) + self._in_flight
+
+    def _take(self) -> Optional[Job]:
+        with self._lock:
+            while self._mailbox is None and not self._stop.is_set():
+                self._wake.wait(0.5)
+            job, self._mailbox = self._mailbox, None
+            if job is not None:
+                self._in_flight = 1
+            return job
+
+    def _work(self):
+        while not self._stop.is_set():
+            job = self._take()
+            if job is None:
+                continue
+            try:
+                (prediction,) = self.engine.infer([job.window.frames])
+            except Exception as exc:  # noqa: BLE001 - one bad inference must not end the node
+                with self._lock:
+                    self.counters.failed += 1
+                    self.counters.failed_consecutive += 1
+                    self._in_flight = 0
+                self.on_failure(job, exc)
+                continue
+            latency = (time.perf_counter() - job.arrival) * 1000.0
+            prediction.timings['preprocess_ms'] = job.preprocess_ms
+            try:
+                self.on_result(job, prediction, latency)
+            except Exception:  # noqa: BLE001 - a failed publish must not end the worker
+                if not self._stop.is_set():
+                    LOGGER.exception('publishing the result of window %d failed',
+                                     job.window.seq)
+            latency = (time.perf_counter() - job.arrival) * 1000.0
+            prediction.timings['total_ms'] = latency
+            with self._lock:
+                self.counters.processed += 1
+                self.counters.failed_consecutive = 0
+                self.latencies.append(latency)
+                self._in_flight = 0
+            self.inference_rate.tick()
+
+    def snapshot(self) -> dict:
+        """Counters and rates for diagnostics."""
+        with self._lock:
+            c = self.counters
+            latencies = np.array(self.latencies) if self.latencies else np.zeros(1)
+            pending = (self._mailbox is not None) + self._in_flight
+            return {
+                'frames_received': c.received,
+                'frames_refused': sum(c.refused.values()),
+                'refused_by_reason': dict(c.refused),
+                'frames_skipped_by_sampling': c.skipped_by_sampling,
+                'frames_buffered': c.buffered,
+                'frames_processed': c.processed,
+                'frames_dropped': c.dropped,
+                'frames_failed': c.failed,
+                'failed_consecutive': c.failed_consecutive,
+                'windows_pending': pending,
+                'resets_by_reason': dict(c.resets),
+                'input_rate_hz': self.input_rate.rate(),
+                'inference_rate_hz': self.inference_rate.rate(),
+                'latency_p50_ms': float(np.percentile(latencies, 50)),
+                'latency_p95_ms': float(np.percentile(latencies, 95)),
+                'accounted': c.accounted(pending),
+            }
