@@ -30,6 +30,7 @@ setup(
             'timesformer_train = timesformer_ros.train:main',
             'timesformer_bench = timesformer_ros.bench:main',
             'timesformer_synthetic_camera = timesformer_ros.camera:main',
+            'timesformer_bag = timesformer_ros.bags:main',
         ],
     },
 )

@@ -52,6 +52,11 @@ class Style:
 
 
 TRAIN_STYLE = Style(backgrounds=('flat', 'gradient', 'texture'))   # 'clutter' held out
+# The start of a curriculum: plain scenes with larger motions, where a model trained from
+# scratch first finds what distinguishes frame orders (the network is order-blind at
+# initialisation: zero time embedding, zero temporal_fc).
+EASY_STYLE = Style(backgrounds=('flat',), noise=(0.0, 0.0), distractors=(0, 0),
+                   speed=(1.0, 2.0), growth=(4.0, 8.0))
 HELD_OUT_BACKGROUND = Style(backgrounds=('clutter',))
 HELD_OUT_NOISE = Style(noise=(0.06, 0.08))
 

@@ -121,7 +121,9 @@ def _progress(step: int, steps: int, loss: float, started: float, extra: str = '
 def train(preset_name: str = 'tiny', steps: int = 1500, batch_size: int = 32, lr: float = 1e-3,
           weight_decay: float = 0.05, seed: int = 0, val_every: int = 250, val_clips: int = 350,
           style: synthetic.Style = synthetic.TRAIN_STYLE, data: Optional[Path] = None,
-          out: Optional[Path] = None, command: str = '', **overrides):
+          out: Optional[Path] = None, command: str = '', curriculum: float = 0.2,
+          **overrides):
+    """Train a preset; the first `curriculum` share of the steps uses the easy style."""
     config = preset(preset_name, num_classes=len(synthetic.CLASSES), **overrides)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -144,8 +146,9 @@ def train(preset_name: str = 'tiny', steps: int = 1500, batch_size: int = 32, lr
         if folder:
             clips, labels = folder.batch(rng, batch_size)
         else:
+            step_style = synthetic.EASY_STYLE if step < curriculum * steps else style
             clips, labels = synthetic_batch(rng, batch_size, config.img_size,
-                                            config.num_frames, style)
+                                            config.num_frames, step_style)
         for group in optimiser.param_groups:
             group['lr'] = _lr(step, steps, lr, warmup=max(1, steps // 20))
         logits = model(normaliser(torch.from_numpy(clips)))
@@ -217,6 +220,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tr.add_argument('--lr', type=float, default=1e-3)
     tr.add_argument('--seed', type=int, default=0)
     tr.add_argument('--val-every', type=int, default=250)
+    tr.add_argument('--curriculum', type=float, default=0.2,
+                    help='share of the steps on easy scenes first (0 to disable)')
     tr.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
     tr.add_argument('--data', type=Path, help='DIR/<class>/*.npy clips instead of synthetic')
     tr.add_argument('--out', type=Path, required=True, help='output checkpoint path')
@@ -234,7 +239,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                   (argv if argv is not None else sys.argv[1:]))
         train(args.preset, args.steps, args.batch_size, args.lr, seed=args.seed,
               val_every=args.val_every, data=args.data, out=args.out, command=command,
-              **overrides)
+              curriculum=args.curriculum, **overrides)
         return 0
     results = report(args.checkpoint, args.clips)
     text = json.dumps(results, indent=2)

@@ -1,0 +1,56 @@
+"""Launch the timesformer node: parameters from a YAML file plus explicit overrides.
+
+    ros2 launch timesformer_ros timesformer.launch.py image:=/camera/image_raw
+    ros2 launch timesformer_ros timesformer.launch.py \
+        params_file:=$(ros2 pkg prefix timesformer_ros)/share/timesformer_ros/config/kinetics400_gpu.yaml \
+        checkpoint:=/opt/models/TimeSformer_divST_8x32_224_K400.pyth
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+# Arguments that override a parameter of the params file when given (non-empty).
+OVERRIDES = ('checkpoint', 'device')
+
+
+def _node(context):
+    overrides = {name: LaunchConfiguration(name).perform(context) for name in OVERRIDES}
+    return [Node(
+        package='timesformer_ros',
+        executable='timesformer_node',
+        name='timesformer',
+        namespace=LaunchConfiguration('namespace'),
+        parameters=[LaunchConfiguration('params_file'),
+                    {k: v for k, v in overrides.items() if v}],
+        remappings=[('image', LaunchConfiguration('image')),
+                    ('image/compressed', [LaunchConfiguration('image'), '/compressed'])],
+        output='screen',
+        emulate_tty=True,
+    )]
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        DeclareLaunchArgument(
+            'image', default_value='/camera/image_raw',
+            description='Input image topic (sensor_msgs/Image; with input_transport '
+                        'compressed, IMAGE/compressed is used).'),
+        DeclareLaunchArgument(
+            'params_file',
+            default_value=PathJoinSubstitution(
+                [FindPackageShare('timesformer_ros'), 'config', 'timesformer.yaml']),
+            description='YAML file with the node parameters.'),
+        DeclareLaunchArgument(
+            'checkpoint', default_value='',
+            description='Checkpoint path (overrides the params file; empty keeps it).'),
+        DeclareLaunchArgument(
+            'device', default_value='',
+            description='auto, cpu, cuda or cuda:N (overrides the params file; empty keeps '
+                        'it).'),
+        DeclareLaunchArgument(
+            'namespace', default_value='', description='Namespace of the node.'),
+        OpaqueFunction(function=_node),
+    ])
