@@ -93,10 +93,59 @@ def _connections(reader, topic: str, types: Sequence[str], path: Path):
     return [c for c in reader.connections if c.topic == topic]
 
 
+def _mcap_file(path: Path) -> Optional[Path]:
+    path = Path(path)
+    if path.suffix == '.mcap' and path.is_file():
+        return path
+    found = sorted(path.glob('*.mcap')) if path.is_dir() else []
+    return found[0] if found else None
+
+
+def _stream_mcap(path: Path, topic: str, types: Sequence[str]) -> Iterator[tuple]:
+    """Read an MCAP file record by record, without its summary: a recording that was cut off
+    (no footer) is read up to where it breaks off."""
+    from mcap.records import Channel, Message, Schema
+    from mcap.stream_reader import StreamReader
+    store = _typestore()
+    schemas, wanted, count = {}, {}, 0
+    with open(path, 'rb') as handle:
+        try:
+            for record in StreamReader(handle).records:
+                if isinstance(record, Schema):
+                    schemas[record.id] = record.name
+                elif isinstance(record, Channel) and record.topic == topic:
+                    msgtype = schemas.get(record.schema_id, '')
+                    if msgtype not in types:
+                        raise BagError(f'{path}: topic {topic!r} holds {msgtype}, expected one '
+                                       f'of {list(types)}')
+                    wanted[record.id] = msgtype
+                elif isinstance(record, Message) and record.channel_id in wanted:
+                    msg = store.deserialize_cdr(record.data, wanted[record.channel_id])
+                    yield record.log_time, msg
+                    count += 1
+        except BagError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - truncation surfaces as several types
+            raise BagError(f'{path}: the bag breaks off after {count} messages of {topic} '
+                           f'({type(exc).__name__}: {exc})', read=count) from None
+    if not wanted:
+        raise BagError(f'{path}: no topic {topic!r} in the readable part of the file')
+    raise BagError(f'{path}: the bag breaks off after {count} messages of {topic} (no '
+                   f'footer: the recording was cut off)', read=count)
+
+
 def iter_messages(path: Path, topic: str, types: Sequence[str]) -> Iterator[tuple]:
     """(bag time ns, message) of `topic` in bag order. A bag that breaks off part-way raises
-    BagError after yielding everything that could be read, with the count in `read`."""
-    reader = open_reader(path)
+    BagError after yielding everything that could be read, with the count in `read`; an MCAP
+    file cut off before its footer is read record by record up to the break."""
+    try:
+        reader = open_reader(path)
+    except BagError:
+        mcap = _mcap_file(path)
+        if mcap is None:
+            raise
+        yield from _stream_mcap(mcap, topic, types)
+        return
     count = 0
     try:
         connections = _connections(reader, topic, types, path)
@@ -172,7 +221,12 @@ def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
     what was evaluated so far already written) when the bag breaks off."""
     from .engine import Engine
     from .node import embedded_checkpoint
-    total = check_topic(list_topics(bag), topic, IMAGE_TYPES, bag)
+    try:
+        total = check_topic(list_topics(bag), topic, IMAGE_TYPES, bag)
+    except BagError:
+        if _mcap_file(bag) is None:
+            raise
+        total = 0  # a cut-off MCAP file: its summary is gone, the stream says what is there
     params = node_parameters(params_file)
     checkpoint = checkpoint or params['checkpoint'] or str(embedded_checkpoint())
     engine = Engine(checkpoint, device=device if device != 'auto' else params['device'],
@@ -243,9 +297,10 @@ def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
 
 
 def _progress(frames: int, total: int, windows: int, started: float):
-    done = frames / total if total else 1.0
+    done = min(frames / total, 1.0) if total else 0.0
     bar = '#' * int(30 * done)
-    sys.stderr.write(f'\r[{bar:<30}] {frames}/{total} frames, {windows} windows, '
+    of = f'/{total}' if total else ''
+    sys.stderr.write(f'\r[{bar:<30}] {frames}{of} frames, {windows} windows, '
                      f'{time.monotonic() - started:5.1f}s')
     sys.stderr.flush()
 

@@ -154,6 +154,9 @@ def decode(msg) -> tuple:
                          f'image encoding {key.encoding!r} is not supported') from None
     if encoding in ('nv12', 'nv21'):
         return _decode_nv(msg, key, encoding), key
+    if channels == 2 and key.width % 2:   # 4:2:2 packs two pixels per chroma pair
+        raise FrameError('bad_size', f'{key.encoding} image must have an even width, got '
+                                     f'{key.width}')
     rows = _packed_rows(msg, depth // 8 * channels)
     packed = _Packed(encoding, key.height, key.width, np.ascontiguousarray(rows).reshape(-1),
                      bool(msg.is_bigendian))
@@ -162,6 +165,11 @@ def decode(msg) -> tuple:
     except ImageError as exc:
         raise FrameError('unsupported_encoding',
                          f'image encoding {key.encoding!r} cannot be converted to RGB: {exc}') \
+            from None
+    except cv2.error as exc:
+        detail = str(exc).strip().splitlines()[-1]
+        raise FrameError('conversion_failed', f'{key.encoding} image of {key.width}x'
+                                              f'{key.height} could not be converted: {detail}') \
             from None
     return np.ascontiguousarray(rgb), key
 

@@ -41,7 +41,7 @@ from .checkpoints import CheckpointError, load_checkpoint
 from .clips import ClipBuffer
 from .engine import Engine, EngineError
 from .model import TimeSformer, preset
-from .pipeline import Pipeline
+from .pipeline import Pipeline, health
 
 EMBEDDED_CHECKPOINT = 'motion_tiny.json'
 
@@ -268,14 +268,9 @@ class TimeSformerNode(Node):
 
     def _publish_diagnostics(self):
         snap = self.pipeline.snapshot()
-        status = DiagnosticStatus(name='timesformer: inference',
-                                  hardware_id=str(self.engine.device))
-        if snap['failed_consecutive'] >= self.values['failure_error_threshold']:
-            status.level, status.message = DiagnosticStatus.ERROR, 'inference keeps failing'
-        elif snap['frames_refused'] or snap['frames_failed']:
-            status.level, status.message = DiagnosticStatus.WARN, 'frames refused or failed'
-        else:
-            status.level, status.message = DiagnosticStatus.OK, 'running'
+        level, message = health(snap, self.values['failure_error_threshold'])
+        status = DiagnosticStatus(name='timesformer: inference', level=bytes([level]),
+                                  message=message, hardware_id=str(self.engine.device))
         values = {k: v for k, v in snap.items() if not isinstance(v, dict)}
         values.update({f'refused_{k}': v for k, v in snap['refused_by_reason'].items()})
         values.update({f'resets_{k}': v for k, v in snap['resets_by_reason'].items()})

@@ -224,7 +224,8 @@ class Pipeline:
         with self._lock:
             c = self.counters
             latencies = np.array(self.latencies) if self.latencies else np.zeros(1)
-            pending = (self._mailbox is not None) + self._in_flight
+            waiting = int(self._mailbox is not None)
+            pending = waiting + self._in_flight
             return {
                 'frames_received': c.received,
                 'frames_refused': sum(c.refused.values()),
@@ -236,6 +237,8 @@ class Pipeline:
                 'frames_failed': c.failed,
                 'failed_consecutive': c.failed_consecutive,
                 'windows_pending': pending,
+                'windows_waiting': waiting,
+                'windows_in_flight': self._in_flight,
                 'resets_by_reason': dict(c.resets),
                 'input_rate_hz': self.input_rate.rate(),
                 'inference_rate_hz': self.inference_rate.rate(),
@@ -243,3 +246,20 @@ class Pipeline:
                 'latency_p95_ms': float(np.percentile(latencies, 95)),
                 'accounted': c.accounted(pending),
             }
+
+
+OK, WARN, ERROR = 0, 1, 2
+
+
+def health(snapshot: dict, error_after: int) -> tuple:
+    """(level, message) for diagnostics: ERROR after `error_after` consecutive failed
+    inferences, WARN while frames are being refused or inferences fail, else OK."""
+    if snapshot['failed_consecutive'] >= error_after:
+        return ERROR, f'inference failed {snapshot["failed_consecutive"]} times in a row'
+    if snapshot['frames_failed']:
+        return WARN, f'{snapshot["frames_failed"]} inferences failed'
+    if snapshot['frames_refused']:
+        reasons = ', '.join(f'{k}: {v}' for k, v in sorted(snapshot['refused_by_reason'].items()))
+        return WARN, f'frames refused ({reasons})'
+    return OK, 'running'
+
