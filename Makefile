@@ -36,6 +36,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m timesformer_ros.bench
+	$(PY) benchmarks/node_latency.py
+	$(PY) benchmarks/bag_throughput.py
 
 clean:
 	rm -rf $(VENV) build install log demo_output *.egg-info

@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (
     FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult)
@@ -37,7 +38,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from . import results
-from .checkpoints import CheckpointError, load_checkpoint
+from .checkpoints import Checkpoint, CheckpointError, default_labels, load_checkpoint
 from .clips import ClipBuffer
 from .engine import Engine, EngineError
 from .model import TimeSformer, preset
@@ -130,19 +131,15 @@ def load_engine(values: dict, logger) -> Engine:
     labels = values['labels'] or None
     try:
         if path.startswith('preset:'):
-            name = path.split(':', 1)[1]
-            model = TimeSformer(preset(name)).eval()
-            from .checkpoints import Checkpoint, default_labels
+            model = TimeSformer(preset(path.split(':', 1)[1])).eval()
             ckpt = Checkpoint(model=model, labels=default_labels(model.config.num_classes),
                               source=path, path=path)
             logger.warning(f'checkpoint {path}: random weights, results are meaningless')
         else:
             ckpt = load_checkpoint(path, labels=labels)
         device = values['device']
-        if device == 'auto':
-            import torch
-            if not torch.cuda.is_available():
-                logger.warning('device auto: no CUDA GPU available, running on the CPU')
+        if device == 'auto' and not torch.cuda.is_available():
+            logger.warning('device auto: no CUDA GPU available, running on the CPU')
         return Engine(ckpt, device=device, dtype=values['dtype'], compile=values['compile'],
                       top_k=values['top_k'], max_batch=1)
     except (CheckpointError, EngineError, ValueError) as exc:
@@ -205,7 +202,7 @@ class TimeSformerNode(Node):
         reason = self.pipeline.submit(msg)
         if reason:
             self._warn_throttled(reason, f'refused a frame ({reason}): '
-                                         f'{getattr(self.pipeline, "last_refusal", reason)}')
+                                         f'{self.pipeline.last_refusal}')
 
     def _warn_throttled(self, key: str, message: str, period_s: float = 5.0):
         now = time.monotonic()
@@ -277,7 +274,6 @@ class TimeSformerNode(Node):
         values['device'] = str(self.engine.device)
         values['model'] = self.engine.describe()
         if self.engine.device.type == 'cuda':
-            import torch
             values['gpu_memory_mb'] = round(torch.cuda.memory_allocated(self.engine.device)
                                             / 2 ** 20, 1)
         status.values = [KeyValue(key=k, value=f'{v:.3f}' if isinstance(v, float) else str(v))

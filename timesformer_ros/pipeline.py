@@ -108,6 +108,7 @@ class Pipeline:
         self._in_flight = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name='timesformer-worker')
+        self.last_refusal = ''       # the message of the latest refused frame
 
     # -- producer side (subscription callback) ------------------------------------------------
 
@@ -121,6 +122,8 @@ class Pipeline:
             rgb, key = decode(msg)
         except FrameError as exc:
             return self._refuse(exc.reason, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad message must not end the node
+            return self._refuse('internal_error', f'decoding failed: {exc!r}')
         timing = {}
 
         def load():
@@ -134,6 +137,8 @@ class Pipeline:
             result = self.buffer.push(stamp_ns(header), key, header.frame_id, load)
         except FrameError as exc:
             return self._refuse(exc.reason, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad message must not end the node
+            return self._refuse('internal_error', f'preprocessing failed: {exc!r}')
         with self._lock:
             if result.refused:
                 self.counters.refused[result.refused] += 1
