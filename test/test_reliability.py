@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import randomise_
-from test_node import Listener, NodeProcess, frame, publish_at, stamp_of, wait_for_subscriber
+from test_node import Listener, NodeProcess, frame, stamp_of, wait_for_subscriber
 from timesformer_ros.checkpoints import Checkpoint
 from timesformer_ros.clips import ClipBuffer
 from timesformer_ros.engine import Engine

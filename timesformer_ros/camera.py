@@ -12,16 +12,15 @@ import json
 import sys
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from .results import stamp_dict
+from .spin import run_node
 from .synthetic import CLASSES, SyntheticStream
 
 ENCODINGS = ('rgb8', 'bgr8', 'mono8')
@@ -95,22 +94,7 @@ class SyntheticCamera(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SyntheticCamera()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
-        pass
-    except ValueError as exc:
-        rclpy.logging.get_logger('synthetic_camera').fatal(f'cannot start: {exc}')
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(SyntheticCamera, 'synthetic_camera', (ValueError,), args)
 
 
 if __name__ == '__main__':

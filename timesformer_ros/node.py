@@ -24,13 +24,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (
     FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult)
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
@@ -43,6 +41,7 @@ from .clips import ClipBuffer
 from .engine import Engine, EngineError
 from .model import TimeSformer, preset
 from .pipeline import Pipeline, health
+from .spin import run_node
 
 EMBEDDED_CHECKPOINT = 'motion_tiny.json'
 
@@ -282,29 +281,14 @@ class TimeSformerNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         self.pub_diagnostics.publish(array)
 
-    def shutdown(self):
+    def destroy_node(self):
         self.pipeline.stop()
+        super().destroy_node()
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
     logging.basicConfig(level=logging.INFO)
-    node = None
-    try:
-        node = TimeSformerNode()
-        rclpy.spin(node)
-    except StartupError as exc:
-        rclpy.logging.get_logger('timesformer').fatal(f'cannot start: {exc}')
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(TimeSformerNode, 'timesformer', (StartupError,), args)
 
 
 if __name__ == '__main__':
