@@ -40,10 +40,10 @@ class Style:
     backgrounds: Sequence[str] = BACKGROUNDS
     shapes: Sequence[str] = SHAPES
     noise: tuple = (0.0, 0.04)          # std of Gaussian camera noise, in [0, 1] intensity
-    distractors: tuple = (0, 3)         # inclusive range of distractor objects
+    distractors: tuple = (0, 2)         # inclusive range of distractor objects
     # Speed of the main object, in frame units per second, and growth rate per second.
-    speed: tuple = (0.25, 0.9)
-    growth: tuple = (1.6, 4.0)
+    speed: tuple = (0.4, 1.2)
+    growth: tuple = (2.0, 5.0)
 
     def __post_init__(self):
         unknown = set(self.backgrounds) - set(BACKGROUNDS) or set(self.shapes) - set(SHAPES)
@@ -115,8 +115,8 @@ def sample_scene(rng: np.random.Generator, label: str, style: Style = Style(),
         direction = np.array(_DIRECTIONS[label])
         side = np.array([direction[1], direction[0]]) * rng.uniform(-0.25, 0.25)
         velocity = (direction + side) * speed
-        duration = min(max_duration, 0.8 / speed)
-        size = rng.uniform(0.07, 0.16)
+        duration = min(max_duration, 1.0 / speed)
+        size = rng.uniform(0.1, 0.2)
         pos = -velocity * duration / 2 + rng.uniform(-0.15, 0.15, 2)
     elif label == 'approaching':
         size = rng.uniform(0.05, 0.1)
@@ -129,7 +129,7 @@ def sample_scene(rng: np.random.Generator, label: str, style: Style = Style(),
         duration = min(max_duration, math.log(size / 0.05) / math.log(growth))
         pos = rng.uniform(-0.2, 0.2, 2)
     else:
-        size = rng.uniform(0.07, 0.2)
+        size = rng.uniform(0.1, 0.2)
         pos = rng.uniform(-0.3, 0.3, 2)
     colour = _colour(rng, avoid=bg_colours.mean(0))
     main = _Object(shape=str(rng.choice(style.shapes)), colour=colour,
@@ -141,7 +141,7 @@ def sample_scene(rng: np.random.Generator, label: str, style: Style = Style(),
         distractors.append(_Object(
             shape=str(rng.choice(SHAPES)), colour=_colour(rng), stripes=None,
             angle=rng.uniform(0, 360), pos=rng.uniform(-0.6, 0.6, 2),
-            size=rng.uniform(0.02, 0.045), velocity=rng.uniform(-0.06, 0.06, 2),
+            size=rng.uniform(0.015, 0.035), velocity=rng.uniform(-0.06, 0.06, 2),
             growth=1.0))
     start = rng.uniform(0.75, 1.25)
     return Scene(label=label, background=str(rng.choice(style.backgrounds)),
@@ -166,7 +166,8 @@ def _background(scene: Scene, height: int, width: int) -> np.ndarray:
         cells = rng.uniform(0, 1, (int(rng.integers(4, 12)), int(rng.integers(4, 12))))
         noise = cv2.resize(cells.astype(np.float32), (width, height),
                            interpolation=cv2.INTER_CUBIC)
-        noise = np.clip(noise, 0, 1)[..., None]
+        # Half contrast: a texture is a background, not a field of object-like blobs.
+        noise = 0.25 + 0.5 * np.clip(noise, 0, 1)[..., None]
         return (a * (1 - noise) + b * noise).astype(np.float32)
     # clutter: a flat background with many small static shapes
     image = np.ascontiguousarray(np.broadcast_to(a, (height, width, 3)), dtype=np.float32)

@@ -67,12 +67,37 @@ class FolderClips:
         return np.stack(clips), np.array(labels)
 
 
+_INDEX = {name: i for i, name in enumerate(synthetic.CLASSES)}
+_REVERSED = np.array([_INDEX[synthetic.REVERSED[c]] for c in synthetic.CLASSES])
+_HFLIP = np.array([_INDEX[{'moving_left': 'moving_right', 'moving_right': 'moving_left'}
+                          .get(c, c)] for c in synthetic.CLASSES])
+_VFLIP = np.array([_INDEX[{'moving_up': 'moving_down', 'moving_down': 'moving_up'}.get(c, c)]
+                   for c in synthetic.CLASSES])
+
+
 def synthetic_batch(rng: np.random.Generator, count: int, size: int, num_frames: int,
                     style: synthetic.Style):
     labels = rng.integers(len(synthetic.CLASSES), size=count)
     clips = np.stack([synthetic.make_clip(rng, synthetic.CLASSES[i], size, num_frames, style)
                       for i in labels])
     return clips, labels
+
+
+def augment(rng: np.random.Generator, clips: np.ndarray, labels: np.ndarray):
+    """Label-consistent augmentation of synthetic motion (the generator's physics makes these
+    exact): random horizontal and vertical flips (swapping left/right and up/down), and every
+    clip paired with its time reversal (swapping each motion with its reverse). The pairs are
+    what teaches a network trained from scratch to use frame order: features that ignore the
+    order cannot tell a clip from its reversal, yet their labels differ."""
+    clips, labels = clips.copy(), labels.copy()
+    h = rng.random(len(clips)) < 0.5
+    clips[h] = clips[h][:, :, :, ::-1]
+    labels[h] = _HFLIP[labels[h]]
+    v = rng.random(len(clips)) < 0.5
+    clips[v] = clips[v][:, :, ::-1]
+    labels[v] = _VFLIP[labels[v]]
+    return (np.concatenate([clips, clips[:, ::-1]]),
+            np.concatenate([labels, _REVERSED[labels]]))
 
 
 @torch.inference_mode()
@@ -101,6 +126,26 @@ def reversal_rate(model, clips, labels, normaliser, classes=synthetic.CLASSES) -
     return float((predicted == expected).mean())
 
 
+def init_from_scratch(model: TimeSformer, embed_std: float = 0.5) -> TimeSformer:
+    """Initialisation for training without pretrained weights.
+
+    The official initialisation (small position embedding, zero time embedding, zero
+    temporal_fc) assumes a pretrained ViT: from scratch it leaves the network nearly blind to
+    where a patch is (a 0.02-std position embedding is ~2% of a patch token) and to frame order
+    (zero time embedding; zero temporal_fc passes no gradient to temporal attention), and
+    training sits on a plateau of order-blind features. Here both embeddings start at the scale
+    of the patch content and temporal_fc like every other linear layer.
+    """
+    with torch.no_grad():
+        torch.nn.init.normal_(model.pos_embed, std=embed_std)
+        if model.time_embed is not None:
+            torch.nn.init.normal_(model.time_embed, std=embed_std)
+        for blk in model.blocks:
+            if hasattr(blk, 'temporal_fc'):
+                torch.nn.init.trunc_normal_(blk.temporal_fc.weight, std=0.02)
+    return model
+
+
 def _lr(step: int, steps: int, base: float, warmup: int) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -122,12 +167,21 @@ def train(preset_name: str = 'tiny', steps: int = 1500, batch_size: int = 32, lr
           weight_decay: float = 0.05, seed: int = 0, val_every: int = 250, val_clips: int = 350,
           style: synthetic.Style = synthetic.TRAIN_STYLE, data: Optional[Path] = None,
           out: Optional[Path] = None, command: str = '', curriculum: float = 0.2,
-          **overrides):
-    """Train a preset; the first `curriculum` share of the steps uses the easy style."""
-    config = preset(preset_name, num_classes=len(synthetic.CLASSES), **overrides)
+          init: Optional[Path] = None, **overrides):
+    """Train a preset (or continue from the checkpoint `init`, e.g. to fine-tune on one's own
+    clips); the first `curriculum` share of the steps uses the easy style. The checkpoint is
+    written at every validation, so a run stopped early keeps its latest state."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = TimeSformer(config)
+    if init:
+        model = load_checkpoint(init).model
+        config = model.config
+        if config.num_classes != len(synthetic.CLASSES) and not data:
+            raise ValueError(f'{init} has {config.num_classes} classes, the synthetic data '
+                             f'{len(synthetic.CLASSES)}')
+    else:
+        config = preset(preset_name, num_classes=len(synthetic.CLASSES), **overrides)
+        model = init_from_scratch(TimeSformer(config))
     normaliser = Normaliser(OFFICIAL_MEAN, OFFICIAL_STD)
     folder = FolderClips(data, synthetic.CLASSES, config.img_size, config.num_frames) \
         if data else None
@@ -147,8 +201,8 @@ def train(preset_name: str = 'tiny', steps: int = 1500, batch_size: int = 32, lr
             clips, labels = folder.batch(rng, batch_size)
         else:
             step_style = synthetic.EASY_STYLE if step < curriculum * steps else style
-            clips, labels = synthetic_batch(rng, batch_size, config.img_size,
-                                            config.num_frames, step_style)
+            clips, labels = augment(rng, *synthetic_batch(rng, batch_size // 2, config.img_size,
+                                                          config.num_frames, step_style))
         for group in optimiser.param_groups:
             group['lr'] = _lr(step, steps, lr, warmup=max(1, steps // 20))
         logits = model(normaliser(torch.from_numpy(clips)))
@@ -163,18 +217,20 @@ def train(preset_name: str = 'tiny', steps: int = 1500, batch_size: int = 32, lr
                             'val_accuracy': round(val_acc, 4)})
             sys.stderr.write('\n')
             LOGGER.info('step %d: loss %.3f, validation accuracy %.3f', step + 1, loss, val_acc)
+            if out:
+                save_checkpoint(
+                    out, model, list(synthetic.CLASSES), OFFICIAL_MEAN, OFFICIAL_STD,
+                    source=f'timesformer_train ({data or "synthetic motion"})',
+                    training={'command': command, 'steps': step + 1, 'of_steps': steps,
+                              'batch_size': batch_size, 'lr': lr, 'seed': seed,
+                              'curriculum': curriculum, 'init': str(init) if init else None,
+                              'seconds': round(time.monotonic() - started),
+                              'history': history})
         _progress(step, steps, float(loss), started, f'val {val_acc:.3f}')
     sys.stderr.write('\n')
     model.eval()
     if out:
-        meta = save_checkpoint(
-            out, model, list(synthetic.CLASSES), OFFICIAL_MEAN, OFFICIAL_STD,
-            source='timesformer_train (synthetic motion)' if not data else f'timesformer_train '
-                                                                           f'({data})',
-            training={'command': command, 'steps': steps, 'batch_size': batch_size, 'lr': lr,
-                      'seed': seed, 'seconds': round(time.monotonic() - started),
-                      'history': history})
-        LOGGER.info('wrote %s', meta)
+        LOGGER.info('wrote %s', Path(out).with_suffix('.json'))
     return model, history
 
 
@@ -224,6 +280,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help='share of the steps on easy scenes first (0 to disable)')
     tr.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
     tr.add_argument('--data', type=Path, help='DIR/<class>/*.npy clips instead of synthetic')
+    tr.add_argument('--init', type=Path, help='start from this checkpoint (fine-tuning)')
     tr.add_argument('--out', type=Path, required=True, help='output checkpoint path')
     rep = sub.add_parser('report', help='quality figures of a trained motion model')
     rep.add_argument('checkpoint', type=Path)
@@ -239,7 +296,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                   (argv if argv is not None else sys.argv[1:]))
         train(args.preset, args.steps, args.batch_size, args.lr, seed=args.seed,
               val_every=args.val_every, data=args.data, out=args.out, command=command,
-              curriculum=args.curriculum, **overrides)
+              curriculum=args.curriculum, init=args.init, **overrides)
         return 0
     results = report(args.checkpoint, args.clips)
     text = json.dumps(results, indent=2)
