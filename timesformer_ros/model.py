@@ -110,7 +110,7 @@ PRESETS = {
     # TimeSformer-L: 96 frames at 224 px.
     'large_96x224': TimeSformerConfig(num_frames=96),
     # Milliseconds on a CPU: the embedded motion model and the tests.
-    'tiny': TimeSformerConfig(img_size=64, patch_size=8, num_frames=8, embed_dim=64, depth=4,
+    'tiny': TimeSformerConfig(img_size=32, patch_size=8, num_frames=8, embed_dim=64, depth=2,
                               num_heads=4, num_classes=7),
 }
 
