@@ -59,8 +59,8 @@ def open_reader(path: Path):
     path = Path(path)
     if not path.exists():
         raise BagError(f'bag not found: {path}')
-    reader = AnyReader([path], default_typestore=_typestore())
     try:
+        reader = AnyReader([path], default_typestore=_typestore())
         reader.open()
     except Exception as exc:  # noqa: BLE001 - rosbags raises several types for broken bags
         raise BagError(f'{path}: cannot open as a bag ({type(exc).__name__}: {exc})') from None
