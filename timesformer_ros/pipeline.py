@@ -133,19 +133,19 @@ class Pipeline:
             return tensor
 
         header = msg.header
+        stamp = stamp_ns(header)
         try:
-            result = self.buffer.push(stamp_ns(header), key, header.frame_id, load)
+            result = self.buffer.push(stamp, key, header.frame_id, load)
         except FrameError as exc:
             return self._refuse(exc.reason, str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad message must not end the node
             return self._refuse('internal_error', f'preprocessing failed: {exc!r}')
+        if result.refused:
+            return self._refuse(result.refused, f'stamp {stamp} ns repeats the previous '
+                                                f'frame\'s')
         with self._lock:
-            if result.refused:
-                self.counters.refused[result.refused] += 1
             if result.reset:
                 self.counters.resets[result.reset] += 1
-            if result.refused:
-                return result.refused
             if not result.sampled:
                 self.counters.skipped_by_sampling += 1
                 return None
