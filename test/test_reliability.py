@@ -238,7 +238,7 @@ def test_sigint_while_flooding_ends_the_node_within_2s(ros, small_checkpoint):
         finally:
             stop.set()
             flooder.join()
-        assert code == 0 and elapsed < 2.0, (code, elapsed, output[-2000:])
+        assert code == 0 and elapsed < 2.0, (code, elapsed, output[-3000:])
     finally:
         node.kill()
 

@@ -21,9 +21,19 @@ def run_node(make_node: Callable[[], rclpy.node.Node], name: str,
         return 2
     except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
         pass
+    except Exception:
+        # A signal shuts the context down while the executor may be inside a callback; rclpy
+        # then fails in that callback's plumbing (seen: pybind11 "Unable to convert call
+        # argument" under a flood of frames). That is the shutdown, not a fault.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
-            node.destroy_node()
+            try:
+                node.destroy_node()
+            except Exception:
+                if rclpy.ok():
+                    raise
         if rclpy.ok():
             rclpy.shutdown()
     return 0
