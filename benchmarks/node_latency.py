@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from timesformer_ros.processes import console_command, keep_dds_on_loopback  # noqa: E402
 
 
 def main() -> int:
@@ -39,9 +42,7 @@ def main() -> int:
     parser.add_argument('--extra', nargs='*', default=[], help='more node -p name:=value')
     args = parser.parse_args()
 
-    os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE',
-                          str(REPO / 'dev' / 'fastdds_localhost.xml'))
-    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    keep_dds_on_loopback()
     env = {**os.environ, 'ROS_DOMAIN_ID': str(args.domain_id), 'PYTHONUNBUFFERED': '1'}
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -49,9 +50,7 @@ def main() -> int:
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    script = Path(sys.executable).parent / 'timesformer_node'
-    cmd = ([str(script)] if script.exists() else [sys.executable, '-m', 'timesformer_ros.node'])
-    cmd += ['--ros-args', '--params-file', str(REPO / 'config' / 'timesformer.yaml'),
+    cmd = console_command('timesformer_node') + ['--ros-args', '--params-file', str(REPO / 'config' / 'timesformer.yaml'),
             '-p', f'device:={args.device}', '-p', 'target_fps:=0.0', '-p', 'stride:=1']
     if args.checkpoint:
         cmd += ['-p', f'checkpoint:={args.checkpoint}']

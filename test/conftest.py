@@ -3,13 +3,14 @@
 import itertools
 import os
 import random
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from timesformer_ros.processes import console_command, keep_dds_on_loopback
 
 # Tests never touch a GPU even where one exists, unless a test asks for it explicitly.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -69,23 +70,14 @@ def hf_reference_logits(hf_model, video: torch.Tensor) -> torch.Tensor:
 
 # -- ROS 2 over loopback ----------------------------------------------------------------------
 # DDS must stay on loopback on these machines: every rclpy process (this one and the ones the
-# tests start) uses the project's loopback-only Fast DDS profile. Set before rclpy loads.
+# tests start, which inherit the environment) uses the project's loopback-only Fast DDS profile.
+# Set before rclpy loads.
 REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(REPO / 'dev' / 'fastdds_localhost.xml'))
-os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+keep_dds_on_loopback()
 os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 
 _domain_counter = itertools.count()
-
-
-def console_script(name: str) -> list:
-    """The installed console script, or `python -m` of its module where it is not on PATH."""
-    script = Path(sys.executable).parent / name
-    if script.exists():
-        return [str(script)]
-    modules = {'timesformer_node': 'timesformer_ros.node',
-               'timesformer_synthetic_camera': 'timesformer_ros.camera'}
-    return [sys.executable, '-m', modules[name]]
+console_script = console_command
 
 
 class Ros:

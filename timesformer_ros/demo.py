@@ -25,23 +25,16 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .processes import console_command, keep_dds_on_loopback
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _env(domain_id: int) -> dict:
-    env = dict(os.environ)
-    profile = REPO / 'dev' / 'fastdds_localhost.xml'
-    if profile.is_file():
-        env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(profile))
-        env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    env = keep_dds_on_loopback(dict(os.environ))
     env['ROS_DOMAIN_ID'] = str(domain_id)
     env['PYTHONUNBUFFERED'] = '1'
     return env
-
-
-def _script(name: str, module: str) -> list:
-    path = Path(sys.executable).parent / name
-    return [str(path)] if path.exists() else [sys.executable, '-m', module]
 
 
 def _ns(stamp: dict) -> int:
@@ -79,14 +72,13 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
     from std_msgs.msg import String
 
     env = _env(domain_id)
-    os.environ.update({k: env[k] for k in ('FASTDDS_DEFAULT_PROFILES_FILE',
-                                           'ROS_AUTOMATIC_DISCOVERY_RANGE') if k in env})
-    node_cmd = _script('timesformer_node', 'timesformer_ros.node') + [
+    keep_dds_on_loopback()
+    node_cmd = console_command('timesformer_node') + [
         '--ros-args', '--params-file', str(REPO / 'config' / 'timesformer.yaml'),
         '-p', 'device:=cpu']
     if checkpoint:
         node_cmd += ['-p', f'checkpoint:={checkpoint}']
-    camera_cmd = _script('timesformer_synthetic_camera', 'timesformer_ros.camera') + [
+    camera_cmd = console_command('timesformer_synthetic_camera') + [
         '--ros-args', '-p', f'seed:={seed}', '-p', 'rate:=30.0']
     log_dir = out_dir
     log_dir.mkdir(parents=True, exist_ok=True)
