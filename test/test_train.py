@@ -7,7 +7,8 @@ import torch
 from timesformer_ros import synthetic
 from timesformer_ros.checkpoints import load_checkpoint
 from timesformer_ros.model import TimeSformer, TimeSformerConfig
-from timesformer_ros.train import augment, init_from_scratch, main, synthetic_batch
+from timesformer_ros.train import (DIRECTIONS, augment, curriculum_phase, init_from_scratch,
+                                   main, synthetic_batch)
 
 SMALL = dict(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=2, num_heads=4)
 
@@ -39,6 +40,21 @@ def test_augmented_labels_match_the_motion_in_the_pixels():
                 assert expected, (name, dx, dy)
                 checked += 1
     assert checked > 20
+
+
+def test_the_curriculum_starts_with_directions_on_easy_scenes():
+    phases = [curriculum_phase(step, 100, curriculum=0.5, directions_first=0.2)
+              for step in range(100)]
+    names = [name for _, _, name in phases]
+    assert names.index('all classes, easy scenes') == 20
+    assert names.index('all classes') == 50
+    assert all(style is synthetic.EASY_STYLE for _, style, _ in phases[:50])
+    assert all(style is synthetic.TRAIN_STYLE for _, style, _ in phases[50:])
+    rng = np.random.default_rng(0)
+    _, labels = synthetic_batch(rng, 40, 32, 2, phases[0][1], phases[0][0])
+    assert set(labels) == set(DIRECTIONS)
+    _, labels = synthetic_batch(rng, 60, 32, 2, phases[-1][1], phases[-1][0])
+    assert set(labels) == set(range(len(synthetic.CLASSES)))
 
 
 def test_from_scratch_init_makes_the_network_order_sensitive():

@@ -1,6 +1,6 @@
 """Training the embedded motion model, and the quality report written into the README.
 
-    timesformer_train train --preset tiny --steps 1500 --out timesformer_ros/data/motion_tiny
+    timesformer_train train --preset tiny --out timesformer_ros/data/motion_tiny
     timesformer_train report timesformer_ros/data/motion_tiny.json
 
 Training clips are generated on the fly from `synthetic.py` (seeded per step); a folder of
@@ -75,9 +75,14 @@ _VFLIP = np.array([_INDEX[{'moving_up': 'moving_down', 'moving_down': 'moving_up
                    for c in synthetic.CLASSES])
 
 
+DIRECTIONS = tuple(_INDEX[c] for c in ('moving_left', 'moving_right', 'moving_up',
+                                        'moving_down'))
+
+
 def synthetic_batch(rng: np.random.Generator, count: int, size: int, num_frames: int,
-                    style: synthetic.Style):
-    labels = rng.integers(len(synthetic.CLASSES), size=count)
+                    style: synthetic.Style, classes: Sequence[int] = range(len(synthetic.CLASSES))):
+    """`count` clips of the given class indices (uniformly drawn) and their labels."""
+    labels = rng.choice(np.asarray(classes), size=count)
     clips = np.stack([synthetic.make_clip(rng, synthetic.CLASSES[i], size, num_frames, style)
                       for i in labels])
     return clips, labels
@@ -150,11 +155,30 @@ def init_from_scratch(model: TimeSformer, embed_std: float = 1.0,
     return model
 
 
-def _lr(step: int, steps: int, base: float, warmup: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
+def _lr(step: int, steps: int, base: float, constant: int) -> float:
+    """Constant for the first `constant` steps, then a cosine decay to zero."""
+    if step < constant:
+        return base
+    progress = (step - constant) / max(1, steps - constant)
     return base * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def curriculum_phase(step: int, steps: int, curriculum: float, directions_first: float,
+                     style: synthetic.Style = synthetic.TRAIN_STYLE):
+    """What training step `step` draws: (class indices, style, phase name).
+
+    From scratch, the sign of a motion is the hard part: with all classes from the start the
+    network settles on order-blind motion energy (static, translating, scaling) first. So
+    the first `directions_first` share of the steps shows only the four directions (where
+    every clip and its reversal differ in label), the steps up to `curriculum` all classes,
+    both on plain scenes with larger motions (EASY_STYLE); the rest `style`.
+    """
+    if step < directions_first * steps:
+        return DIRECTIONS, synthetic.EASY_STYLE, 'directions, easy scenes'
+    everything = range(len(synthetic.CLASSES))
+    if step < curriculum * steps:
+        return everything, synthetic.EASY_STYLE, 'all classes, easy scenes'
+    return everything, style, 'all classes'
 
 
 def _progress(step: int, steps: int, loss: float, started: float, extra: str = ''):
@@ -167,14 +191,16 @@ def _progress(step: int, steps: int, loss: float, started: float, extra: str = '
     sys.stderr.flush()
 
 
-def train(preset_name: str = 'tiny', steps: int = 1500, batch_size: int = 32, lr: float = 1e-3,
-          weight_decay: float = 0.05, seed: int = 0, val_every: int = 250, val_clips: int = 350,
+def train(preset_name: str = 'tiny', steps: int = 8000, batch_size: int = 32, lr: float = 1e-3,
+          weight_decay: float = 0.01, seed: int = 0, val_every: int = 500, val_clips: int = 350,
           style: synthetic.Style = synthetic.TRAIN_STYLE, data: Optional[Path] = None,
-          out: Optional[Path] = None, command: str = '', curriculum: float = 0.2,
-          init: Optional[Path] = None, **overrides):
+          out: Optional[Path] = None, command: str = '', curriculum: float = 0.3,
+          directions_first: float = 0.2, init: Optional[Path] = None, **overrides):
     """Train a preset (or continue from the checkpoint `init`, e.g. to fine-tune on one's own
-    clips); the first `curriculum` share of the steps uses the easy style. The checkpoint is
-    written at every validation, so a run stopped early keeps its latest state."""
+    clips). Synthetic training follows `curriculum_phase`; the learning rate stays constant
+    through the curriculum (escaping the order-blind plateau needs it) and then decays on a
+    cosine. On a folder of clips it decays from the start. The checkpoint is written at every
+    validation, so a run stopped early keeps its latest state."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     if init:
@@ -192,45 +218,55 @@ def train(preset_name: str = 'tiny', steps: int = 1500, batch_size: int = 32, lr
     val_clips_arr, val_labels = synthetic.make_dataset(VAL_SEED + seed, val_clips,
                                                        config.img_size, config.num_frames,
                                                        style)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and 'embed' not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and 'embed' not in n)]
-    optimiser = torch.optim.AdamW([{'params': decay, 'weight_decay': weight_decay},
-                                   {'params': no_decay, 'weight_decay': 0.0}], lr=lr)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    constant = 0 if folder else int(max(curriculum, directions_first) * steps)
     started = time.monotonic()
     history = []
     val_acc = float('nan')
+    phase = None
     for step in range(steps):
         model.train()
         if folder:
             clips, labels = folder.batch(rng, batch_size)
         else:
-            step_style = synthetic.EASY_STYLE if step < curriculum * steps else style
-            clips, labels = augment(rng, *synthetic_batch(rng, batch_size // 2, config.img_size,
-                                                          config.num_frames, step_style))
+            classes, step_style, name = curriculum_phase(step, steps, curriculum,
+                                                         directions_first, style)
+            if name != phase:
+                sys.stderr.write('\n')
+                LOGGER.info('step %d: %s', step + 1, name)
+                phase = name
+            clips, labels = augment(rng, *synthetic_batch(
+                rng, batch_size // 2, config.img_size, config.num_frames, step_style,
+                classes))
         for group in optimiser.param_groups:
-            group['lr'] = _lr(step, steps, lr, warmup=max(1, steps // 20))
+            group['lr'] = _lr(step, steps, lr, constant)
         logits = model(normaliser(torch.from_numpy(clips)))
-        loss = F.cross_entropy(logits, torch.from_numpy(labels), label_smoothing=0.05)
+        loss = F.cross_entropy(logits, torch.from_numpy(labels))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
+        loss = float(loss.detach())
         if (step + 1) % val_every == 0 or step + 1 == steps:
             val_acc = accuracy(model, val_clips_arr, val_labels, normaliser)
-            history.append({'step': step + 1, 'loss': round(float(loss), 4),
-                            'val_accuracy': round(val_acc, 4)})
+            val_rev = reversal_rate(model, val_clips_arr, val_labels, normaliser)
+            history.append({'step': step + 1, 'loss': round(loss, 4),
+                            'val_accuracy': round(val_acc, 4), 'val_reversal': round(val_rev, 4)})
             sys.stderr.write('\n')
-            LOGGER.info('step %d: loss %.3f, validation accuracy %.3f', step + 1, loss, val_acc)
+            LOGGER.info('step %d: loss %.3f, validation accuracy %.3f, reversal %.3f',
+                        step + 1, loss, val_acc, val_rev)
             if out:
                 save_checkpoint(
                     out, model, list(synthetic.CLASSES), OFFICIAL_MEAN, OFFICIAL_STD,
                     source=f'timesformer_train ({data or "synthetic motion"})',
                     training={'command': command, 'steps': step + 1, 'of_steps': steps,
-                              'batch_size': batch_size, 'lr': lr, 'seed': seed,
-                              'curriculum': curriculum, 'init': str(init) if init else None,
+                              'batch_size': batch_size, 'lr': lr,
+                              'weight_decay': weight_decay, 'seed': seed,
+                              'curriculum': curriculum, 'directions_first': directions_first,
+                              'init': str(init) if init else None,
                               'seconds': round(time.monotonic() - started),
                               'history': history})
-        _progress(step, steps, float(loss), started, f'val {val_acc:.3f}')
+        _progress(step, steps, loss, started, f'val {val_acc:.3f}')
     sys.stderr.write('\n')
     model.eval()
     if out:
@@ -275,13 +311,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tr.add_argument('--preset', default='tiny')
     tr.add_argument('--attention-type', choices=('divided_space_time', 'space_only',
                                                  'joint_space_time'))
-    tr.add_argument('--steps', type=int, default=1500)
+    tr.add_argument('--steps', type=int, default=8000)
     tr.add_argument('--batch-size', type=int, default=32)
     tr.add_argument('--lr', type=float, default=1e-3)
     tr.add_argument('--seed', type=int, default=0)
-    tr.add_argument('--val-every', type=int, default=250)
-    tr.add_argument('--curriculum', type=float, default=0.2,
+    tr.add_argument('--weight-decay', type=float, default=0.01)
+    tr.add_argument('--val-every', type=int, default=500)
+    tr.add_argument('--curriculum', type=float, default=0.3,
                     help='share of the steps on easy scenes first (0 to disable)')
+    tr.add_argument('--directions-first', type=float, default=0.2,
+                    help='share of the steps, at the start, on the four directions only')
     tr.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
     tr.add_argument('--data', type=Path, help='DIR/<class>/*.npy clips instead of synthetic')
     tr.add_argument('--init', type=Path, help='start from this checkpoint (fine-tuning)')
@@ -298,9 +337,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides = {'attention_type': args.attention_type} if args.attention_type else {}
         command = 'timesformer_train ' + ' '.join(shlex.quote(a) for a in
                                                   (argv if argv is not None else sys.argv[1:]))
-        train(args.preset, args.steps, args.batch_size, args.lr, seed=args.seed,
-              val_every=args.val_every, data=args.data, out=args.out, command=command,
-              curriculum=args.curriculum, init=args.init, **overrides)
+        train(args.preset, args.steps, args.batch_size, args.lr, args.weight_decay,
+              seed=args.seed, val_every=args.val_every, data=args.data, out=args.out,
+              command=command, curriculum=args.curriculum,
+              directions_first=args.directions_first, init=args.init, **overrides)
         return 0
     results = report(args.checkpoint, args.clips)
     text = json.dumps(results, indent=2)
