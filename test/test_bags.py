@@ -64,8 +64,9 @@ def test_evaluate_gives_the_nodes_windows_and_scores_against_the_truth(bags, sto
     assert all(ns(r['header']['stamp']) == ns(r['window']['end']) for r in records)
     assert summary['scored_windows'] == len(records)
     # The embedded model against the truth at each window's last frame; windows that straddle
-    # a change of motion count as errors when wrong, so this is below the clean-clip accuracy.
-    assert summary['accuracy'] >= 0.35, summary['accuracy']   # chance 1/7
+    # a change of motion count as errors when wrong, so this is below the clean-clip accuracy
+    # (0.747 measured on these 83 windows, 0.974 on clean clips).
+    assert summary['accuracy'] >= 0.6, summary['accuracy']   # chance 1/7
     assert (tmp_path / 'confusion.png').stat().st_size > 0
     topics = list_topics(tmp_path / 'out_bag')
     assert topics == {'/timesformer/label': ('std_msgs/msg/String', len(records)),

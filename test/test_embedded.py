@@ -4,7 +4,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import REPO, console_script
@@ -12,7 +11,7 @@ from timesformer_ros import synthetic
 from timesformer_ros.checkpoints import load_checkpoint
 from timesformer_ros.frames import Normaliser
 from timesformer_ros.node import embedded_checkpoint
-from timesformer_ros.train import REPORT_SEED, predict
+from timesformer_ros.train import REPORT_SEED, predict, reversal_rate
 
 HELD_OUT_SEED = REPORT_SEED + 999   # never drawn by training or validation
 
@@ -41,28 +40,33 @@ def test_the_shipped_model_is_small_and_installed_as_package_data(shipped):
     assert "'data/*.json', 'data/*.safetensors'" in setup
 
 
-# static, horizontal, vertical, scaling: the kind of motion, without its sign.
-KIND = np.array([0, 1, 1, 2, 2, 3, 3])
-
-
 def test_accuracy_on_held_out_clips(shipped, held_out):
-    """Measured 0.60 on these clips (0.556 on the README's 2100): well above chance (1/7), far
-    below the 95% target of issue 5, which stays open: the model tells static, horizontal,
-    vertical and scaling motion apart, not yet their sign."""
+    """Issue 5's CI check: >= 90% on a small fixed held-out set (0.971 measured on these 280
+    clips; 0.974 on the README's 2100)."""
     clips, labels = held_out
     normaliser = Normaliser(shipped.mean, shipped.std)
-    predicted = predict(shipped.model, clips, normaliser)
-    assert (predicted == labels).mean() >= 0.45
-    assert (KIND[predicted] == KIND[labels]).mean() >= 0.85
+    assert (predict(shipped.model, clips, normaliser) == labels).mean() >= 0.90
 
 
-def test_playing_clips_backwards_keeps_the_kind_of_motion(shipped, held_out):
-    """Reversed clips stay horizontal, vertical or scaling. (Swapping the sign, the issue's
-    reversal target, is what the shipped model does not do yet: 0.47 measured.)"""
+def test_playing_clips_backwards_swaps_each_motion_with_its_reverse(shipped, held_out):
+    """Order matters: backwards, left<->right, up<->down, approaching<->receding swap (0.979
+    measured on these clips). A model blind to frame order would score at most 0.5, since it
+    gives a clip and its reversal the same label."""
     clips, labels = held_out
     normaliser = Normaliser(shipped.mean, shipped.std)
-    backwards = predict(shipped.model, np.ascontiguousarray(clips[:, ::-1]), normaliser)
-    assert (KIND[backwards] == KIND[labels]).mean() >= 0.85
+    assert reversal_rate(shipped.model, clips, labels, normaliser) >= 0.90
+
+
+@pytest.mark.parametrize('style', ['background', 'noise'])
+def test_accuracy_holds_on_a_scene_style_training_never_saw(shipped, style):
+    """Clutter backgrounds and noise 0.06-0.08 are held out of training (0.957 and 0.921
+    measured on these 140 clips)."""
+    cfg = shipped.config
+    clips, labels = synthetic.make_dataset(
+        HELD_OUT_SEED, 140, cfg.img_size, cfg.num_frames,
+        {'background': synthetic.HELD_OUT_BACKGROUND, 'noise': synthetic.HELD_OUT_NOISE}[style])
+    normaliser = Normaliser(shipped.mean, shipped.std)
+    assert (predict(shipped.model, clips, normaliser) == labels).mean() >= 0.85
 
 
 @pytest.mark.parametrize('damage', ['missing', 'truncated'])
@@ -91,7 +95,7 @@ def test_demo_short_run_scores_well_above_chance(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((tmp_path / 'summary.json').read_text())
     assert summary['clean_windows'] >= 20, summary
-    assert summary['accuracy'] >= 0.35, summary      # chance is 1/7; 0.58 measured over 30 s
+    assert summary['accuracy'] >= 0.8, summary       # chance is 1/7; 0.953 measured over 30 s
     assert summary['node_exit_code'] == 0
     assert Path(summary['picture']).stat().st_size > 0
     assert 'summary:' in result.stdout
