@@ -31,7 +31,7 @@ from rcl_interfaces.msg import (
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import (
-    DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
+    DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
@@ -111,6 +111,9 @@ PARAMETERS = (
           choices=('raw', 'compressed')),
     Param('qos', 'sensor_data', 'Input QoS: sensor_data (best effort) or reliable.',
           choices=('sensor_data', 'reliable')),
+    Param('qos_depth', 10, 'Input history depth (KEEP_LAST). With reliable QoS a deeper '
+          'history rides out scheduling hiccups at high frame rates instead of losing frames '
+          'inside DDS.', low=1, high=100000),
     Param('publish_overlay', False, 'Also publish ~/attention/overlay (rgb8).',
           read_only=False),
     Param('diagnostics_period_s', 1.0, 'Period of /diagnostics (steady clock).', low=0.05,
@@ -178,10 +181,10 @@ class TimeSformerNode(Node):
         self.pub_label_info.publish(String(data=json.dumps(
             results.label_info_dict(self.engine.labels, values['score_threshold']))))
 
-        if values['qos'] == 'reliable':
-            qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        else:
-            qos = qos_profile_sensor_data
+        qos = QoSProfile(depth=values['qos_depth'], history=HistoryPolicy.KEEP_LAST,
+                         durability=DurabilityPolicy.VOLATILE,
+                         reliability=ReliabilityPolicy.RELIABLE if values['qos'] == 'reliable'
+                         else ReliabilityPolicy.BEST_EFFORT)
         if values['input_transport'] == 'compressed':
             self.subscription = self.create_subscription(
                 CompressedImage, 'image/compressed', self._on_image, qos)
@@ -193,7 +196,8 @@ class TimeSformerNode(Node):
                                                    self._publish_diagnostics, clock=self.steady)
         self.pipeline.start()
         self.get_logger().info(f'listening on {self.subscription.topic_name} '
-                               f'({values["input_transport"]}, qos {values["qos"]})')
+                               f'({values["input_transport"]}, qos {values["qos"]}, depth '
+                               f'{values["qos_depth"]})')
 
     # -- callbacks ------------------------------------------------------------------------------
 
