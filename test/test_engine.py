@@ -1,5 +1,8 @@
 """The engine: same logits as the plain model, attention summaries as documented."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -110,3 +113,34 @@ def test_auto_device_and_dtype_agree_with_float32_cpu():
     tolerance = 2e-2 if auto.dtype == torch.bfloat16 else 1e-6
     np.testing.assert_allclose(auto.infer_tensor(video)[0].probabilities,
                                engine.infer_tensor(video)[0].probabilities, atol=tolerance)
+
+
+FAULTS = '''
+import resource, sys, torch
+from timesformer_ros.checkpoints import Checkpoint
+from timesformer_ros.engine import Engine
+from timesformer_ros.model import TimeSformer, preset
+model = TimeSformer(preset('tiny')).eval()
+if sys.argv[1] == 'engine':
+    model = Engine(Checkpoint(model=model, labels=[str(i) for i in range(7)]), device='cpu').model
+video = torch.randn(32, 8, 3, 32, 32)
+with torch.inference_mode():
+    for _ in range(3):
+        model.forward_with_attention(video)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(10):
+        model.forward_with_attention(video)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc mallopt')
+def test_a_cpu_engine_reuses_its_activation_memory_instead_of_faulting_it_in_each_call():
+    """glibc's default returns large freed blocks to the OS, so each batch-32 inference
+    page-faults its activations again (tens of thousands of faults); a CPU engine stops that."""
+    faults = {}
+    for mode in ('plain', 'engine'):
+        result = subprocess.run([sys.executable, '-c', FAULTS, mode], capture_output=True,
+                                text=True, timeout=120, check=True)
+        faults[mode] = int(result.stdout.split()[-1])
+    assert faults['plain'] > 5000 and faults['engine'] < faults['plain'] / 20, faults

@@ -18,6 +18,8 @@ Attention summaries (all computed from the LAST block only; every other block ke
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import time
 from dataclasses import dataclass, field
@@ -60,6 +62,30 @@ class Prediction:
     @property
     def score(self) -> float:
         return self.scores[0]
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3     # glibc <malloc.h>
+
+
+def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20) -> bool:
+    """Make glibc keep freed activation buffers for the next inference (Linux/glibc only;
+    elsewhere a no-op returning False). Process-wide; resident memory then stays at its peak
+    instead of breathing.
+
+    By default glibc serves blocks above its mmap threshold with fresh mmaps and trims the
+    heap after frees, so every CPU forward pass page-faults its activations in again. Tiny
+    preset, batch 32, 2 cores: 67,505 minor page faults over 20 inferences and 19.5 ms each;
+    none and 13.3 ms with the thresholds raised (and batch-32 p99 14 ms instead of 55-68 ms).
+    """
+    name = ctypes.util.find_library('c')
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):
+        mallopt = None
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and \
+        bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -119,6 +145,8 @@ class Engine:
         self.config = self.checkpoint.config
         self.top_k = top_k
         self.model = self.checkpoint.model.to(self.device, self.dtype).eval()
+        if self.device.type == 'cpu' and not keep_freed_memory():
+            LOGGER.debug('mallopt unavailable: CPU inference re-faults its buffers each call')
         self.preprocessor = Preprocessor(self.config.img_size, self.checkpoint.mean,
                                          self.checkpoint.std, self.device, self.dtype)
         self._run = self._forward
