@@ -80,7 +80,8 @@ DIRECTIONS = tuple(_INDEX[c] for c in ('moving_left', 'moving_right', 'moving_up
 
 
 def synthetic_batch(rng: np.random.Generator, count: int, size: int, num_frames: int,
-                    style: synthetic.Style, classes: Sequence[int] = range(len(synthetic.CLASSES))):
+                    style: synthetic.Style,
+                    classes: Sequence[int] = range(len(synthetic.CLASSES))):
     """`count` clips of the given class indices (uniformly drawn) and their labels."""
     labels = rng.choice(np.asarray(classes), size=count)
     clips = np.stack([synthetic.make_clip(rng, synthetic.CLASSES[i], size, num_frames, style)
