@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from . import synthetic
 from .checkpoints import OFFICIAL_MEAN, OFFICIAL_STD, load_checkpoint, save_checkpoint
 from .frames import Normaliser
-from .model import TimeSformer, preset
+from .model import ATTENTION_TYPES, TimeSformer, preset
 
 LOGGER = logging.getLogger(__name__)
 
@@ -310,8 +310,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub = parser.add_subparsers(dest='command', required=True)
     tr = sub.add_parser('train', help='train a preset on synthetic motion (or --data)')
     tr.add_argument('--preset', default='tiny')
-    tr.add_argument('--attention-type', choices=('divided_space_time', 'space_only',
-                                                 'joint_space_time'))
+    tr.add_argument('--attention-type', choices=ATTENTION_TYPES)
     tr.add_argument('--steps', type=int, default=8000)
     tr.add_argument('--batch-size', type=int, default=32)
     tr.add_argument('--lr', type=float, default=1e-3)
