@@ -6,6 +6,8 @@
         checkpoint:=/opt/models/TimeSformer_divST_8x32_224_K400.pyth
 """
 
+import os
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -17,18 +19,21 @@ OVERRIDES = ('checkpoint', 'device')
 
 
 def _node(context):
+    params_file = LaunchConfiguration('params_file').perform(context)
+    if not os.path.isfile(params_file):
+        # launch_ros only warns and starts the node on its defaults: refuse instead.
+        raise RuntimeError(f'params_file not found: {params_file}')
     overrides = {name: LaunchConfiguration(name).perform(context) for name in OVERRIDES}
     return [Node(
         package='timesformer_ros',
         executable='timesformer_node',
         name='timesformer',
         namespace=LaunchConfiguration('namespace'),
-        parameters=[LaunchConfiguration('params_file'),
+        parameters=[params_file,
                     {k: v for k, v in overrides.items() if v}],
         remappings=[('image', LaunchConfiguration('image')),
                     ('image/compressed', [LaunchConfiguration('image'), '/compressed'])],
         output='screen',
-        emulate_tty=True,
     )]
 
 

@@ -1,10 +1,13 @@
 """The sliding window: exact window sequences, sampling, resets, never mixed windows."""
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from timesformer_ros.clips import NS, ClipBuffer
+
+hypothesis = pytest.importorskip('hypothesis', reason='property tests need hypothesis '
+                                 '(requirements/test.txt; python3-hypothesis on a robot)')
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 MS = 1_000_000
 KEY = ('rgb8', 480, 640)

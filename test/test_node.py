@@ -79,6 +79,7 @@ class Listener:
         node = ros.node
         self.labels, self.classifications, self.spatial, self.overlay = [], [], [], []
         self.diagnostics, self.label_info = [], []
+        self.statuses = []             # (level, message) of each of the node's statuses
         node.create_subscription(String, f'{ns}/label', lambda m: self.labels.append(m.data),
                                  50)
         node.create_subscription(String, f'{ns}/classification',
@@ -91,6 +92,7 @@ class Listener:
         for status in msg.status:
             if status.name == 'timesformer: inference':
                 self.diagnostics.append({kv.key: kv.value for kv in status.values})
+                self.statuses.append((status.level[0], status.message))
 
     def subscribe_label_info(self, ros, ns='/timesformer'):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,

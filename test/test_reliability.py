@@ -10,8 +10,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from conftest import randomise_
 from test_node import Listener, NodeProcess, frame, stamp_of, wait_for_subscriber
@@ -23,6 +21,10 @@ from timesformer_ros.model import TimeSformer, TimeSformerConfig
 from timesformer_ros.pipeline import ERROR, OK, WARN, Pipeline, health
 
 sensor_msgs = pytest.importorskip('sensor_msgs.msg')
+hypothesis = pytest.importorskip('hypothesis', reason='property tests need hypothesis '
+                                 '(requirements/test.txt; python3-hypothesis on a robot)')
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 

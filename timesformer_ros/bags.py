@@ -33,6 +33,7 @@ import numpy as np
 from . import results as result_format
 from .clips import ClipBuffer
 from .frames import FrameError, decode
+from .interface import defaults, read_params_file
 from .pipeline import stamp_ns
 
 LOGGER = logging.getLogger(__name__)
@@ -200,16 +201,9 @@ def read_truth(source: str, bag: Path, frame_times: dict) -> dict:
 # -- evaluation ------------------------------------------------------------------------------
 
 def node_parameters(params_file: Optional[Path]) -> dict:
-    """The timesformer node's parameters from a ROS 2 parameters file (`/**` or the node's
-    name), with the node's defaults for anything the file does not set."""
-    import yaml
-    from .node import PARAMETERS
-    values = {p.name: p.default for p in PARAMETERS}
-    if params_file:
-        data = yaml.safe_load(Path(params_file).read_text()) or {}
-        for key in ('/**', 'timesformer', '/timesformer'):
-            values.update((data.get(key) or {}).get('ros__parameters', {}))
-    return values
+    """The timesformer node's parameters from a ROS 2 parameters file, with the node's defaults
+    for anything the file does not set."""
+    return read_params_file(params_file) if params_file else defaults()
 
 
 def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
@@ -219,8 +213,8 @@ def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
              progress: bool = True) -> dict:
     """Run the node's windowing and model over a bag. Returns a summary; raises BagError (with
     what was evaluated so far already written) when the bag breaks off."""
+    from .checkpoints import embedded_checkpoint
     from .engine import Engine
-    from .node import embedded_checkpoint
     try:
         total = check_topic(list_topics(bag), topic, IMAGE_TYPES, bag)
     except BagError:

@@ -1,4 +1,5 @@
-"""timesformer_synthetic_camera: an endless synthetic camera for running the node without one.
+"""timesformer_synthetic_camera: an endless synthetic camera, to run the node without one or to
+check the wiring on a robot (what the node receives, what it publishes).
 
 Publishes `image` (sensor_msgs/Image) at `rate` Hz and, for every frame, the true motion on
 `motion` (std_msgs/String holding JSON {"stamp": {"sec", "nanosec"}, "frame_id", "label"}),
@@ -12,18 +13,36 @@ import json
 import sys
 
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
+from .interface import Param, Topic, help_text
 from .results import stamp_dict
-from .spin import run_node
+from .spin import StartupError, declare, run_node
 from .synthetic import CLASSES, SyntheticStream
 
 ENCODINGS = ('rgb8', 'bgr8', 'mono8')
+PARAMETERS = (
+    Param('rate', 30.0, 'Frames per second (steady clock).', low=0.1, high=1000.0),
+    Param('width', 640, 'Image width.', low=16, high=8192),
+    Param('height', 480, 'Image height.', low=16, high=8192),
+    Param('encoding', 'rgb8', 'Image encoding.', choices=ENCODINGS),
+    Param('seed', 0, 'Random seed of the scene sequence.'),
+    Param('script', [''], f'Motions to cycle through (from {", ".join(CLASSES)}); empty for '
+          'a random sequence.'),
+    Param('frame_id', 'camera', 'frame_id of the images.'),
+    Param('max_frames', 0, 'Stop after this many frames (0: never).', low=0, high=2 ** 62),
+    Param('reliable', False, 'Publish with reliable QoS (default sensor data, best effort).'),
+)
+TOPICS = (
+    Topic('out', 'image', 'sensor_msgs/Image', 'synthetic frames at `rate`; remap it'),
+    Topic('out', 'motion', 'std_msgs/String', "JSON truth per frame: {stamp, frame_id, label}"),
+)
+SUMMARY = """A synthetic camera: seeded procedural motion video with the true motion of every
+frame, to run the node without a camera or to check a robot's wiring."""
 
 
 def to_image_msg(rgb: np.ndarray, encoding: str, header) -> Image:
@@ -46,25 +65,11 @@ class SyntheticCamera(Node):
 
     def __init__(self, **kwargs):
         super().__init__('synthetic_camera', **kwargs)
-
-        def declare(name, default, description):
-            return self.declare_parameter(
-                name, default, ParameterDescriptor(description=description, read_only=True)
-            ).value
-
-        rate = declare('rate', 30.0, 'Frames per second (steady clock).')
-        width = declare('width', 640, 'Image width.')
-        height = declare('height', 480, 'Image height.')
-        self.encoding = declare('encoding', 'rgb8', f'One of {ENCODINGS}.')
-        seed = declare('seed', 0, 'Random seed of the scene sequence.')
-        script = declare('script', [''], f'Motions to cycle through (from {CLASSES}); empty '
-                                          f'for a random sequence.')
-        self.frame_id = declare('frame_id', 'camera', 'frame_id of the images.')
-        self.max_frames = declare('max_frames', 0, 'Stop after this many frames (0: never).')
-        reliable = declare('reliable', False, 'Publish with reliable QoS (default sensor '
-                                              'data, best effort).')
-        if self.encoding not in ENCODINGS:
-            raise ValueError(f'encoding must be one of {ENCODINGS}, got {self.encoding!r}')
+        values = declare(self, PARAMETERS)
+        rate, width, height = values['rate'], values['width'], values['height']
+        self.encoding, self.frame_id = values['encoding'], values['frame_id']
+        self.max_frames, reliable = values['max_frames'], values['reliable']
+        seed, script = values['seed'], values['script']
         script = [s for s in script if s]
         self.stream = SyntheticStream(seed=seed, width=width, height=height, fps=rate,
                                       script=script or None).frames()
@@ -94,7 +99,8 @@ class SyntheticCamera(Node):
 
 
 def main(args=None) -> int:
-    return run_node(SyntheticCamera, 'synthetic_camera', (ValueError,), args)
+    return run_node(SyntheticCamera, 'synthetic_camera', (StartupError, ValueError), args,
+                    help_text('timesformer_synthetic_camera', SUMMARY, PARAMETERS, TOPICS))
 
 
 if __name__ == '__main__':

@@ -25,6 +25,7 @@ import math
 import re
 import sys
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -45,6 +46,14 @@ OFFICIAL_MEAN = (0.45, 0.45, 0.45)
 OFFICIAL_STD = (0.225, 0.225, 0.225)
 
 PathLike = Union[str, Path]
+
+
+EMBEDDED_CHECKPOINT = 'motion_tiny.json'
+
+
+def embedded_checkpoint() -> Path:
+    """The shipped default model (package data)."""
+    return Path(str(resources.files('timesformer_ros') / 'data' / EMBEDDED_CHECKPOINT))
 
 
 class CheckpointError(ValueError):

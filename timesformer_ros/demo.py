@@ -180,9 +180,9 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
 def _picture(rows, frames: dict, out_dir: Path, checkpoint: Optional[str]) -> Optional[Path]:
     """Re-run the window whose frames were all received through the engine for its per-frame
     attention (the node publishes the last frame's map only), and draw it."""
+    from .checkpoints import embedded_checkpoint
     from .engine import Engine
     from .frames import decode
-    from .node import embedded_checkpoint
     engine = None
     for result, true in reversed(rows):
         start, end = _ns(result['window']['start']), _ns(result['window']['end'])

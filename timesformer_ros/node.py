@@ -1,15 +1,6 @@
 """The rclpy node `timesformer`: parameters, subscriptions, publishers. Wiring only; the work
-is in `pipeline.py` (frames -> windows -> worker), `engine.py` and `results.py`.
-
-Topics (relative names can be remapped; `~/` is the node's private namespace):
-  in   image                    sensor_msgs/Image            (input_transport: raw)
-  in   image/compressed         sensor_msgs/CompressedImage  (input_transport: compressed)
-  out  ~/label                  std_msgs/String    top-1 class, or 'unknown' below threshold
-  out  ~/classification         std_msgs/String    JSON per window (results.py has the schema)
-  out  ~/attention/spatial      sensor_msgs/Image  32FC1 saliency of the window's last frame
-  out  ~/attention/overlay      sensor_msgs/Image  rgb8 heat map on that frame (publish_overlay)
-  out  ~/label_info             std_msgs/String    JSON class map, transient-local (latched)
-  out  /diagnostics             diagnostic_msgs/DiagnosticArray, every diagnostics_period_s
+is in `pipeline.py` (frames -> windows -> worker), `engine.py` and `results.py`; the parameters
+and topics are the tables in `interface.py` (`timesformer_node --help` prints them).
 """
 
 from __future__ import annotations
@@ -18,16 +9,11 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
-from typing import Any, Optional
 
 import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (
-    FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import (
@@ -36,96 +22,18 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from . import results
-from .checkpoints import Checkpoint, CheckpointError, default_labels, load_checkpoint
+from .checkpoints import (
+    Checkpoint, CheckpointError, default_labels, embedded_checkpoint, load_checkpoint)
 from .clips import ClipBuffer
 from .engine import Engine, EngineError
+from .interface import BY_NAME, PARAMETERS, TOPICS, help_text
 from .model import TimeSformer, preset
-from .pipeline import Pipeline, health
-from .spin import run_node
+from .pipeline import Pipeline, health, input_problem
+from .spin import StartupError, declare, run_node
 
-EMBEDDED_CHECKPOINT = 'motion_tiny.json'
-
-
-def embedded_checkpoint() -> Path:
-    """The shipped default model (package data)."""
-    return Path(str(resources.files('timesformer_ros') / 'data' / EMBEDDED_CHECKPOINT))
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    default: Any
-    description: str
-    read_only: bool = True
-    low: Optional[float] = None
-    high: Optional[float] = None
-    choices: tuple = ()
-
-    def descriptor(self) -> ParameterDescriptor:
-        text = self.description
-        if self.choices:
-            text += f' One of: {", ".join(self.choices)}.'
-        desc = ParameterDescriptor(name=self.name, description=text, read_only=self.read_only)
-        if self.low is not None and isinstance(self.default, int) \
-                and not isinstance(self.default, bool):
-            desc.integer_range = [IntegerRange(from_value=int(self.low), to_value=int(self.high),
-                                               step=1)]
-        elif self.low is not None:
-            desc.floating_point_range = [FloatingPointRange(from_value=float(self.low),
-                                                            to_value=float(self.high), step=0.0)]
-        return desc
-
-    def check(self, value) -> Optional[str]:
-        """A reason why `value` is invalid, or None."""
-        if self.choices and value not in self.choices:
-            return f'{self.name} must be one of {list(self.choices)}, got {value!r}'
-        if self.low is not None and not (self.low <= value <= self.high):
-            return f'{self.name} must be in [{self.low}, {self.high}], got {value!r}'
-        return None
-
-
-# Every parameter, in one place. read_only: changing it needs a restart (reload).
-PARAMETERS = (
-    Param('checkpoint', '', 'Model checkpoint: a timesformer_ros .json/.safetensors, an '
-          'official .pyth, a Hugging Face directory, or preset:NAME for random weights. Empty: '
-          'the embedded motion model.'),
-    Param('labels', '', 'Optional labels file (one per line, or JSON) replacing the '
-          "checkpoint's labels."),
-    Param('device', 'auto', 'Inference device: auto (cuda when available), cpu, cuda, cuda:N.'),
-    Param('dtype', 'auto', 'auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or '
-          'float16.', choices=('auto', 'float32', 'bfloat16', 'float16')),
-    Param('compile', False, 'torch.compile the model (CUDA graphs on a GPU); slower start.'),
-    Param('stride', 1, 'Run once every `stride` newly sampled frames.', read_only=False,
-          low=1, high=1000),
-    Param('sample_every', 1, 'Sample every k-th frame (ignored when target_fps > 0).',
-          low=1, high=1000),
-    Param('target_fps', 0.0, 'Sample frames at this rate by header stamps (0: use '
-          'sample_every).', low=0.0, high=1000.0),
-    Param('max_gap_s', 1.0, 'A stamp gap longer than this (or a stamp going backwards, or a '
-          'change of size/encoding) restarts the window.', low=0.001, high=3600.0),
-    Param('top_k', 5, 'Number of results in ~/classification.', read_only=False, low=1,
-          high=1000),
-    Param('score_threshold', 0.0, "~/label says 'unknown' below this top-1 score.",
-          read_only=False, low=0.0, high=1.0),
-    Param('input_transport', 'raw', 'raw: subscribe to image; compressed: image/compressed.',
-          choices=('raw', 'compressed')),
-    Param('qos', 'sensor_data', 'Input QoS: sensor_data (best effort) or reliable.',
-          choices=('sensor_data', 'reliable')),
-    Param('qos_depth', 10, 'Input history depth (KEEP_LAST). With reliable QoS a deeper '
-          'history rides out scheduling hiccups at high frame rates instead of losing frames '
-          'inside DDS.', low=1, high=100000),
-    Param('publish_overlay', False, 'Also publish ~/attention/overlay (rgb8).',
-          read_only=False),
-    Param('diagnostics_period_s', 1.0, 'Period of /diagnostics (steady clock).', low=0.05,
-          high=60.0),
-    Param('failure_error_threshold', 3, 'Consecutive failed inferences that turn diagnostics '
-          'to ERROR.', low=1, high=1000),
-)
-_BY_NAME = {p.name: p for p in PARAMETERS}
-
-
-class StartupError(RuntimeError):
-    """A user mistake at start (bad checkpoint, device, parameter): one line, exit 2."""
+SUMMARY = """Video action recognition: buffers camera frames in a sliding window, runs a
+TimeSformer on each window and publishes labels, scores and attention summaries."""
+WATCHDOG_LOG_PERIOD_S = 10.0
 
 
 def load_engine(values: dict, logger) -> Engine:
@@ -141,7 +49,7 @@ def load_engine(values: dict, logger) -> Engine:
             ckpt = load_checkpoint(path, labels=labels)
         device = values['device']
         if device == 'auto' and not torch.cuda.is_available():
-            logger.warning('device auto: no CUDA GPU available, running on the CPU')
+            logger.info('device auto: no CUDA GPU available, running on the CPU')
         return Engine(ckpt, device=device, dtype=values['dtype'], compile=values['compile'],
                       top_k=values['top_k'], max_batch=1)
     except (CheckpointError, EngineError, ValueError) as exc:
@@ -152,14 +60,7 @@ class TimeSformerNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('timesformer', **kwargs)
-        for param in PARAMETERS:
-            self.declare_parameter(param.name, param.default, param.descriptor())
-        values = {p.name: self.get_parameter(p.name).value for p in PARAMETERS}
-        for param in PARAMETERS:
-            reason = param.check(values[param.name])
-            if reason:
-                raise StartupError(reason)
-        self.values = values
+        self.values = values = declare(self, PARAMETERS)
         self.engine = load_engine(values, self.get_logger())
         self.get_logger().info(f'model: {self.engine.describe()}')
         buffer = ClipBuffer(self.engine.num_frames, stride=values['stride'],
@@ -168,6 +69,7 @@ class TimeSformerNode(Node):
         self.pipeline = Pipeline(self.engine, buffer, self._publish, self._on_failure)
         self.seq = 0
         self._warned = {}
+        self._input_problem = None
 
         self.pub_label = self.create_publisher(String, '~/label', 10)
         self.pub_classification = self.create_publisher(String, '~/classification', 10)
@@ -190,14 +92,15 @@ class TimeSformerNode(Node):
                 CompressedImage, 'image/compressed', self._on_image, qos)
         else:
             self.subscription = self.create_subscription(Image, 'image', self._on_image, qos)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
         self.steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.diagnostics_timer = self.create_timer(values['diagnostics_period_s'],
                                                    self._publish_diagnostics, clock=self.steady)
-        self.pipeline.start()
         self.get_logger().info(f'listening on {self.subscription.topic_name} '
                                f'({values["input_transport"]}, qos {values["qos"]}, depth '
                                f'{values["qos_depth"]})')
+        self.pipeline.start()       # last: a constructor that fails leaves no thread behind
 
     # -- callbacks ------------------------------------------------------------------------------
 
@@ -217,19 +120,23 @@ class TimeSformerNode(Node):
         self._warn_throttled('inference_failed', f'inference failed for the window ending '
                                                  f'at {job.window.end} ns, skipped: {exc!r}')
 
-    def _on_set_parameters(self, params) -> SetParametersResult:
+    def _validate_parameters(self, params) -> SetParametersResult:
+        """On-set: refuse with a reason, no side effects (rclpy itself refuses read-only ones
+        and values outside the descriptors' ranges)."""
         for param in params:
-            spec = _BY_NAME.get(param.name)
+            spec = BY_NAME.get(param.name)
             if spec is None:
                 continue
-            if spec.read_only:
-                return SetParametersResult(successful=False,
-                                           reason=f'{param.name} is read-only (restart)')
-            reason = spec.check(param.value)
+            reason = f'{param.name} is read-only (restart)' if spec.read_only \
+                else spec.check(param.value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params):
+        """Post-set: the accepted values take effect (on the next window)."""
         for param in params:
-            if param.name not in _BY_NAME:
+            if param.name not in BY_NAME:
                 continue
             self.values[param.name] = param.value
             if param.name == 'stride':
@@ -239,7 +146,6 @@ class TimeSformerNode(Node):
             elif param.name == 'score_threshold':
                 self.pub_label_info.publish(String(data=json.dumps(
                     results.label_info_dict(self.engine.labels, param.value))))
-        return SetParametersResult(successful=True)
 
     # -- publishing (worker thread) -------------------------------------------------------------
 
@@ -268,7 +174,10 @@ class TimeSformerNode(Node):
 
     def _publish_diagnostics(self):
         snap = self.pipeline.snapshot()
-        level, message = health(snap, self.values['failure_error_threshold'])
+        problem = input_problem(snap, self.subscription.topic_name,
+                                self.values['input_timeout_s'], self.values['expected_rate_hz'])
+        self._log_input_problem(problem)
+        level, message = health(snap, self.values['failure_error_threshold'], problem)
         status = DiagnosticStatus(name='timesformer: inference', level=bytes([level]),
                                   message=message, hardware_id=str(self.engine.device))
         values = {k: v for k, v in snap.items() if not isinstance(v, dict)}
@@ -285,6 +194,14 @@ class TimeSformerNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         self.pub_diagnostics.publish(array)
 
+    def _log_input_problem(self, problem):
+        if problem:
+            self._warn_throttled('input', problem, WATCHDOG_LOG_PERIOD_S)
+        elif self._input_problem:
+            self._warned.pop('input', None)
+            self.get_logger().info(f'frames arrive again on {self.subscription.topic_name}')
+        self._input_problem = problem
+
     def destroy_node(self):
         self.pipeline.stop()
         super().destroy_node()
@@ -292,7 +209,8 @@ class TimeSformerNode(Node):
 
 def main(args=None) -> int:
     logging.basicConfig(level=logging.INFO)
-    return run_node(TimeSformerNode, 'timesformer', (StartupError,), args)
+    return run_node(TimeSformerNode, 'timesformer', (StartupError,), args,
+                    help_text('timesformer_node', SUMMARY, PARAMETERS, TOPICS))
 
 
 if __name__ == '__main__':

@@ -109,15 +109,22 @@ class Pipeline:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name='timesformer-worker')
         self.last_refusal = ''       # the message of the latest refused frame
+        self._started = time.monotonic()
+        self._first_arrival: Optional[float] = None   # steady clock, for the input watchdog
+        self._last_arrival: Optional[float] = None
 
     # -- producer side (subscription callback) ------------------------------------------------
 
     def submit(self, msg, arrival: Optional[float] = None) -> Optional[str]:
         """Offer one image message. Returns the refusal reason, or None when accepted."""
         arrival = time.perf_counter() if arrival is None else arrival
-        self.input_rate.tick()
+        now = time.monotonic()
+        self.input_rate.tick(now)
         with self._lock:
             self.counters.received += 1
+            if self._first_arrival is None:
+                self._first_arrival = now
+            self._last_arrival = now
         try:
             rgb, key = decode(msg)
         except FrameError as exc:
@@ -226,6 +233,7 @@ class Pipeline:
 
     def snapshot(self) -> dict:
         """Counters and rates for diagnostics."""
+        now = time.monotonic()
         with self._lock:
             c = self.counters
             latencies = np.array(self.latencies) if self.latencies else np.zeros(1)
@@ -245,7 +253,10 @@ class Pipeline:
                 'windows_waiting': waiting,
                 'windows_in_flight': self._in_flight,
                 'resets_by_reason': dict(c.resets),
-                'input_rate_hz': self.input_rate.rate(),
+                'input_rate_hz': self.input_rate.rate(now),
+                'input_silence_s': now - (self._last_arrival or self._started),
+                'receiving_for_s': 0.0 if self._first_arrival is None else
+                now - self._first_arrival,
                 'inference_rate_hz': self.inference_rate.rate(),
                 'latency_p50_ms': float(np.percentile(latencies, 50)),
                 'latency_p95_ms': float(np.percentile(latencies, 95)),
@@ -254,17 +265,37 @@ class Pipeline:
 
 
 OK, WARN, ERROR = 0, 1, 2
+RATE_SETTLE_S = 2.0       # receive this long before judging the input rate
 
 
-def health(snapshot: dict, error_after: int) -> tuple:
+def input_problem(snapshot: dict, topic: str, timeout_s: float,
+                  expected_rate_hz: float) -> Optional[str]:
+    """What is wrong with the input, for the watchdog: no frame for `timeout_s` (0: not
+    checked), or frames arriving at less than half of `expected_rate_hz` (0: not checked)."""
+    silence = snapshot['input_silence_s']
+    if timeout_s and silence >= timeout_s:
+        if not snapshot['frames_received']:
+            return (f'no frame received on {topic} since the start {silence:.1f} s ago '
+                    f'(is the topic remapped to the camera?)')
+        return f'no frame on {topic} for {silence:.1f} s'
+    rate = snapshot['input_rate_hz']
+    if expected_rate_hz and snapshot['receiving_for_s'] >= RATE_SETTLE_S \
+            and rate < expected_rate_hz / 2:
+        return f'frames on {topic} arrive at {rate:.1f} Hz, expected {expected_rate_hz:g} Hz'
+    return None
+
+
+def health(snapshot: dict, error_after: int, input_problem: Optional[str] = None) -> tuple:
     """(level, message) for diagnostics: ERROR after `error_after` consecutive failed
-    inferences, WARN while frames are being refused or inferences fail, else OK."""
+    inferences, WARN while the input has a problem, frames are being refused or inferences
+    fail, else OK."""
     if snapshot['failed_consecutive'] >= error_after:
         return ERROR, f'inference failed {snapshot["failed_consecutive"]} times in a row'
+    if input_problem:
+        return WARN, input_problem
     if snapshot['frames_failed']:
         return WARN, f'{snapshot["frames_failed"]} inferences failed'
     if snapshot['frames_refused']:
         reasons = ', '.join(f'{k}: {v}' for k, v in sorted(snapshot['refused_by_reason'].items()))
         return WARN, f'frames refused ({reasons})'
     return OK, 'running'
-

@@ -11,8 +11,13 @@ from pathlib import Path
 from typing import MutableMapping
 
 LOOPBACK_PROFILE = Path(__file__).resolve().parents[1] / 'dev' / 'fastdds_localhost.xml'
+# Every console script of setup.py and the module that runs it as `python -m`.
 MODULES = {'timesformer_node': 'timesformer_ros.node',
-           'timesformer_synthetic_camera': 'timesformer_ros.camera'}
+           'timesformer_synthetic_camera': 'timesformer_ros.camera',
+           'timesformer_convert': 'timesformer_ros.convert',
+           'timesformer_train': 'timesformer_ros.train',
+           'timesformer_bench': 'timesformer_ros.bench',
+           'timesformer_bag': 'timesformer_ros.bags'}
 
 
 def console_command(name: str) -> list:

@@ -1,30 +1,126 @@
-"""Running an rclpy node as a program: exit code 0 on SIGINT/SIGTERM, 2 with one fatal line
-for a user mistake at start (no traceback wall)."""
+"""Running an rclpy node as a program: `--help` without ROS, exit code 0 on SIGINT/SIGTERM (a
+second signal during shutdown is part of shutting down), 2 with one fatal line for a user
+mistake at start (no traceback wall). Also the ROS side of the parameter table in
+`interface.py`: descriptors, declaration and start-up validation."""
 
 from __future__ import annotations
 
-from typing import Callable
+import signal
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.signals import uninstall_signal_handlers
+
+from .interface import Param
+
+
+class StartupError(RuntimeError):
+    """A user mistake at start (bad checkpoint, device, parameter): one line, exit 2."""
+
+
+def descriptor(param: Param) -> ParameterDescriptor:
+    desc = ParameterDescriptor(name=param.name, description=param.description,
+                               read_only=param.read_only)
+    if param.choices:
+        desc.additional_constraints = f'One of: {", ".join(param.choices)}.'
+    if param.low is not None and isinstance(param.default, int) \
+            and not isinstance(param.default, bool):
+        desc.integer_range = [IntegerRange(from_value=int(param.low), to_value=int(param.high),
+                                           step=1)]
+    elif param.low is not None:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(param.low),
+                                                        to_value=float(param.high), step=0.0)]
+    return desc
+
+
+def declare(node: rclpy.node.Node, params: Sequence[Param]) -> dict:
+    """Declare `params` on `node` with their descriptors; returns the values, refusing an
+    invalid one with StartupError (rclpy checks ranges only on set, not on declare)."""
+    values = {p.name: node.declare_parameter(p.name, p.default, descriptor(p)).value
+              for p in params}
+    for param in params:
+        reason = param.check(values[param.name])
+        if reason:
+            raise StartupError(reason)
+    return values
+
+
+def _ros_args(argv: Sequence[str]) -> tuple:
+    """(the program's own arguments, the arguments inside --ros-args ... --)."""
+    own, ros, inside = [], [], False
+    for arg in argv:
+        if arg == '--ros-args':
+            inside = True
+        elif inside and arg == '--':
+            inside = False
+        elif inside:
+            ros.append(arg)
+        else:
+            own.append(arg)
+    return own, ros
+
+
+def _missing_params_file(ros_args: Sequence[str]) -> Optional[str]:
+    for flag, value in zip(ros_args, ros_args[1:]):
+        if flag == '--params-file' and not Path(value).is_file():
+            return (f'parameters file not found: {value} (relative paths start at '
+                    f'{Path.cwd()})')
+    return None
+
+
+class _StopRequests:
+    """The Python SIGINT/SIGTERM handler, installed before rclpy's. rclpy's handler does the
+    stopping (it shuts the context down, which wakes and ends the executor) and then calls this
+    one, which only notes the request: raising KeyboardInterrupt here could land anywhere, in a
+    constructor whose node then cannot be destroyed, or in the middle of the cleanup, and a
+    second signal (the terminal's and launch's SIGINT arrive together) would do it again."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum, frame):
+        self.requested = True
 
 
 def run_node(make_node: Callable[[], rclpy.node.Node], name: str,
-             startup_errors: tuple = (), args=None) -> int:
-    rclpy.init(args=args)
+             startup_errors: tuple = (), args=None, help_text: str = '') -> int:
+    argv = list(sys.argv[1:] if args is None else args)
+    own, ros_args = _ros_args(argv)
+    if help_text and ({'-h', '--help'} & set(own)):
+        print(help_text, end='')
+        return 0
+    logger = rclpy.logging.get_logger(name)
+    problem = _missing_params_file(ros_args)
+    if problem:
+        logger.fatal(f'cannot start: {problem}')
+        return 2
+    stops = _StopRequests()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stops)
+    try:
+        rclpy.init(args=[sys.argv[0], *argv])
+    except _rclpy.RCLError as exc:
+        logger.fatal(f'cannot start: invalid ROS arguments: {str(exc).split(", at /")[0]}')
+        return 2
     node = None
     try:
         node = make_node()
-        rclpy.spin(node)
+        if not stops.requested:     # a signal during start-up: stop without spinning
+            rclpy.spin(node)
     except startup_errors as exc:
-        rclpy.logging.get_logger(name).fatal(f'cannot start: {exc}')
+        logger.fatal(f'cannot start: {exc}')
         return 2
     except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
         pass
     except Exception:
-        # A signal shuts the context down while the executor may be inside a callback; rclpy
-        # then fails in that callback's plumbing (seen: pybind11 "Unable to convert call
-        # argument" under a flood of frames). That is the shutdown, not a fault.
+        # A signal shuts the context down while the executor or the node's constructor may be
+        # using it; rclpy then fails in that call's plumbing (seen: pybind11 "Unable to convert
+        # call argument" under a flood of frames). That is the shutdown, not a fault.
         if rclpy.ok():
             raise
     finally:
@@ -36,4 +132,10 @@ def run_node(make_node: Callable[[], rclpy.node.Node], name: str,
                     raise
         if rclpy.ok():
             rclpy.shutdown()
+        uninstall_signal_handlers()
+        # Only the process exit is left. Python resets its signal handlers to the default
+        # (die by the signal) while it finalises, which takes a while after DDS: a late Ctrl-C
+        # from the terminal or launch would then kill the process with -2. SIGTERM keeps its
+        # default, for a process that does not end.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0

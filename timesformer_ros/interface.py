@@ -1,0 +1,146 @@
+"""What the programs offer, as plain data: parameters (name, default, rule, description) and
+topics. No rclpy here: the node adds ROS descriptors to these (`spin.declare`), and the bag
+tools, the demo and `--help` read them without starting ROS.
+
+`config/timesformer.yaml` restates the node's defaults for users to copy and edit; a test keeps
+the two equal, so the node started without a params file behaves as the shipped config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    read_only: bool = True
+    low: Optional[float] = None
+    high: Optional[float] = None
+    choices: tuple = ()
+
+    def check(self, value) -> Optional[str]:
+        """A reason why `value` is invalid, or None."""
+        if self.choices and value not in self.choices:
+            return f'{self.name} must be one of {list(self.choices)}, got {value!r}'
+        if self.low is not None and not (self.low <= value <= self.high):
+            return f'{self.name} must be in [{self.low}, {self.high}], got {value!r}'
+        return None
+
+    def rule(self) -> str:
+        """The rule as users read it: choices or range, and whether it can change at run
+        time."""
+        parts = []
+        if self.choices:
+            parts.append('one of ' + '|'.join(self.choices))
+        elif self.low is not None:
+            parts.append(f'{self.low:g}..{self.high:g}')
+        parts.append('read-only' if self.read_only else 'changeable')
+        return ', '.join(parts)
+
+
+@dataclass(frozen=True)
+class Topic:
+    direction: str     # 'in' or 'out'
+    name: str
+    type: str
+    description: str
+
+
+# Every parameter of the node, in one place. read_only: changing it needs a restart (reload).
+PARAMETERS = (
+    Param('checkpoint', '', 'Model checkpoint: a timesformer_ros .json/.safetensors, an '
+          'official .pyth, a Hugging Face directory, or preset:NAME for random weights. Empty: '
+          'the embedded motion model.'),
+    Param('labels', '', 'Optional labels file (one per line, or JSON) replacing the '
+          "checkpoint's labels."),
+    Param('device', 'auto', 'Inference device: auto (cuda when available), cpu, cuda, cuda:N.'),
+    Param('dtype', 'auto', 'auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or '
+          'float16.', choices=('auto', 'float32', 'bfloat16', 'float16')),
+    Param('compile', False, 'torch.compile the model (CUDA graphs on a GPU); slower start.'),
+    Param('stride', 1, 'Run once every `stride` newly sampled frames.', read_only=False,
+          low=1, high=1000),
+    Param('sample_every', 1, 'Sample every k-th frame (ignored when target_fps > 0).',
+          low=1, high=1000),
+    Param('target_fps', 15.0, 'Sample frames at this rate by header stamps (0: use '
+          'sample_every). The embedded motion model was trained on 12-20 fps clips.',
+          low=0.0, high=1000.0),
+    Param('max_gap_s', 0.5, 'A stamp gap longer than this, a stamp going backwards, or a '
+          'change of size, encoding or frame_id restarts the window.', low=0.001,
+          high=3600.0),
+    Param('top_k', 5, 'Number of results in ~/classification.', read_only=False, low=1,
+          high=1000),
+    Param('score_threshold', 0.0, "~/label says 'unknown' below this top-1 score.",
+          read_only=False, low=0.0, high=1.0),
+    Param('input_transport', 'raw', 'raw: subscribe to image; compressed: image/compressed.',
+          choices=('raw', 'compressed')),
+    Param('qos', 'sensor_data', 'Input QoS: sensor_data (best effort) or reliable.',
+          choices=('sensor_data', 'reliable')),
+    Param('qos_depth', 10, 'Input history depth (KEEP_LAST). With reliable QoS a deeper '
+          'history rides out scheduling hiccups at high frame rates instead of losing frames '
+          'inside DDS.', low=1, high=100000),
+    Param('publish_overlay', False, 'Also publish ~/attention/overlay (rgb8).',
+          read_only=False),
+    Param('input_timeout_s', 3.0, 'Input watchdog: diagnostics turn WARN, naming the input '
+          'topic, when no frame has arrived for this long (steady clock; 0 disables).',
+          read_only=False, low=0.0, high=3600.0),
+    Param('expected_rate_hz', 0.0, 'The rate the camera should deliver; diagnostics turn WARN '
+          'when frames arrive at less than half of it (0: not checked).', read_only=False,
+          low=0.0, high=10000.0),
+    Param('diagnostics_period_s', 1.0, 'Period of /diagnostics (steady clock).', low=0.05,
+          high=60.0),
+    Param('failure_error_threshold', 3, 'Consecutive failed inferences that turn diagnostics '
+          'to ERROR.', low=1, high=1000),
+)
+BY_NAME = {p.name: p for p in PARAMETERS}
+
+TOPICS = (
+    Topic('in', 'image', 'sensor_msgs/Image', 'camera frames (input_transport raw); remap it'),
+    Topic('in', 'image/compressed', 'sensor_msgs/CompressedImage',
+          'instead, with input_transport compressed'),
+    Topic('out', '~/label', 'std_msgs/String', "top-1 class name, 'unknown' below "
+          'score_threshold'),
+    Topic('out', '~/classification', 'std_msgs/String', 'one JSON object per window'),
+    Topic('out', '~/attention/spatial', 'sensor_msgs/Image', "32FC1 saliency of the window's "
+          'last frame'),
+    Topic('out', '~/attention/overlay', 'sensor_msgs/Image', 'rgb8 heat map on that frame '
+          '(publish_overlay)'),
+    Topic('out', '~/label_info', 'std_msgs/String', 'JSON class map, latched'),
+    Topic('out', '/diagnostics', 'diagnostic_msgs/DiagnosticArray', 'rates, latency, counters, '
+          'input watchdog'),
+)
+
+
+def defaults(params: Sequence[Param] = PARAMETERS) -> dict:
+    return {p.name: p.default for p in params}
+
+
+def read_params_file(path: Path, node_name: str = 'timesformer') -> dict:
+    """The parameters a ROS 2 parameters file gives `node_name` (`/**` or the node's name),
+    over the declared defaults."""
+    values = defaults()
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    for key in ('/**', node_name, '/' + node_name):
+        values.update((data.get(key) or {}).get('ros__parameters', {}))
+    return values
+
+
+def help_text(prog: str, summary: str, params: Sequence[Param],
+              topics: Sequence[Topic]) -> str:
+    """Usage, parameters and topics of a ROS program, for `--help`."""
+    lines = [f'usage: {prog} [-h] [--ros-args -p NAME:=VALUE ... --params-file FILE '
+             f'-r FROM:=TO ...]', '', summary.strip(), '', 'parameters (default; rule):']
+    for p in params:
+        lines.append(f'  {p.name} = {p.default!r}  ({p.rule()})')
+        lines.append(f'      {p.description}')
+    lines += ['', 'topics (relative names can be remapped; ~ is the node\'s namespace):']
+    width = max(len(t.name) for t in topics)
+    for t in topics:
+        lines.append(f'  {t.direction:<3} {t.name:<{width}}  {t.type}: {t.description}')
+    return '\n'.join(lines) + '\n'
