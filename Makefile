@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) -m timesformer_ros.bench
 	$(PY) benchmarks/node_latency.py
 	$(PY) benchmarks/bag_throughput.py
+	$(PY) benchmarks/startup.py
 
 clean:
 	rm -rf $(VENV) build install log demo_output *.egg-info

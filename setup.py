@@ -18,8 +18,9 @@ setup(
     # ROS convention: Python dependencies come from rosdep/apt or requirements/*.txt, never
     # from install_requires (the ros-* PyPI wheels must not enter a system ROS install).
     install_requires=['setuptools'],
-    # colcon test runs pytest (not unittest) for packages that declare it here.
-    tests_require=['pytest'],
+    # colcon test runs pytest (not unittest) for packages that declare it here; recent
+    # setuptools drop `tests_require`, so it goes in the `test` extra, as in ros2/examples.
+    extras_require={'test': ['pytest']},
     zip_safe=False,
     maintainer='timesformer_ros maintainers',
     maintainer_email='maintainers@timesformer-ros.invalid',

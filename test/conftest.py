@@ -3,6 +3,8 @@
 import itertools
 import os
 import random
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -134,3 +136,51 @@ def small_checkpoint(tmp_path_factory):
     model = randomise_(TimeSformer(config))
     return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'small', model,
                            ['left', 'right', 'still'], source='test fixture')
+
+
+class NodeProcess:
+    """`timesformer_node` started as users start it, with --ros-args."""
+
+    def __init__(self, ros, *ros_args, params_file=REPO / 'config' / 'timesformer.yaml'):
+        cmd = console_script('timesformer_node') + ['--ros-args', '--params-file',
+                                                    str(params_file), *ros_args]
+        self.proc = subprocess.Popen(cmd, env=ros.env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+
+    def stop(self, sig=signal.SIGINT, timeout=2.0):
+        """Signal the node; returns (exit code, seconds it took, output)."""
+        started = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            code = None
+        elapsed = time.monotonic() - started
+        return code, elapsed, self.proc.stdout.read()
+
+    def rss_mb(self) -> float:
+        for line in Path(f'/proc/{self.proc.pid}/status').read_text().splitlines():
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def start_node(ros):
+    started = []
+
+    def start(*args, **kwargs):
+        node = NodeProcess(ros, *args, **kwargs)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.kill()

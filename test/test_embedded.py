@@ -10,7 +10,7 @@ from conftest import REPO, console_script
 from timesformer_ros import synthetic
 from timesformer_ros.checkpoints import load_checkpoint
 from timesformer_ros.frames import Normaliser
-from timesformer_ros.node import embedded_checkpoint
+from timesformer_ros.checkpoints import embedded_checkpoint
 from timesformer_ros.train import REPORT_SEED, predict, reversal_rate
 
 HELD_OUT_SEED = REPORT_SEED + 999   # never drawn by training or validation

@@ -15,8 +15,7 @@ from timesformer_ros.processes import MODULES
 rclpy = pytest.importorskip('rclpy')
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
-from test_node import (  # noqa: E402,F401 - start_node is a fixture
-    Listener, publish_at, start_node, wait_for_subscriber)
+from test_node import Listener, publish_at, wait_for_subscriber  # noqa: E402
 
 CONFIG = REPO / 'config' / 'timesformer.yaml'
 ESCAPE = '\x1b['

@@ -5,7 +5,6 @@ import json
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,54 +21,6 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 CONFIG = REPO / 'config' / 'timesformer.yaml'
-
-
-class NodeProcess:
-    """`timesformer_node` started as users start it, with --ros-args."""
-
-    def __init__(self, ros, *ros_args, params_file=CONFIG):
-        cmd = console_script('timesformer_node') + ['--ros-args', '--params-file',
-                                                    str(params_file), *ros_args]
-        self.proc = subprocess.Popen(cmd, env=ros.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-
-    def stop(self, sig=signal.SIGINT, timeout=2.0):
-        """Signal the node; returns (exit code, seconds it took, output)."""
-        started = time.monotonic()
-        self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            code = None
-        elapsed = time.monotonic() - started
-        return code, elapsed, self.proc.stdout.read()
-
-    def rss_mb(self) -> float:
-        for line in Path(f'/proc/{self.proc.pid}/status').read_text().splitlines():
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-@pytest.fixture
-def start_node(ros):
-    started = []
-
-    def start(*args, **kwargs):
-        node = NodeProcess(ros, *args, **kwargs)
-        started.append(node)
-        return node
-
-    yield start
-    for node in started:
-        node.kill()
 
 
 class Listener:

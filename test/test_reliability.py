@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import randomise_
-from test_node import Listener, NodeProcess, frame, stamp_of, wait_for_subscriber
+from conftest import NodeProcess, randomise_
+from test_node import Listener, frame, stamp_of, wait_for_subscriber
 from timesformer_ros.checkpoints import Checkpoint
 from timesformer_ros.clips import ClipBuffer
 from timesformer_ros.engine import Engine
