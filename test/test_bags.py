@@ -45,17 +45,24 @@ def ns(stamp):
     return stamp['sec'] * 1_000_000_000 + stamp['nanosec']
 
 
+def segment_key(event):
+    """What identifies a segment: id, class, start, and for an end event its end and the
+    stamp that announced it."""
+    key = (event['id'], event['class_name'], ns(event['start']))
+    return key + (ns(event['end']), ns(event['announced'])) if event['event'] == 'end' else key
+
+
 @pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])
 def test_evaluate_gives_the_nodes_windows_and_scores_against_the_truth(bags, storage,
                                                                       tmp_path):
     path, count = bags[storage]
     assert list_topics(path) == {'/camera/image_raw': ('sensor_msgs/msg/Image', count),
                                  '/motion': ('std_msgs/msg/String', count)}
-    out = tmp_path / 'results.jsonl'
+    out, segments = tmp_path / 'results.jsonl', tmp_path / 'segments.jsonl'
     summary = evaluate(path, '/camera/image_raw', params_file=CONFIG, truth='/motion',
                        out=out, out_bag=tmp_path / 'out_bag',
                        confusion_png=tmp_path / 'confusion.png', device='cpu',
-                       progress=False)
+                       progress=False, segments_out=segments)
     records = [json.loads(line) for line in out.read_text().splitlines()]
     windows = [(ns(r['window']['start']), ns(r['window']['end'])) for r in records]
     assert windows == expected_windows(count)
@@ -68,11 +75,21 @@ def test_evaluate_gives_the_nodes_windows_and_scores_against_the_truth(bags, sto
     # (0.747 measured on these 83 windows, 0.974 on clean clips).
     assert summary['accuracy'] >= 0.6, summary['accuracy']   # chance 1/7
     assert (tmp_path / 'confusion.png').stat().st_size > 0
+    # Segments: every one ended (the bag's end closes what is still active), each written
+    # once to the segments file and, with its start event, to the output bag.
+    ended = [json.loads(line) for line in segments.read_text().splitlines()]
+    assert ended and summary['segments'] == len(ended)
+    assert [e['id'] for e in ended] == sorted(e['id'] for e in ended)
+    assert ended[-1]['reason'] == 'end_of_bag'
+    metrics = summary['segment_metrics']
+    assert metrics['true_segments'] >= 3 and metrics['f1@0.1'] >= 0.5, metrics
+    assert summary['label_changes']['raw'] > summary['label_changes']['decoded']
     topics = list_topics(tmp_path / 'out_bag')
     assert topics == {'/timesformer/label': ('std_msgs/msg/String', len(records)),
                       '/timesformer/classification': ('std_msgs/msg/String', len(records)),
                       '/timesformer/attention/spatial': ('sensor_msgs/msg/Image',
-                                                         len(records))}
+                                                         len(records)),
+                      '/timesformer/events': ('std_msgs/msg/String', 2 * len(ended))}
 
 
 def test_cli_reports_missing_and_wrong_topics_in_one_line(bags, tmp_path):
@@ -137,21 +154,31 @@ def test_unreadable_bag_is_a_one_line_error(tmp_path):
 
 def test_replay_into_the_node_matches_offline_evaluation_with_sim_time(bags, ros, tmp_path):
     """`play` drives the running node as a camera would: with reliable QoS and a rate the CPU
-    sustains, the node publishes the same windows and top-1 labels as `evaluate`. With
-    --clock and use_sim_time the node's own clock (diagnostics) runs on bag time."""
+    sustains, the node publishes the same windows, top-1 labels and action segments as
+    `evaluate`. With --clock and use_sim_time the node's own clock (diagnostics) runs on bag
+    time; the segments use header stamps only, so they are the same either way."""
     from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
 
     path, count = bags['mcap']
-    offline = tmp_path / 'offline.jsonl'
+    offline, offline_segments = tmp_path / 'offline.jsonl', tmp_path / 'segments.jsonl'
     evaluate(path, '/camera/image_raw', params_file=CONFIG, out=offline, device='cpu',
-             progress=False)
+             progress=False, segments_out=offline_segments)
     expected = [(ns(r['window']['end']), r['results'][0]['class_name'])
                 for r in map(json.loads, offline.read_text().splitlines())]
+    ended = [json.loads(line) for line in offline_segments.read_text().splitlines()]
+    # Offline, the bag's end closes what is still active; live, it stays active.
+    expected_ended = [segment_key(e) for e in ended if e['reason'] == 'score']
+    expected_open = [segment_key(e)[:3] for e in ended if e['reason'] == 'end_of_bag']
+    assert expected_ended and expected_open
 
-    results, diag_stamps = [], []
+    results, diag_stamps, events = [], [], []
     ros.node.create_subscription(String, '/timesformer/classification',
                                  lambda m: results.append(json.loads(m.data)), 200)
+    ros.node.create_subscription(String, '/timesformer/events',
+                                 lambda m: events.append(json.loads(m.data)),
+                                 QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     ros.node.create_subscription(
         DiagnosticArray, '/diagnostics',
         lambda m: diag_stamps.append(m.header.stamp.sec * 10 ** 9 + m.header.stamp.nanosec), 10)
@@ -180,6 +207,10 @@ def test_replay_into_the_node_matches_offline_evaluation_with_sim_time(bags, ros
     missing = sorted(set(expected) - set(online))
     extra = sorted(set(online) - set(expected))
     assert online == expected, (len(online), len(expected), missing[:5], extra[:5])
+    ended_ids = {e['id'] for e in events if e['event'] == 'end'}
+    assert [segment_key(e) for e in events if e['event'] == 'end'] == expected_ended
+    assert [segment_key(e)[:3] for e in events if e['event'] == 'start' and
+            e['id'] not in ended_ids] == expected_open
     bag_end = START_NS + round((count - 1) * 1e9 / FPS)
     sim = [s for s in diag_stamps if s > 0]
     assert sim and all(START_NS - 10 ** 9 <= s <= bag_end + 10 ** 9 for s in sim), sim

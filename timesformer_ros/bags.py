@@ -35,6 +35,7 @@ from .clips import ClipBuffer
 from .frames import FrameError, decode
 from .interface import defaults, read_params_file
 from .pipeline import stamp_ns
+from .segments import ActionDecoder, DecoderConfig, from_events, runs, segment_metrics
 
 LOGGER = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
              params_file: Optional[Path] = None, truth: Optional[str] = None,
              out: Optional[Path] = None, out_bag: Optional[Path] = None,
              confusion_png: Optional[Path] = None, device: str = 'auto', batch_size: int = 8,
-             progress: bool = True) -> dict:
+             progress: bool = True, segments_out: Optional[Path] = None) -> dict:
     """Run the node's windowing and model over a bag. Returns a summary; raises BagError (with
     what was evaluated so far already written) when the bag breaks off."""
     from .checkpoints import embedded_checkpoint
@@ -228,7 +229,10 @@ def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
     buffer = ClipBuffer(engine.num_frames, stride=params['stride'],
                         sample_every=params['sample_every'], target_fps=params['target_fps'],
                         max_gap_s=params['max_gap_s'])
-    writer = ResultWriter(out, out_bag)
+    decoder = ActionDecoder(engine.labels, DecoderConfig.from_values(params))
+    writer = ResultWriter(out, out_bag, segments_out)
+    ended = []          # end events: the completed segments
+    labels = {'raw': [], 'decoded': []}     # per window: top-1, and the stable label
     refused = Counter()
     pending, frame_times, records = [], {}, []
     started = time.monotonic()
@@ -244,8 +248,19 @@ def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
                 prediction, window, header.frame_id, prediction.timings['inference_ms'] /
                 len(pending), len(records), params['top_k'])
             records.append(record)
-            writer.write(record, prediction, header, params['score_threshold'])
+            events = decoder.update(window, prediction.probabilities, header.frame_id)
+            label = decoder.label(params['score_threshold'])
+            labels['raw'].append(prediction.label)
+            labels['decoded'].append(label)
+            writer.write(record, prediction, header, label)
+            writer.write_events(events)
+            ended.extend(e for e in events if e['event'] == 'end')
         pending.clear()
+
+    def close_segments():
+        events = decoder.close_all('end_of_bag')
+        writer.write_events(events)
+        ended.extend(events)
 
     try:
         for timestamp, msg in iter_messages(bag, topic, IMAGE_TYPES):
@@ -268,8 +283,10 @@ def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
             if progress and frames % 50 == 0:
                 _progress(frames, total, len(records), started)
         flush()
+        close_segments()
     except BagError as exc:
         flush()
+        close_segments()
         error = exc
     finally:
         writer.close()
@@ -281,9 +298,14 @@ def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
                'refused': dict(refused), 'seconds': round(elapsed, 3),
                'windows_per_s': round(len(records) / elapsed, 2) if elapsed else 0.0,
                'model': engine.describe()}
+    summary['segments'] = len(ended)
+    summary['label_changes'] = {kind: sum(a != b for a, b in zip(seq, seq[1:]))
+                                for kind, seq in labels.items()}
     if truth and error is None:
-        summary.update(score(records, read_truth(truth, bag, frame_times), engine.labels,
-                             confusion_png))
+        true = read_truth(truth, bag, frame_times)
+        summary.update(score(records, true, engine.labels, confusion_png))
+        summary['segment_metrics'] = segment_metrics(from_events(ended),
+                                                     runs(sorted(true.items())))
     if error is not None:
         error.summary = summary
         raise error
@@ -353,11 +375,13 @@ class ResultWriter:
     """JSON lines and, optionally, a rosbag2 with the node's output topics at the original
     stamps (`/timesformer/label`, `/timesformer/classification`, `/timesformer/attention/spatial`)."""
 
-    def __init__(self, out: Optional[Path], out_bag: Optional[Path], ns: str = '/timesformer'):
+    def __init__(self, out: Optional[Path], out_bag: Optional[Path],
+                 segments: Optional[Path] = None, ns: str = '/timesformer'):
         if out_bag and Path(out_bag).exists():
             raise BagError(f'output bag {out_bag} exists already; remove it or choose another '
                            f'path')
         self.lines = open(out, 'w') if out else None
+        self.segments = open(segments, 'w') if segments else None
         self.bag = None
         if out_bag:
             from rosbags.rosbag2 import Writer
@@ -368,9 +392,24 @@ class ResultWriter:
                                                        typestore=self.store)
                          for name, msgtype in (('label', STRING_TYPE),
                                                ('classification', STRING_TYPE),
-                                               ('attention/spatial', 'sensor_msgs/msg/Image'))}
+                                               ('attention/spatial', 'sensor_msgs/msg/Image'),
+                                               ('events', STRING_TYPE))}
 
-    def write(self, record: dict, prediction, header, threshold: float):
+    def write_events(self, events: Sequence[dict]):
+        """Start and end events into the bag at their stamps; completed segments (end events)
+        as JSON lines into the segments file."""
+        string = None if self.bag is None else self.store.types[STRING_TYPE]
+        for event in events:
+            if self.segments and event['event'] == 'end':
+                self.segments.write(json.dumps(event) + '\n')
+                self.segments.flush()
+            if string is not None:
+                stamp = event['header']['stamp']
+                self.bag.write(self.conn['events'], stamp['sec'] * 1_000_000_000 +
+                               stamp['nanosec'], self.store.serialize_cdr(
+                                   string(data=json.dumps(event)), STRING_TYPE))
+
+    def write(self, record: dict, prediction, header, label: str):
         if self.lines:
             self.lines.write(json.dumps(record) + '\n')
             self.lines.flush()
@@ -379,7 +418,6 @@ class ResultWriter:
         types = self.store.types
         stamp = stamp_ns(header)
         string = types[STRING_TYPE]
-        label = result_format.label_text(prediction, threshold)
         self.bag.write(self.conn['label'], stamp,
                        self.store.serialize_cdr(string(data=label), STRING_TYPE))
         self.bag.write(self.conn['classification'], stamp,
@@ -396,8 +434,9 @@ class ResultWriter:
                        self.store.serialize_cdr(image, 'sensor_msgs/msg/Image'))
 
     def close(self):
-        if self.lines:
-            self.lines.close()
+        for handle in (self.lines, self.segments):
+            if handle:
+                handle.close()
         if self.bag is not None:
             self.bag.close()
 
@@ -533,6 +572,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                              'summary only)')
     ev.add_argument('--out-bag', type=Path, help='write the output topics to this rosbag2')
     ev.add_argument('--confusion', type=Path, help='confusion matrix PNG (with --truth)')
+    ev.add_argument('--segments', type=Path, help='JSON lines, one per completed action '
+                                                  'segment (the end events of ~/events)')
     ev.add_argument('--device', default='auto')
     ev.add_argument('--batch-size', type=int, default=8)
     pl = sub.add_parser('play', help='publish the images at the recorded pace')
@@ -570,7 +611,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             summary = evaluate(args.bag, args.topic, args.checkpoint, args.params_file,
                                args.truth, args.out, args.out_bag, args.confusion,
-                               args.device, args.batch_size)
+                               args.device, args.batch_size, segments_out=args.segments)
             _print_summary(summary)
     except BagError as exc:
         summary = getattr(exc, 'summary', None)
@@ -592,6 +633,15 @@ def _print_summary(summary: dict):
         print(f'accuracy {100 * summary["accuracy"]:.1f}% on {summary["scored_windows"]} '
               f'windows')
         print(confusion_text(summary['confusion']['matrix'], summary['confusion']['labels']))
+    metrics = summary.get('segment_metrics')
+    if metrics:
+        delay = metrics['onset_delay_s']
+        print(f'segments: {metrics["predicted_segments"]} predicted, '
+              f'{metrics["true_segments"]} true; F1@0.1/0.25/0.5 {metrics["f1@0.1"]:.3f}/'
+              f'{metrics["f1@0.25"]:.3f}/{metrics["f1@0.5"]:.3f}, edit {metrics["edit"]:.3f}, '
+              f'over-/under-segmented {metrics["over_segmented"]}/'
+              f'{metrics["under_segmented"]}, onset delay median {delay["median"]} s, p90 '
+              f'{delay["p90"]} s')
 
 
 if __name__ == '__main__':

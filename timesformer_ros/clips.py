@@ -31,13 +31,17 @@ NS = 1_000_000_000
 
 @dataclass(frozen=True)
 class Window:
-    """T sampled frames in order, with their stamps (ns) and the frame_id they share."""
+    """T sampled frames in order, with their stamps (ns) and the frame_id they share.
+    `epoch` counts the buffer's resets before it and `reset` names the latest one, so a
+    consumer that sees only some windows still knows that the stream restarted and why."""
 
     frames: tuple
     stamps: tuple
     frame_id: str
     key: Hashable
     seq: int
+    epoch: int = 0
+    reset: Optional[str] = None
 
     @property
     def start(self) -> int:
@@ -91,6 +95,7 @@ class ClipBuffer:
         self._since_window = 0       # sampled frames since the last emitted window
         self._emitted = False        # a window has been emitted since the last reset
         self._seq = 0
+        self._epoch, self._epoch_reason = 0, None
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -107,6 +112,7 @@ class ClipBuffer:
         self._last_stamp = None
         self._key = None
         self._frame_id = None
+        self._epoch, self._epoch_reason = self._epoch + 1, reason
         self.counts[f'reset_{reason}'] += 1
 
     def _reset_reason(self, stamp: int, key, frame_id: str) -> Optional[str]:
@@ -167,7 +173,8 @@ class ClipBuffer:
         window = None
         if len(self._frames) == self.num_frames and (
                 not self._emitted or self._since_window >= self.stride):
-            window = Window(tuple(self._frames), tuple(self._stamps), frame_id, key, self._seq)
+            window = Window(tuple(self._frames), tuple(self._stamps), frame_id, key, self._seq,
+                            self._epoch, self._epoch_reason)
             self._seq += 1
             self._since_window = 0
             self._emitted = True

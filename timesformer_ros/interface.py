@@ -76,8 +76,9 @@ PARAMETERS = (
           high=3600.0),
     Param('top_k', 5, 'Number of results in ~/classification.', read_only=False, low=1,
           high=1000),
-    Param('score_threshold', 0.0, "~/label says 'unknown' below this top-1 score.",
-          read_only=False, low=0.0, high=1.0),
+    Param('score_threshold', 0.0, "~/label says 'unknown' when the active action's smoothed "
+          'score is below this; reported on ~/label_info.', read_only=False, low=0.0,
+          high=1.0),
     Param('input_transport', 'raw', 'raw: subscribe to image; compressed: image/compressed.',
           choices=('raw', 'compressed')),
     Param('qos', 'sensor_data', 'Input QoS: sensor_data (best effort) or reliable.',
@@ -87,6 +88,22 @@ PARAMETERS = (
           'inside DDS.', low=1, high=100000),
     Param('publish_overlay', False, 'Also publish ~/attention/overlay (rgb8).',
           read_only=False),
+    Param('smoothing', 'ema', 'Temporal smoothing of the window scores before the action '
+          'decoding: none, ema (time constant ema_tau_s of stamp time) or vote (share of top-1 '
+          'over the last vote_windows windows).', read_only=False,
+          choices=('none', 'ema', 'vote')),
+    Param('ema_tau_s', 0.3, 'Time constant of the ema smoothing, seconds of stamp time.',
+          read_only=False, low=0.01, high=60.0),
+    Param('vote_windows', 5, 'Windows in the vote smoothing.', read_only=False, low=1,
+          high=1000),
+    Param('enter_threshold', 0.5, 'An action becomes active when its smoothed score stays at '
+          'or above this for min_duration_s.', read_only=False, low=0.0, high=1.0),
+    Param('exit_threshold', 0.3, 'An active action ends when its smoothed score stays below '
+          'this for min_gap_s (<= enter_threshold).', read_only=False, low=0.0, high=1.0),
+    Param('min_duration_s', 0.2, 'Stamp time an action must hold enter_threshold before it '
+          'starts.', read_only=False, low=0.0, high=3600.0),
+    Param('min_gap_s', 0.3, 'Stamp time below exit_threshold that ends an action; shorter '
+          'dips join.', read_only=False, low=0.0, high=3600.0),
     Param('input_timeout_s', 3.0, 'Input watchdog: diagnostics turn WARN, naming the input '
           'topic, when no frame has arrived for this long (steady clock; 0 disables).',
           read_only=False, low=0.0, high=3600.0),
@@ -104,13 +121,15 @@ TOPICS = (
     Topic('in', 'image', 'sensor_msgs/Image', 'camera frames (input_transport raw); remap it'),
     Topic('in', 'image/compressed', 'sensor_msgs/CompressedImage',
           'instead, with input_transport compressed'),
-    Topic('out', '~/label', 'std_msgs/String', "top-1 class name, 'unknown' below "
-          'score_threshold'),
+    Topic('out', '~/label', 'std_msgs/String', "the stable (decoded) action, 'unknown' when "
+          'none is active or below score_threshold'),
     Topic('out', '~/classification', 'std_msgs/String', 'one JSON object per window'),
     Topic('out', '~/attention/spatial', 'sensor_msgs/Image', "32FC1 saliency of the window's "
           'last frame'),
     Topic('out', '~/attention/overlay', 'sensor_msgs/Image', 'rgb8 heat map on that frame '
           '(publish_overlay)'),
+    Topic('out', '~/events', 'std_msgs/String', 'JSON: an action started or ended'),
+    Topic('out', '~/active', 'std_msgs/String', 'JSON: the active actions, latched'),
     Topic('out', '~/label_info', 'std_msgs/String', 'JSON class map, latched'),
     Topic('out', '/diagnostics', 'diagnostic_msgs/DiagnosticArray', 'rates, latency, counters, '
           'input watchdog'),

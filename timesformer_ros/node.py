@@ -29,11 +29,13 @@ from .engine import Engine, EngineError
 from .interface import BY_NAME, PARAMETERS, TOPICS, help_text
 from .model import TimeSformer, preset
 from .pipeline import Pipeline, health, input_problem
+from .segments import ActionDecoder, DecoderConfig
 from .spin import StartupError, declare, run_node
 
 SUMMARY = """Video action recognition: buffers camera frames in a sliding window, runs a
 TimeSformer on each window and publishes labels, scores and attention summaries."""
 WATCHDOG_LOG_PERIOD_S = 10.0
+DECODER_PARAMETERS = frozenset(DecoderConfig.__dataclass_fields__)
 
 
 def load_engine(values: dict, logger) -> Engine:
@@ -66,6 +68,10 @@ class TimeSformerNode(Node):
         buffer = ClipBuffer(self.engine.num_frames, stride=values['stride'],
                             sample_every=values['sample_every'],
                             target_fps=values['target_fps'], max_gap_s=values['max_gap_s'])
+        try:
+            self.decoder = ActionDecoder(self.engine.labels, DecoderConfig.from_values(values))
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         self.pipeline = Pipeline(self.engine, buffer, self._publish, self._on_failure)
         self.seq = 0
         self._warned = {}
@@ -79,6 +85,11 @@ class TimeSformerNode(Node):
                              reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.pub_label_info = self.create_publisher(String, '~/label_info', latched)
+        self.pub_events = self.create_publisher(String, '~/events', QoSProfile(
+            depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE))
+        self.pub_active = self.create_publisher(String, '~/active', latched)
+        self.pub_active.publish(String(data=json.dumps(results.active_dict(
+            {'stamp': results.stamp_dict(0), 'frame_id': ''}, []))))
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.pub_label_info.publish(String(data=json.dumps(
             results.label_info_dict(self.engine.labels, values['score_threshold']))))
@@ -131,6 +142,11 @@ class TimeSformerNode(Node):
                 else spec.check(param.value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
+        if DECODER_PARAMETERS & {p.name for p in params}:
+            try:   # the thresholds are checked together (exit <= enter)
+                DecoderConfig.from_values({**self.values, **{p.name: p.value for p in params}})
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params):
@@ -146,6 +162,8 @@ class TimeSformerNode(Node):
             elif param.name == 'score_threshold':
                 self.pub_label_info.publish(String(data=json.dumps(
                     results.label_info_dict(self.engine.labels, param.value))))
+        if DECODER_PARAMETERS & {p.name for p in params}:
+            self.decoder.config = DecoderConfig.from_values(self.values)   # the next window
 
     # -- publishing (worker thread) -------------------------------------------------------------
 
@@ -158,8 +176,13 @@ class TimeSformerNode(Node):
                                               latency_ms, self.seq, values['top_k'])
         self.seq += 1
         self.pub_classification.publish(String(data=json.dumps(payload)))
-        self.pub_label.publish(String(data=results.label_text(prediction,
-                                                              values['score_threshold'])))
+        events = self.decoder.update(job.window, prediction.probabilities, header.frame_id)
+        self.pub_label.publish(String(data=self.decoder.label(values['score_threshold'])))
+        for event in events:
+            self.pub_events.publish(String(data=json.dumps(event)))
+        if events:
+            self.pub_active.publish(String(data=json.dumps(results.active_dict(
+                events[-1]['header'], self.decoder.active()))))
         saliency = np.ascontiguousarray(prediction.spatial_last, dtype='<f4')
         spatial = Image(header=header, height=saliency.shape[0], width=saliency.shape[1],
                         encoding='32FC1', is_bigendian=0, step=saliency.shape[1] * 4)

@@ -59,11 +59,6 @@ def stamp_dict(ns: int) -> dict:
     return {'sec': int(ns // 1_000_000_000), 'nanosec': int(ns % 1_000_000_000)}
 
 
-def label_text(prediction, threshold: float) -> str:
-    """The top-1 class name, or 'unknown' when its score is below `threshold`."""
-    return prediction.label if prediction.score >= threshold else UNKNOWN
-
-
 def classification_dict(prediction, window, frame_id: str, latency_ms: float, seq: int,
                         top_k: int) -> dict:
     results = [{'class_id': str(c), 'class_name': name, 'score': round(float(s), 6)}
@@ -80,6 +75,11 @@ def classification_dict(prediction, window, frame_id: str, latency_ms: float, se
         'latency_ms': round(float(latency_ms), 3),
         'seq': int(seq),
     }
+
+
+def active_dict(header: dict, active: list) -> dict:
+    """`~/active`: the actions active after the window of `header`, best score first."""
+    return {'header': header, 'active': active}
 
 
 def label_info_dict(labels, threshold: float) -> dict:

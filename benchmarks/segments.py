@@ -1,0 +1,126 @@
+"""Action segments against the truth for a grid of decoder settings: the trade-off between
+onset delay and false segments that picked the node's defaults.
+
+    python benchmarks/segments.py                      # 3 bags x 60 s, embedded model, CPU
+
+Records synthetic-camera bags (`timesformer_bag record-synthetic`, 30 Hz, 160x120, seeds
+101-103, never used in training), then evaluates each with `timesformer_bag evaluate`'s code
+path once per setting: the node's parameters file with the decoder parameters of that setting
+(15 fps sampling, stride 1, as config/timesformer.yaml). Reports, summed or pooled over the
+bags: true and predicted segments, segmental F1 at IoU 0.1/0.25/0.5, edit score, over- and
+under-segmentation, false segments (predicted segments that match no true one at IoU 0.1), onset
+delay median and p90, and label changes of the raw top-1 against the decoded label.
+Writes benchmarks/results/segments.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from timesformer_ros.bags import evaluate, read_truth, record_synthetic  # noqa: E402
+from timesformer_ros.interface import defaults  # noqa: E402
+from timesformer_ros.segments import (  # noqa: E402
+    from_events, onset_delays, runs, segmental_f1)
+
+SETTINGS = {
+    'raw top-1 (none, 0.5/0.5, 0 s/0 s)': dict(smoothing='none', enter_threshold=0.5,
+                                               exit_threshold=0.5, min_duration_s=0.0,
+                                               min_gap_s=0.0),
+    'none, 0.6/0.4, 0.2 s/0.3 s': dict(smoothing='none'),
+    'vote 3, 0.6/0.4, 0.2 s/0.3 s': dict(smoothing='vote', vote_windows=3),
+    'vote 5, 0.6/0.4, 0.2 s/0.3 s': dict(smoothing='vote', vote_windows=5),
+    'ema 0.15 s, 0.6/0.4, 0.2 s/0.3 s': dict(smoothing='ema', ema_tau_s=0.15),
+    'ema 0.3 s, 0.6/0.4, 0.2 s/0.3 s': dict(smoothing='ema', ema_tau_s=0.3),
+    'ema 0.6 s, 0.6/0.4, 0.2 s/0.3 s': dict(smoothing='ema', ema_tau_s=0.6),
+    'ema 0.3 s, 0.6/0.4, 0 s/0.3 s': dict(smoothing='ema', min_duration_s=0.0),
+    'ema 0.3 s, 0.6/0.4, 0.4 s/0.3 s': dict(smoothing='ema', min_duration_s=0.4),
+    'ema 0.3 s, 0.5/0.3, 0.2 s/0.3 s': dict(smoothing='ema', enter_threshold=0.5,
+                                            exit_threshold=0.3),
+    'ema 0.15 s, 0.6/0.4, 0.1 s/0.3 s': dict(smoothing='ema', ema_tau_s=0.15,
+                                             min_duration_s=0.1),
+    'ema 0.2 s, 0.5/0.3, 0.2 s/0.3 s': dict(smoothing='ema', ema_tau_s=0.2,
+                                            enter_threshold=0.5, exit_threshold=0.3),
+    'ema 0.3 s, 0.5/0.3, 0.1 s/0.3 s': dict(smoothing='ema', enter_threshold=0.5,
+                                            exit_threshold=0.3, min_duration_s=0.1),
+    'ema 0.3 s, 0.5/0.3, 0.2 s/0.5 s': dict(smoothing='ema', enter_threshold=0.5,
+                                            exit_threshold=0.3, min_gap_s=0.5),
+    'vote 5, 0.5/0.3, 0.2 s/0.3 s': dict(smoothing='vote', vote_windows=5,
+                                         enter_threshold=0.5, exit_threshold=0.3),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--seconds', type=float, default=60.0)
+    parser.add_argument('--seeds', type=int, nargs='+', default=[101, 102, 103])
+    parser.add_argument('--only', help='run only the setting of this name (its confirmation '
+                                       'on other seeds)')
+    args = parser.parse_args()
+    settings = {args.only: SETTINGS[args.only]} if args.only else SETTINGS
+    work = Path(tempfile.mkdtemp(prefix='segments_bench_'))
+    bags = []
+    for seed in args.seeds:
+        bag = work / f'bag_{seed}'
+        record_synthetic(bag, seconds=args.seconds, seed=seed, width=160, height=120)
+        bags.append(bag)
+    base = {**defaults(), 'device': 'cpu'}
+    rows = {}
+    for name, overrides in settings.items():
+        params = work / 'params.yaml'
+        params.write_text(yaml.safe_dump({'/**': {'ros__parameters': {**base, **overrides}}}))
+        totals = {'true': 0, 'predicted': 0, 'false': 0, 'over': 0, 'under': 0,
+                  'raw_changes': 0, 'decoded_changes': 0}
+        f1 = {0.1: [], 0.25: [], 0.5: []}
+        edit, delays = [], []
+        for bag in bags:
+            segments = work / 'segments.jsonl'
+            summary = evaluate(bag, '/camera/image_raw', params_file=params, truth='/motion',
+                               device='cpu', progress=False, segments_out=segments)
+            metrics = summary['segment_metrics']
+            # The onset delays pooled over the bags (the summary has per-bag medians).
+            predicted = from_events([json.loads(line)
+                                     for line in segments.read_text().splitlines()])
+            truth = runs(sorted(read_truth('/motion', bag, {}).items()))
+            delays += onset_delays(predicted, truth, segmental_f1(predicted, truth, 0.1)[1])
+            totals['true'] += metrics['true_segments']
+            totals['predicted'] += metrics['predicted_segments']
+            totals['false'] += metrics['false_segments']
+            totals['over'] += metrics['over_segmented']
+            totals['under'] += metrics['under_segmented']
+            totals['raw_changes'] += summary['label_changes']['raw']
+            totals['decoded_changes'] += summary['label_changes']['decoded']
+            for iou in f1:
+                f1[iou].append(metrics[f'f1@{iou:g}'])
+            edit.append(metrics['edit'])
+        rows[name] = {**totals, **{f'f1@{k:g}': round(float(np.mean(v)), 3)
+                                   for k, v in f1.items()},
+                      'edit': round(float(np.mean(edit)), 3),
+                      'onset_delay_median_s': round(float(np.median(delays)), 3),
+                      'onset_delay_p90_s': round(float(np.percentile(delays, 90)), 3)}
+        print(name, rows[name], flush=True)
+    import torch
+    result = {'benchmark': 'segments', 'date': datetime.date.today().isoformat(),
+              'python': platform.python_version(), 'torch': torch.__version__,
+              'command': 'python ' + ' '.join(sys.argv), 'bags': len(bags),
+              'seconds_per_bag': args.seconds, 'seeds': args.seeds, 'settings': rows}
+    out = REPO / 'benchmarks' / 'results' / f'segments_{"_".join(map(str, args.seeds))}.json'
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
