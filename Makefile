@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/node_latency.py
 	$(PY) benchmarks/bag_throughput.py
 	$(PY) benchmarks/startup.py
+	$(PY) benchmarks/segments.py
 
 clean:
 	rm -rf $(VENV) build install log demo_output *.egg-info

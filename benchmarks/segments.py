@@ -19,6 +19,7 @@ import argparse
 import datetime
 import json
 import platform
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -34,31 +35,36 @@ from timesformer_ros.interface import defaults  # noqa: E402
 from timesformer_ros.segments import (  # noqa: E402
     from_events, onset_delays, runs, segmental_f1)
 
-SETTINGS = {
-    'raw top-1 (none, 0.5/0.5, 0 s/0 s)': dict(smoothing='none', enter_threshold=0.5,
-                                               exit_threshold=0.5, min_duration_s=0.0,
-                                               min_gap_s=0.0),
-    'none, 0.6/0.4, 0.2 s/0.3 s': dict(smoothing='none'),
-    'vote 3, 0.6/0.4, 0.2 s/0.3 s': dict(smoothing='vote', vote_windows=3),
-    'vote 5, 0.6/0.4, 0.2 s/0.3 s': dict(smoothing='vote', vote_windows=5),
-    'ema 0.15 s, 0.6/0.4, 0.2 s/0.3 s': dict(smoothing='ema', ema_tau_s=0.15),
-    'ema 0.3 s, 0.6/0.4, 0.2 s/0.3 s': dict(smoothing='ema', ema_tau_s=0.3),
-    'ema 0.6 s, 0.6/0.4, 0.2 s/0.3 s': dict(smoothing='ema', ema_tau_s=0.6),
-    'ema 0.3 s, 0.6/0.4, 0 s/0.3 s': dict(smoothing='ema', min_duration_s=0.0),
-    'ema 0.3 s, 0.6/0.4, 0.4 s/0.3 s': dict(smoothing='ema', min_duration_s=0.4),
-    'ema 0.3 s, 0.5/0.3, 0.2 s/0.3 s': dict(smoothing='ema', enter_threshold=0.5,
-                                            exit_threshold=0.3),
-    'ema 0.15 s, 0.6/0.4, 0.1 s/0.3 s': dict(smoothing='ema', ema_tau_s=0.15,
-                                             min_duration_s=0.1),
-    'ema 0.2 s, 0.5/0.3, 0.2 s/0.3 s': dict(smoothing='ema', ema_tau_s=0.2,
-                                            enter_threshold=0.5, exit_threshold=0.3),
-    'ema 0.3 s, 0.5/0.3, 0.1 s/0.3 s': dict(smoothing='ema', enter_threshold=0.5,
-                                            exit_threshold=0.3, min_duration_s=0.1),
-    'ema 0.3 s, 0.5/0.3, 0.2 s/0.5 s': dict(smoothing='ema', enter_threshold=0.5,
-                                            exit_threshold=0.3, min_gap_s=0.5),
-    'vote 5, 0.5/0.3, 0.2 s/0.3 s': dict(smoothing='vote', vote_windows=5,
-                                         enter_threshold=0.5, exit_threshold=0.3),
-}
+
+def setting(smoothing: str, enter: float, exit: float, duration: float, gap: float,
+            tau: float = 0.3, votes: int = 5) -> tuple:
+    """(a name that states every value, the decoder parameters)."""
+    how = {'ema': f'ema {tau:g} s', 'vote': f'vote {votes}', 'none': 'none'}[smoothing]
+    return (f'{how}, {enter:g}/{exit:g}, {duration:g} s/{gap:g} s',
+            dict(smoothing=smoothing, ema_tau_s=tau, vote_windows=votes,
+                 enter_threshold=enter, exit_threshold=exit, min_duration_s=duration,
+                 min_gap_s=gap))
+
+
+# smoothing, enter/exit thresholds, min_duration_s/min_gap_s. The first row is the raw
+# per-window top-1 (a class is active while it is the top-1 above 0.5).
+SETTINGS = dict([
+    setting('none', 0.5, 0.5, 0.0, 0.0),
+    setting('none', 0.6, 0.4, 0.2, 0.3),
+    setting('vote', 0.6, 0.4, 0.2, 0.3, votes=3),
+    setting('vote', 0.6, 0.4, 0.2, 0.3, votes=5),
+    setting('vote', 0.5, 0.3, 0.2, 0.3, votes=5),
+    setting('ema', 0.6, 0.4, 0.2, 0.3, tau=0.15),
+    setting('ema', 0.6, 0.4, 0.1, 0.3, tau=0.15),
+    setting('ema', 0.6, 0.4, 0.2, 0.3, tau=0.3),
+    setting('ema', 0.6, 0.4, 0.2, 0.3, tau=0.6),
+    setting('ema', 0.6, 0.4, 0.0, 0.3, tau=0.3),
+    setting('ema', 0.6, 0.4, 0.4, 0.3, tau=0.3),
+    setting('ema', 0.5, 0.3, 0.2, 0.3, tau=0.2),
+    setting('ema', 0.5, 0.3, 0.1, 0.3, tau=0.3),
+    setting('ema', 0.5, 0.3, 0.2, 0.5, tau=0.3),
+    setting('ema', 0.5, 0.3, 0.2, 0.3, tau=0.3),      # the node's default
+])
 
 
 def main() -> int:
@@ -66,8 +72,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--seconds', type=float, default=60.0)
     parser.add_argument('--seeds', type=int, nargs='+', default=[101, 102, 103])
-    parser.add_argument('--only', help='run only the setting of this name (its confirmation '
-                                       'on other seeds)')
+    parser.add_argument('--only', help="run only the setting of this name, e.g. the default's "
+                                       "'ema 0.3 s, 0.5/0.3, 0.2 s/0.3 s' on other seeds")
     args = parser.parse_args()
     settings = {args.only: SETTINGS[args.only]} if args.only else SETTINGS
     work = Path(tempfile.mkdtemp(prefix='segments_bench_'))
@@ -116,7 +122,8 @@ def main() -> int:
               'python': platform.python_version(), 'torch': torch.__version__,
               'command': 'python ' + ' '.join(sys.argv), 'bags': len(bags),
               'seconds_per_bag': args.seconds, 'seeds': args.seeds, 'settings': rows}
-    out = REPO / 'benchmarks' / 'results' / f'segments_{"_".join(map(str, args.seeds))}.json'
+    only = '_' + re.sub(r'[^0-9a-z.]+', '_', args.only) if args.only else ''
+    out = REPO / 'benchmarks' / 'results' / f'segments_{"_".join(map(str, args.seeds))}{only}.json'
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + '\n')
     return 0

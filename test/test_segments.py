@@ -202,3 +202,21 @@ def test_segments_from_end_events_round_trip():
     ends = [e for _, e in run(decoder, [0.9] * 6 + [0.1] * 5) if e['event'] == 'end']
     (segment,) = from_events(ends)
     assert segment == Segment('left', window(0).start, window(5).end, window(2).end)
+
+
+def test_published_json_follows_the_documented_schemas():
+    jsonschema = pytest.importorskip('jsonschema')
+    from timesformer_ros.results import ACTIVE_SCHEMA, EVENT_SCHEMA, active_dict
+    decoder = ActionDecoder(LABELS, PLAIN)
+    events = [e for _, e in run(decoder, [0.9] * 6 + [0.1] * 5)]
+    events += decoder.close_all('end_of_bag')
+    assert {e['event'] for e in events} == {'start', 'end'}
+    for event in events:
+        jsonschema.validate(event, EVENT_SCHEMA)
+    run(decoder, [0.9] * 6)
+    active = active_dict(events[-1]['header'], decoder.active())
+    assert active['active']
+    jsonschema.validate(active, ACTIVE_SCHEMA)
+    end = next(e for e in events if e['event'] == 'end')
+    with pytest.raises(jsonschema.ValidationError):       # an end event must say why
+        jsonschema.validate({k: v for k, v in end.items() if k != 'reason'}, EVENT_SCHEMA)

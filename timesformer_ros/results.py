@@ -1,25 +1,7 @@
-"""What the node publishes, as plain data: the classification JSON, the label, the label map,
-the attention overlay. No rclpy here, so every field is unit-testable.
-
-The `~/classification` JSON (one object per window) follows vision_msgs/Classification field
-names so that a typed version can replace it without changing subscribers' logic:
-
-    {
-      "header": {"stamp": {"sec": int, "nanosec": int}, "frame_id": str},
-      "results": [{"class_id": str, "class_name": str, "score": float}, ...],
-      "window": {"start": {"sec": int, "nanosec": int}, "end": {"sec": int, "nanosec": int},
-                 "num_frames": int},
-      "temporal_weights": [float, ...],
-      "latency_ms": float,
-      "seq": int
-    }
-
-`header` is the header of the window's last frame, `window.end` its stamp; `results` is the
-top-k, best first, scores are softmax probabilities; `class_id` is the class index as a string
-(vision_msgs' ObjectHypothesis.class_id) and `class_name` its label (also in `~/label_info`);
-`temporal_weights` has one weight per frame of the window, oldest first, summing to 1;
-`latency_ms` runs from the arrival of the window's last frame to the publication; `seq`
-counts published windows from 0.
+"""What the node publishes, as plain data: the `~/classification` JSON, the `~/active` list, the
+label map, the attention overlay; no rclpy here, so every field is unit-testable. The JSON
+Schemas of the three JSON topics (`JSON_SCHEMA`, `EVENT_SCHEMA`, `ACTIVE_SCHEMA`) are data
+here; what their fields mean is documented once, in the README ("Topics").
 """
 
 from __future__ import annotations
@@ -28,30 +10,70 @@ import cv2
 import numpy as np
 
 UNKNOWN = 'unknown'
+_STAMP = {'$ref': '#/$defs/stamp'}
+_HEADER = {'type': 'object', 'required': ['stamp', 'frame_id'],
+           'properties': {'stamp': _STAMP, 'frame_id': {'type': 'string'}}}
+_SCORE = {'type': 'number', 'minimum': 0, 'maximum': 1}
+_DEFS = {'stamp': {'type': 'object', 'required': ['sec', 'nanosec'],
+                   'properties': {'sec': {'type': 'integer'}, 'nanosec': {'type': 'integer'}}}}
+_DRAFT = 'https://json-schema.org/draft/2020-12/schema'
+_CLASS = {'id': {'type': 'integer', 'minimum': 0}, 'class_id': {'type': 'string'},
+          'class_name': {'type': 'string'}}
+
+# `~/classification`, one object per window.
 JSON_SCHEMA = {
-    '$schema': 'https://json-schema.org/draft/2020-12/schema',
+    '$schema': _DRAFT,
     'title': 'timesformer_ros classification',
     'type': 'object',
     'required': ['header', 'results', 'window', 'temporal_weights', 'latency_ms', 'seq'],
     'properties': {
-        'header': {'type': 'object', 'required': ['stamp', 'frame_id'],
-                   'properties': {'stamp': {'$ref': '#/$defs/stamp'},
-                                  'frame_id': {'type': 'string'}}},
+        'header': _HEADER,
         'results': {'type': 'array', 'items': {
             'type': 'object', 'required': ['class_id', 'class_name', 'score'],
             'properties': {'class_id': {'type': 'string'}, 'class_name': {'type': 'string'},
-                           'score': {'type': 'number', 'minimum': 0, 'maximum': 1}}}},
+                           'score': _SCORE}}},
         'window': {'type': 'object', 'required': ['start', 'end', 'num_frames'],
-                   'properties': {'start': {'$ref': '#/$defs/stamp'},
-                                  'end': {'$ref': '#/$defs/stamp'},
+                   'properties': {'start': _STAMP, 'end': _STAMP,
                                   'num_frames': {'type': 'integer', 'minimum': 1}}},
         'temporal_weights': {'type': 'array', 'items': {'type': 'number'}},
         'latency_ms': {'type': 'number'},
         'seq': {'type': 'integer', 'minimum': 0},
     },
-    '$defs': {'stamp': {'type': 'object', 'required': ['sec', 'nanosec'],
-                        'properties': {'sec': {'type': 'integer'},
-                                       'nanosec': {'type': 'integer'}}}},
+    '$defs': _DEFS,
+}
+
+# `~/events`: an action started, or ended (segments.py says when).
+EVENT_SCHEMA = {
+    '$schema': _DRAFT,
+    'title': 'timesformer_ros action event',
+    'type': 'object',
+    'required': ['event', 'id', 'class_id', 'class_name', 'header', 'start'],
+    'properties': {
+        'event': {'enum': ['start', 'end']}, **_CLASS, 'header': _HEADER,
+        'start': _STAMP, 'score': _SCORE, 'end': _STAMP, 'announced': _STAMP,
+        'duration_s': {'type': 'number', 'minimum': 0}, 'mean_score': _SCORE,
+        'peak_score': _SCORE, 'reason': {'type': 'string'},
+    },
+    'if': {'properties': {'event': {'const': 'end'}}},
+    'then': {'required': ['end', 'announced', 'duration_s', 'mean_score', 'peak_score',
+                          'reason']},
+    'else': {'required': ['score']},
+    '$defs': _DEFS,
+}
+
+# `~/active` (latched): the actions active now.
+ACTIVE_SCHEMA = {
+    '$schema': _DRAFT,
+    'title': 'timesformer_ros active actions',
+    'type': 'object',
+    'required': ['header', 'active'],
+    'properties': {
+        'header': _HEADER,
+        'active': {'type': 'array', 'items': {
+            'type': 'object', 'required': ['id', 'class_id', 'class_name', 'start', 'score'],
+            'properties': {**_CLASS, 'start': _STAMP, 'score': _SCORE}}},
+    },
+    '$defs': _DEFS,
 }
 
 
