@@ -99,3 +99,7 @@ def test_demo_short_run_scores_well_above_chance(tmp_path):
     assert summary['node_exit_code'] == 0
     assert Path(summary['picture']).stat().st_size > 0
     assert 'summary:' in result.stdout
+    # Actions: the camera changes motion every 1-3 s, so 12 s hold several segments.
+    segments = summary['segments']
+    assert segments['true_segments'] >= 3 and segments['f1@0.1'] >= 0.6, segments
+    assert 'action 0 started' in result.stdout and 'actions:' in result.stdout

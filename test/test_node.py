@@ -21,6 +21,11 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 CONFIG = REPO / 'config' / 'timesformer.yaml'
+# The decoder settings that make ~/label the per-window top-1 (every class active, the best
+# current score wins): for tests of the label's plumbing with random models, whose scores
+# never hold the default enter threshold.
+TOP1_LABEL = ('-p', 'smoothing:=none', '-p', 'enter_threshold:=0.0', '-p',
+              'exit_threshold:=0.0', '-p', 'min_duration_s:=0.0')
 
 
 class Listener:
@@ -91,7 +96,7 @@ def publish_at(ros, publisher, count, rate_hz, first_stamp_ns=1_000_000_000_000,
 
 def test_node_end_to_end_at_30hz(ros, start_node, small_checkpoint):
     node = start_node('-p', f'checkpoint:={small_checkpoint}', '-p', 'publish_overlay:=true',
-                      '-r', 'image:=/camera/image_raw')
+                      '-r', 'image:=/camera/image_raw', *TOP1_LABEL)
     listener = Listener(ros)
     pub = ros.node.create_publisher(Image, '/camera/image_raw', qos_profile_sensor_data)
     wait_for_subscriber(ros, pub)
@@ -210,7 +215,7 @@ def set_parameters(ros, **values):
 
 def test_runtime_parameters_take_effect_and_invalid_ones_are_refused(ros, start_node,
                                                                      small_checkpoint):
-    start_node('-p', f'checkpoint:={small_checkpoint}', '-p', 'target_fps:=0.0')
+    start_node('-p', f'checkpoint:={small_checkpoint}', '-p', 'target_fps:=0.0', *TOP1_LABEL)
     listener = Listener(ros)
     pub = ros.node.create_publisher(Image, 'image', qos_profile_sensor_data)
     wait_for_subscriber(ros, pub)

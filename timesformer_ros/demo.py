@@ -2,8 +2,10 @@
 
 Starts `timesformer_node` (config/timesformer.yaml, the embedded motion model) and
 `timesformer_synthetic_camera` as separate processes talking over DDS, prints one line per
-window (time, true motion, published label, score, latency), and after `--duration` seconds
-a summary: accuracy against the camera's truth topic, latency p50/p99, frames dropped. It also
+window (time, true motion, published label, score, latency) and one per action that starts
+or ends (`~/events`), and after `--duration` seconds a summary: accuracy against the camera's
+truth topic, the action segments against the true ones (segmental F1, edit score, onset
+delay), latency p50/p99, frames dropped. It also
 writes demo_output/window.png: the frames of one window with the spatial attention blended in,
 and the temporal weights as bars.
 
@@ -67,7 +69,7 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
         checkpoint: Optional[str] = None) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.qos import qos_profile_sensor_data
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
@@ -89,7 +91,7 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain_id)
     listener = rclpy.create_node('demo_listener', context=context)
-    truth, frames, results, diagnostics = {}, {}, [], []
+    truth, frames, results, diagnostics, events = {}, {}, [], [], []
     listener.create_subscription(
         String, 'motion', lambda m: truth.__setitem__(
             _ns(json.loads(m.data)['stamp']), json.loads(m.data)['label']), 200)
@@ -99,6 +101,9 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
         qos_profile_sensor_data)
     listener.create_subscription(String, '/timesformer/classification',
                                  lambda m: results.append(json.loads(m.data)), 50)
+    listener.create_subscription(String, '/timesformer/events',
+                                 lambda m: events.append(json.loads(m.data)),
+                                 QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     listener.create_subscription(
         DiagnosticArray, '/diagnostics',
         lambda m: diagnostics.extend({kv.key: kv.value for kv in s.values} for s in m.status
@@ -122,7 +127,7 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
     print(f'{"time s":>7} {"true motion":<13} {"published":<13} {"score":>5} '
           f'{"latency ms":>10}', flush=True)
     started = time.monotonic()
-    shown = 0
+    shown = shown_events = 0
     rows = []
     try:
         while time.monotonic() - started < duration:
@@ -141,6 +146,9 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
                 print(f'{time.monotonic() - started:7.1f} {true:<13} {top["class_name"]:<13} '
                       f'{top["score"]:5.2f} {result["latency_ms"]:10.1f} {ok}{mark}',
                       flush=True)
+            for event in events[shown_events:]:
+                print(f'{time.monotonic() - started:7.1f} {_event_text(event)}', flush=True)
+            shown_events = len(events)
     finally:
         camera.send_signal(signal.SIGINT)
         spin_until(lambda: False, 1.5)   # let the last diagnostics arrive
@@ -167,7 +175,10 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
         'frames_dropped': int(last.get('frames_dropped', 0)),
         'frames_refused': int(last.get('frames_refused', 0)),
         'node_exit_code': node.returncode,
+        'actions_started': sum(e['event'] == 'start' for e in events),
     }
+    if rows:
+        summary['segments'] = _segment_metrics(events, truth, rows)
     picture = _picture(clean or [(r, t) for r, t, _ in rows], frames, out_dir, checkpoint)
     if picture:
         summary['picture'] = str(picture)
@@ -175,6 +186,28 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
     listener.destroy_node()
     context.try_shutdown()
     return summary
+
+
+def _event_text(event: dict) -> str:
+    if event['event'] == 'start':
+        return (f'>>> action {event["id"]} started: {event["class_name"]} (score '
+                f'{event["score"]:.2f})')
+    return (f'<<< action {event["id"]} ended: {event["class_name"]}, {event["duration_s"]:.1f} s, '
+            f'mean score {event["mean_score"]:.2f}')
+
+
+def _segment_metrics(events: list, truth: dict, rows: list) -> dict:
+    """The actions against the true segments over the span the node saw (from its first
+    window's first frame); an action still active at the end runs to the last window."""
+    from .segments import Segment, from_events, runs, segment_metrics
+    first = _ns(rows[0][0]['window']['start'])
+    last = _ns(rows[-1][0]['window']['end'])
+    ended = {e['id'] for e in events if e['event'] == 'end'}
+    predicted = from_events([e for e in events if e['event'] == 'end']) + [
+        Segment(e['class_name'], _ns(e['start']), last, _ns(e['header']['stamp']))
+        for e in events if e['event'] == 'start' and e['id'] not in ended]
+    true = runs(sorted((s, label) for s, label in truth.items() if first <= s <= last))
+    return segment_metrics(sorted(predicted, key=lambda p: p.start), true)
 
 
 def _picture(rows, frames: dict, out_dir: Path, checkpoint: Optional[str]) -> Optional[Path]:
@@ -219,6 +252,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f'{summary["latency_p50_ms"] or 0:.1f} ms p99 {summary["latency_p99_ms"] or 0:.1f} '
           f'ms, frames received {summary["frames_received"]}, dropped '
           f'{summary["frames_dropped"]}, refused {summary["frames_refused"]}')
+    segments = summary.get('segments')
+    if segments:
+        print(f'actions: {segments["predicted_segments"]} segments for '
+              f'{segments["true_segments"]} true ones, segmental F1@0.5 '
+              f'{segments["f1@0.5"]:.2f}, edit score {segments["edit"]:.2f}, '
+              f'{segments["false_segments"]} false, onset delay median '
+              f'{segments["onset_delay_s"]["median"]} s')
     if 'picture' in summary:
         print(f'picture: {summary["picture"]}')
     (args.out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
