@@ -28,11 +28,11 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
-            'timesformer_node = timesformer_ros.node:main',
+            'timesformer_node = timesformer_ros.entry:node',
             'timesformer_convert = timesformer_ros.checkpoints:convert_main',
             'timesformer_train = timesformer_ros.train:main',
             'timesformer_bench = timesformer_ros.bench:main',
-            'timesformer_synthetic_camera = timesformer_ros.camera:main',
+            'timesformer_synthetic_camera = timesformer_ros.entry:camera',
             'timesformer_bag = timesformer_ros.bags:main',
         ],
     },

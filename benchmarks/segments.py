@@ -10,7 +10,7 @@ path once per setting: the node's parameters file with the decoder parameters of
 bags: true and predicted segments, segmental F1 at IoU 0.1/0.25/0.5, edit score, over- and
 under-segmentation, false segments (predicted segments that match no true one at IoU 0.1), onset
 delay median and p90, and label changes of the raw top-1 against the decoded label.
-Writes benchmarks/results/segments.json.
+Writes benchmarks/results/segments_<seeds>.json (`_<setting>` added with --only).
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def setting(smoothing: str, enter: float, exit: float, duration: float, gap: flo
                  min_gap_s=gap))
 
 
-# smoothing, enter/exit thresholds, min_duration_s/min_gap_s. The first row is the raw
-# per-window top-1 (a class is active while it is the top-1 above 0.5).
+# smoothing, enter/exit thresholds, min_duration_s/min_gap_s. The first row is no decoding:
+# a class is active exactly while its window score is at least 0.5.
 SETTINGS = dict([
     setting('none', 0.5, 0.5, 0.0, 0.0),
     setting('none', 0.6, 0.4, 0.2, 0.3),

@@ -4,11 +4,6 @@ import pytest
 
 from timesformer_ros.clips import NS, ClipBuffer
 
-hypothesis = pytest.importorskip('hypothesis', reason='property tests need hypothesis '
-                                 '(requirements/test.txt; python3-hypothesis on a robot)')
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 MS = 1_000_000
 KEY = ('rgb8', 480, 640)
 
@@ -120,25 +115,3 @@ def test_invalid_parameters_raise():
                             ({'num_frames': 0}, 'num_frames')]:
         with pytest.raises(ValueError, match=message):
             ClipBuffer(**{'num_frames': 2, **kwargs})
-
-
-@settings(max_examples=200, deadline=None)
-@given(stamps=st.lists(st.integers(min_value=0, max_value=5 * NS), min_size=1, max_size=60),
-       keys=st.lists(st.sampled_from(['a', 'b']), min_size=60, max_size=60),
-       num_frames=st.integers(1, 5), stride=st.integers(1, 4), sample_every=st.integers(1, 3),
-       target_fps=st.sampled_from([0.0, 10.0, 30.0]))
-def test_windows_are_never_mixed_or_out_of_order(stamps, keys, num_frames, stride, sample_every,
-                                                 target_fps):
-    buffer = ClipBuffer(num_frames=num_frames, stride=stride, sample_every=sample_every,
-                        target_fps=target_fps, max_gap_s=1.0)
-    for stamp, key in zip(stamps, keys):
-        result = buffer.push(stamp, key, 'cam', lambda s=stamp, k=key: (s, k))
-        window = result.window
-        if window is None:
-            continue
-        assert len(window.frames) == num_frames
-        assert len({k for _, k in window.frames}) == 1 and window.key == window.frames[0][1]
-        window_stamps = [s for s, _ in window.frames]
-        assert window_stamps == sorted(set(window_stamps)) == list(window.stamps)
-        assert all(b - a <= NS for a, b in zip(window_stamps, window_stamps[1:]))
-        assert window.end == stamp

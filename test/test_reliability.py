@@ -16,59 +16,12 @@ from test_node import Listener, frame, stamp_of, wait_for_subscriber
 from timesformer_ros.checkpoints import Checkpoint
 from timesformer_ros.clips import ClipBuffer
 from timesformer_ros.engine import Engine
-from timesformer_ros.frames import FrameError, decode
 from timesformer_ros.model import TimeSformer, TimeSformerConfig
 from timesformer_ros.pipeline import ERROR, OK, WARN, Pipeline, health
 
 sensor_msgs = pytest.importorskip('sensor_msgs.msg')
-hypothesis = pytest.importorskip('hypothesis', reason='property tests need hypothesis '
-                                 '(requirements/test.txt; python3-hypothesis on a robot)')
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
-
-ENCODINGS = ['mono8', 'mono16', 'rgb8', 'bgr8', 'rgba8', 'bgra8', 'yuv422', 'bayer_rggb8',
-             'rgb16', '32FC1', '64FC1', 'nv12', '8UC3', '16UC1', 'bogus', '', '8UC7']
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(encoding=st.sampled_from(ENCODINGS), height=st.integers(0, 12),
-       width=st.integers(0, 12), extra_step=st.integers(-3, 5),
-       data_len=st.one_of(st.none(), st.integers(0, 2000)),
-       bigendian=st.booleans(), seed=st.integers(0, 2 ** 16))
-def test_decoder_returns_rgb_or_a_frame_error_for_any_message(encoding, height, width,
-                                                              extra_step, data_len, bigendian,
-                                                              seed):
-    rng = np.random.default_rng(seed)
-    msg = sensor_msgs.Image(height=height, width=width, encoding=encoding,
-                            is_bigendian=int(bigendian))
-    msg.step = max(0, width * 4 + extra_step)
-    size = msg.step * height * 2 if data_len is None else data_len
-    raw = rng.integers(0, 256, size, dtype=np.uint8)
-    if encoding in ('32FC1', '64FC1') and seed % 3 == 0 and size:
-        raw[:8] = 0xFF  # NaN patterns
-    msg.data = raw.tobytes()
-    try:
-        rgb, key = decode(msg)
-    except FrameError as exc:
-        assert exc.reason and str(exc)
-        return
-    assert rgb.dtype == np.uint8 and rgb.shape == (height, width, 3)
-    assert (key.height, key.width) == (height, width)
-
-
-@settings(max_examples=100, deadline=None)
-@given(data=st.binary(max_size=300), fmt=st.sampled_from(['jpeg', 'png', 'bmp', '']))
-def test_decoder_never_crashes_on_garbage_compressed_images(data, fmt):
-    msg = sensor_msgs.CompressedImage(format=fmt)
-    msg.data = data
-    try:
-        rgb, _ = decode(msg)
-    except FrameError as exc:
-        assert exc.reason in ('empty', 'decode_failed')
-    else:
-        assert rgb.ndim == 3 and rgb.shape[2] == 3
 
 
 # -- faults while running (pipeline level, real engine) ------------------------------------------

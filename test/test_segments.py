@@ -23,16 +23,18 @@ def window(i, epoch=0, reset=None, t0=0):
                   epoch=epoch, reset=reset)
 
 
-def probs(left):
-    """Softmax-like scores with `left` for class 1, the rest on class 0."""
-    return np.array([1.0 - left, left, 0.0])
+def probs(left, split=False):
+    """Softmax-like scores with `left` for class 1, the rest on class 0 (or, with `split`,
+    shared by classes 0 and 2, so that no other class reaches 0.5 while left >= 0)."""
+    rest = 1.0 - left
+    return np.array([rest / 2, left, rest / 2]) if split else np.array([rest, left, 0.0])
 
 
-def run(decoder, lefts, start=0, **window_kwargs):
+def run(decoder, lefts, start=0, split=False, **window_kwargs):
     events = []
     for i, left in enumerate(lefts, start):
-        events += [(i, e) for e in decoder.update(window(i, **window_kwargs), probs(left),
-                                                  'cam')]
+        events += [(i, e) for e in decoder.update(window(i, **window_kwargs),
+                                                  probs(left, split), 'cam')]
     return events
 
 
@@ -48,7 +50,7 @@ def test_hysteresis_edges_start_after_min_duration_and_end_after_min_gap():
     decoder = ActionDecoder(LABELS, PLAIN)
     #        0    1    2    3    4    5    6    7    8    9    10
     lefts = [0.2, 0.59, 0.6, 0.7, 0.8, 0.5, 0.45, 0.39, 0.3, 0.2, 0.1]
-    events = run(decoder, lefts)
+    events = run(decoder, lefts, split=True)
     starts = [(i, e) for i, e in events if e['event'] == 'start' and e['class_name'] == 'left']
     ends = [(i, e) for i, e in events if e['event'] == 'end']
     # Enter reached at window 2 (0.59 < 0.6 does not count); 200 ms later, window 4: start.
@@ -66,9 +68,26 @@ def test_hysteresis_edges_start_after_min_duration_and_end_after_min_gap():
     assert end['peak_score'] == 0.8
     assert end['mean_score'] == pytest.approx(np.mean([0.6, 0.7, 0.8, 0.5, 0.45]))
     assert ns(end['announced']) == window(4).end
-    # 'static' holds the rest of the score: it is what is active now.
+    assert decoder.active() == [] and decoder.label() == 'unknown'
+
+
+def test_a_new_action_replaces_one_that_no_longer_holds_the_enter_threshold():
+    decoder = ActionDecoder(LABELS, PLAIN)
+    # left fades while static (the rest) rises: static starts at window 8 (0.6 from window
+    # 6, 200 ms); left, at 0.35 < 0.6 there, ends in the same window, before static starts.
+    events = run(decoder, [0.9, 0.9, 0.9, 0.9, 0.5, 0.45, 0.4, 0.35, 0.35, 0.3, 0.2])
+    changes = [(i, e['event'], e['class_name'], e.get('reason')) for i, e in events]
+    assert changes == [(2, 'start', 'left', None), (8, 'end', 'left', 'replaced'),
+                       (8, 'start', 'static', None)]
+    end = events[1][1]
+    assert ns(end['end']) == window(6).end     # its last window at or above exit (0.4)
     assert [a['class_name'] for a in decoder.active()] == ['static']
-    assert decoder.label() == 'static'
+    # In the per-window top-1 mode (thresholds 0) every class holds the threshold: nothing is
+    # replaced, and the label is the top-1.
+    top1 = ActionDecoder(LABELS, DecoderConfig(smoothing='none', enter_threshold=0.0,
+                                               exit_threshold=0.0, min_duration_s=0.0))
+    events = run(top1, [0.9, 0.2, 0.7])
+    assert all(e['event'] == 'start' for _, e in events) and top1.label() == 'left'
 
 
 def test_a_candidate_that_drops_before_min_duration_never_starts():
@@ -154,7 +173,7 @@ def test_vote_smoothing_is_the_share_of_top_1_over_the_last_k_windows():
     assert decoder.smoothed[1] == pytest.approx(0.75)   # 3 of the last 4 windows
     # static: 1 of 1 at window 0; left: 2 of 3 at window 2 < 0.75, 3 of 4 at window 4.
     assert [(i, e['event'], e['class_name']) for i, e in events] == [
-        (0, 'start', 'static'), (4, 'start', 'left')]
+        (0, 'start', 'static'), (4, 'end', 'static'), (4, 'start', 'left')]
 
 
 @pytest.mark.parametrize('values', [dict(exit_threshold=0.7, enter_threshold=0.6),
@@ -220,3 +239,14 @@ def test_published_json_follows_the_documented_schemas():
     end = next(e for e in events if e['event'] == 'end')
     with pytest.raises(jsonschema.ValidationError):       # an end event must say why
         jsonschema.validate({k: v for k, v in end.items() if k != 'reason'}, EVENT_SCHEMA)
+
+
+def test_a_threshold_change_keeps_the_smoothing_and_a_smoothing_change_restarts_it():
+    decoder = ActionDecoder(LABELS, DecoderConfig(smoothing='ema', ema_tau_s=0.3))
+    run(decoder, [0.1] * 5)
+    decoder.config = DecoderConfig(smoothing='ema', ema_tau_s=0.3, min_gap_s=0.5)
+    decoder.update(window(5), probs(0.9), 'cam')         # one outlier window
+    assert decoder.smoothed[1] == pytest.approx(0.1 + 0.8 * (1 - math.exp(-0.1 / 0.3)))
+    decoder.config = DecoderConfig(smoothing='ema', ema_tau_s=1.0, min_gap_s=0.5)
+    decoder.update(window(6), probs(0.9), 'cam')
+    assert decoder.smoothed[1] == pytest.approx(0.9)     # a new time constant starts afresh

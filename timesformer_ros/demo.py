@@ -199,15 +199,12 @@ def _event_text(event: dict) -> str:
 def _segment_metrics(events: list, truth: dict, rows: list) -> dict:
     """The actions against the true segments over the span the node saw (from its first
     window's first frame); an action still active at the end runs to the last window."""
-    from .segments import Segment, from_events, runs, segment_metrics
+    from .segments import from_events, runs, segment_metrics
     first = _ns(rows[0][0]['window']['start'])
     last = _ns(rows[-1][0]['window']['end'])
-    ended = {e['id'] for e in events if e['event'] == 'end'}
-    predicted = from_events([e for e in events if e['event'] == 'end']) + [
-        Segment(e['class_name'], _ns(e['start']), last, _ns(e['header']['stamp']))
-        for e in events if e['event'] == 'start' and e['id'] not in ended]
+    predicted = from_events(events, open_until=last)
     true = runs(sorted((s, label) for s, label in truth.items() if first <= s <= last))
-    return segment_metrics(sorted(predicted, key=lambda p: p.start), true)
+    return segment_metrics(predicted, true)
 
 
 def _picture(rows, frames: dict, out_dir: Path, checkpoint: Optional[str]) -> Optional[Path]:

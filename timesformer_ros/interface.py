@@ -104,8 +104,9 @@ PARAMETERS = (
           'starts.', read_only=False, low=0.0, high=3600.0),
     Param('min_gap_s', 0.3, 'Stamp time below exit_threshold that ends an action; shorter '
           'dips join.', read_only=False, low=0.0, high=3600.0),
-    Param('input_timeout_s', 3.0, 'Input watchdog: diagnostics turn WARN, naming the input '
-          'topic, when no frame has arrived for this long (steady clock; 0 disables).',
+    Param('input_timeout_s', 5.0, 'Input watchdog: diagnostics turn WARN, naming the input '
+          'topic, and active actions end, when no frame has arrived for this long (steady '
+          'clock; 0 disables).',
           read_only=False, low=0.0, high=3600.0),
     Param('expected_rate_hz', 0.0, 'The rate the camera should deliver; diagnostics turn WARN '
           'when frames arrive at less than half of it (0: not checked).', read_only=False,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 
 import numpy as np
@@ -72,6 +73,7 @@ class TimeSformerNode(Node):
             self.decoder = ActionDecoder(self.engine.labels, DecoderConfig.from_values(values))
         except ValueError as exc:
             raise StartupError(str(exc)) from None
+        self._decoder_lock = threading.Lock()    # the worker's windows, the watchdog's ends
         self.pipeline = Pipeline(self.engine, buffer, self._publish, self._on_failure)
         self.seq = 0
         self._warned = {}
@@ -168,6 +170,13 @@ class TimeSformerNode(Node):
     # -- publishing (worker thread) -------------------------------------------------------------
 
     def _publish(self, job, prediction, latency_ms: float):
+        try:
+            self._publish_window(job, prediction, latency_ms)
+        except Exception:  # noqa: BLE001 - a signal may shut the context down mid-publish
+            if self.context.ok():
+                raise
+
+    def _publish_window(self, job, prediction, latency_ms: float):
         if not self.context.ok():
             return  # shutting down: the publishers are gone
         header = job.header
@@ -176,13 +185,13 @@ class TimeSformerNode(Node):
                                               latency_ms, self.seq, values['top_k'])
         self.seq += 1
         self.pub_classification.publish(String(data=json.dumps(payload)))
-        events = self.decoder.update(job.window, prediction.probabilities, header.frame_id)
-        self.pub_label.publish(String(data=self.decoder.label(values['score_threshold'])))
-        for event in events:
-            self.pub_events.publish(String(data=json.dumps(event)))
-        if events:
-            self.pub_active.publish(String(data=json.dumps(results.active_dict(
-                events[-1]['header'], self.decoder.active()))))
+        with self._decoder_lock:
+            events = self.decoder.update(job.window, prediction.probabilities,
+                                         header.frame_id)
+            label = self.decoder.label(values['score_threshold'])
+            active = self.decoder.active()
+        self.pub_label.publish(String(data=label))
+        self._publish_events(events, active, payload['header'])
         saliency = np.ascontiguousarray(prediction.spatial_last, dtype='<f4')
         spatial = Image(header=header, height=saliency.shape[0], width=saliency.shape[1],
                         encoding='32FC1', is_bigendian=0, step=saliency.shape[1] * 4)
@@ -195,11 +204,33 @@ class TimeSformerNode(Node):
             msg.data = rgb.tobytes()
             self.pub_overlay.publish(msg)
 
+    def _publish_events(self, events: list, active: list, header: dict):
+        """The events, then `~/active` as it is after them (stamped `header`)."""
+        for event in events:
+            self.pub_events.publish(String(data=json.dumps(event)))
+        if events:
+            self.pub_active.publish(String(data=json.dumps(results.active_dict(header,
+                                                                               active))))
+
+    def _end_actions_on_silence(self, snap: dict):
+        """No frame for input_timeout_s: what was active has ended as far as anyone can tell
+        (reason input_timeout), instead of staying active until frames come back."""
+        timeout = self.values['input_timeout_s']
+        if not timeout or snap['input_silence_s'] < timeout:
+            return
+        with self._decoder_lock:
+            if not self.decoder.active():
+                return
+            events = self.decoder.close_all('input_timeout')
+        self._publish_events(events, [], events[-1]['header'])
+
     def _publish_diagnostics(self):
         snap = self.pipeline.snapshot()
-        problem = input_problem(snap, self.subscription.topic_name,
-                                self.values['input_timeout_s'], self.values['expected_rate_hz'])
+        topic = self.subscription.topic_name
+        problem = input_problem(snap, topic, self.values['input_timeout_s'],
+                                self.values['expected_rate_hz'], self.count_publishers(topic))
         self._log_input_problem(problem)
+        self._end_actions_on_silence(snap)
         level, message = health(snap, self.values['failure_error_threshold'], problem)
         status = DiagnosticStatus(name='timesformer: inference', level=bytes([level]),
                                   message=message, hardware_id=str(self.engine.device))
@@ -222,7 +253,7 @@ class TimeSformerNode(Node):
             self._warn_throttled('input', problem, WATCHDOG_LOG_PERIOD_S)
         elif self._input_problem:
             self._warned.pop('input', None)
-            self.get_logger().info(f'frames arrive again on {self.subscription.topic_name}')
+            self.get_logger().info(f'input on {self.subscription.topic_name} is fine again')
         self._input_problem = problem
 
     def destroy_node(self):

@@ -122,8 +122,8 @@ class Pipeline:
         self.input_rate.tick(now)
         with self._lock:
             self.counters.received += 1
-            if self._first_arrival is None:
-                self._first_arrival = now
+            if self._last_arrival is None or now - self._last_arrival > RATE_SETTLE_S:
+                self._first_arrival = now       # (again) receiving: let the rate settle
             self._last_arrival = now
         try:
             rgb, key = decode(msg)
@@ -268,16 +268,22 @@ OK, WARN, ERROR = 0, 1, 2
 RATE_SETTLE_S = 2.0       # receive this long before judging the input rate
 
 
-def input_problem(snapshot: dict, topic: str, timeout_s: float,
-                  expected_rate_hz: float) -> Optional[str]:
+def input_problem(snapshot: dict, topic: str, timeout_s: float, expected_rate_hz: float,
+                  publishers: int = 0) -> Optional[str]:
     """What is wrong with the input, for the watchdog: no frame for `timeout_s` (0: not
-    checked), or frames arriving at less than half of `expected_rate_hz` (0: not checked)."""
+    checked), or frames arriving at less than half of `expected_rate_hz` (0: not checked).
+    `publishers` on the topic tell a wrong remap (none) from a QoS mismatch (some)."""
     silence = snapshot['input_silence_s']
     if timeout_s and silence >= timeout_s:
-        if not snapshot['frames_received']:
-            return (f'no frame received on {topic} since the start {silence:.1f} s ago '
-                    f'(is the topic remapped to the camera?)')
-        return f'no frame on {topic} for {silence:.1f} s'
+        if snapshot['frames_received']:
+            return f'no frame on {topic} for {silence:.1f} s'
+        if publishers:
+            return (f'no frame received on {topic} since the start {silence:.1f} s ago, '
+                    f'though {publishers} publisher(s) are on it: do their QoS settings '
+                    f'match the qos parameter (a reliable subscription gets nothing from a '
+                    f'best-effort publisher)?')
+        return (f'no frame received on {topic} since the start {silence:.1f} s ago, and '
+                f'nothing publishes on it (is the topic remapped to the camera?)')
     rate = snapshot['input_rate_hz']
     if expected_rate_hz and snapshot['receiving_for_s'] >= RATE_SETTLE_S \
             and rate < expected_rate_hz / 2:

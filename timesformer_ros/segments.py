@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -82,7 +82,15 @@ class _Track:
     last_support: int               # end stamp of the last window at or above exit
     below_since: Optional[int] = None   # end stamp of the first window below exit
     announced: Optional[int] = None
-    scores: list = field(default_factory=list)
+    supported: int = 0              # supporting windows, their score sum and peak
+    score_sum: float = 0.0
+    peak: float = 0.0
+
+    def support(self, end: int, score: float):
+        self.last_support, self.below_since = end, None
+        self.supported += 1
+        self.score_sum += score
+        self.peak = max(self.peak, score)
 
 
 class ActionDecoder:
@@ -95,7 +103,7 @@ class ActionDecoder:
         self._clear()
 
     def _clear(self):
-        self._config_used = self.config
+        self._smoothing_used = None
         self._smoothed: Optional[np.ndarray] = None
         self._votes = deque()
         self._tracks: dict = {}
@@ -107,21 +115,23 @@ class ActionDecoder:
 
     def update(self, window, probabilities: np.ndarray, frame_id: str) -> list:
         """The events this window causes (end events first, then start events)."""
+        config = self.config        # read once: the executor thread may replace it
         events = []
         stale = self._last_end is not None and window.end <= self._last_end
         if self._epoch is not None and (window.epoch != self._epoch or stale):
             reason = 'backwards' if stale and window.epoch == self._epoch else \
                 (window.reset or 'reset')
             events += self.close_all(reason)     # stamped as the old stream's last window
-        if self.config is not self._config_used:       # changed at run time
-            self._config_used = self.config
+        smoothing = (config.smoothing, config.ema_tau_s, config.vote_windows)
+        if smoothing != self._smoothing_used:       # changed at run time: start it afresh
+            self._smoothing_used = smoothing
             self._smoothed, self._votes = None, deque()
         self._epoch, self._frame_id = window.epoch, frame_id
-        smoothed = self._smooth(window.end, np.asarray(probabilities, dtype=np.float64))
+        smoothed = self._smooth(config, window.end, np.asarray(probabilities, dtype=np.float64))
         self._last_end = window.end
         self.smoothed = smoothed
-        config = self.config
         header = {'stamp': stamp_dict(window.end), 'frame_id': frame_id}
+        started = []
         for class_id, score in enumerate(smoothed):
             track = self._tracks.get(class_id)
             if track is None:
@@ -134,25 +144,30 @@ class ActionDecoder:
                 if score < config.enter_threshold:
                     del self._tracks[class_id]
                     continue
-                track.last_support = window.end
-                track.scores.append(float(score))
+                track.support(window.end, float(score))
                 if window.end - track.first_end >= config.min_duration_s * NS:
                     track.id, track.announced = self._next_id, window.end
                     self._next_id += 1
-                    events.append(self._start_event(class_id, track, header, score))
+                    started.append(self._start_event(class_id, track, header, score))
                 continue
             if score >= config.exit_threshold:           # active, supported
-                track.last_support, track.below_since = window.end, None
-                track.scores.append(float(score))
+                track.support(window.end, float(score))
             else:
-                track.below_since = track.below_since or window.end
+                if track.below_since is None:
+                    track.below_since = window.end
                 if window.end - track.below_since >= config.min_gap_s * NS:
                     events.append(self._end_event(class_id, header, 'score'))
-        events.sort(key=lambda e: e['event'] != 'end')
-        return events
+        if started:
+            # A new action replaces the active ones that no longer hold enter_threshold, so
+            # a change of motion is one end and one start, not two actions at once.
+            new = {int(e['class_id']) for e in started}
+            for class_id, track in sorted(self._tracks.items()):
+                if track.id is not None and class_id not in new and \
+                        smoothed[class_id] < config.enter_threshold:
+                    events.append(self._end_event(class_id, header, 'replaced'))
+        return events + started
 
-    def _smooth(self, end: int, probs: np.ndarray) -> np.ndarray:
-        config = self.config
+    def _smooth(self, config: DecoderConfig, end: int, probs: np.ndarray) -> np.ndarray:
         if config.smoothing == 'ema':
             if self._smoothed is None:
                 self._smoothed = probs
@@ -177,14 +192,13 @@ class ActionDecoder:
 
     def _end_event(self, class_id: int, header: dict, reason: str) -> dict:
         track = self._tracks.pop(class_id)
-        scores = track.scores or [0.0]
         return {'event': 'end', 'id': track.id, 'class_id': str(class_id),
                 'class_name': self.labels[class_id], 'header': header,
                 'start': stamp_dict(track.first_start), 'end': stamp_dict(track.last_support),
                 'duration_s': round((track.last_support - track.first_start) / NS, 6),
                 'announced': stamp_dict(track.announced),
-                'mean_score': round(float(np.mean(scores)), 6),
-                'peak_score': round(float(np.max(scores)), 6), 'reason': reason}
+                'mean_score': round(track.score_sum / max(track.supported, 1), 6),
+                'peak_score': round(track.peak, 6), 'reason': reason}
 
     def close_all(self, reason: str, frame_id: Optional[str] = None) -> list:
         """End every active segment (a reset, the end of a bag); forget the candidates. The
@@ -237,11 +251,19 @@ def runs(stamped_labels: Sequence[tuple]) -> list:
     return out
 
 
-def from_events(end_events: Sequence[dict]) -> list:
+def from_events(events: Sequence[dict], open_until: Optional[int] = None) -> list:
+    """Segments from `~/events` (or a segments file): every end event, and, with
+    `open_until` (ns), every start event not ended yet, as running until then."""
     def ns(d):
         return d['sec'] * NS + d['nanosec']
-    return sorted((Segment(e['class_name'], ns(e['start']), ns(e['end']), ns(e['announced']))
-                   for e in end_events), key=lambda s: s.start)
+    ended = {e['id'] for e in events if e['event'] == 'end'}
+    segments = [Segment(e['class_name'], ns(e['start']), ns(e['end']), ns(e['announced']))
+                for e in events if e['event'] == 'end']
+    if open_until is not None:
+        segments += [Segment(e['class_name'], ns(e['start']), open_until,
+                             ns(e['header']['stamp']))
+                     for e in events if e['event'] == 'start' and e['id'] not in ended]
+    return sorted(segments, key=lambda s: s.start)
 
 
 def _iou(a: Segment, b: Segment) -> float:
@@ -255,18 +277,18 @@ def _overlap(a: Segment, b: Segment) -> int:
 
 
 def segmental_f1(predicted: Sequence[Segment], truth: Sequence[Segment], iou: float) -> tuple:
-    """(F1, matches) at an IoU threshold: each predicted segment, in order, matches the unused
-    true segment of its label with the best IoU when that reaches `iou`."""
-    used, matches = set(), {}
+    """(F1, matches {true index: predicted index}) at an IoU threshold, as MS-TCN's f_score:
+    each predicted segment, in order, takes the true segment of its label with the best IoU;
+    it is a hit when that IoU reaches `iou` and the true segment was not hit before."""
+    matches = {}
     for i, p in enumerate(predicted):
         best, best_j = 0.0, None
         for j, t in enumerate(truth):
-            if t.label == p.label and j not in used:
+            if t.label == p.label:
                 value = _iou(p, t)
                 if value > best:
                     best, best_j = value, j
-        if best_j is not None and best >= iou:
-            used.add(best_j)
+        if best_j is not None and best >= iou and best_j not in matches:
             matches[best_j] = i
     tp = len(matches)
     fp, fn = len(predicted) - tp, len(truth) - tp

@@ -12,10 +12,12 @@ from typing import Callable, Optional, Sequence
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.signals import uninstall_signal_handlers
 
+from .entry import take_signals
 from .interface import Param
 
 
@@ -39,11 +41,20 @@ def descriptor(param: Param) -> ParameterDescriptor:
 
 
 def declare(node: rclpy.node.Node, params: Sequence[Param]) -> dict:
-    """Declare `params` on `node` with their descriptors; returns the values, refusing an
-    invalid one with StartupError (rclpy checks ranges only on set, not on declare)."""
-    values = {p.name: node.declare_parameter(p.name, p.default, descriptor(p)).value
-              for p in params}
+    """Declare `params` on `node` with their descriptors; returns the values. A value of the
+    wrong type or out of range (rclpy checks both on declare) or not among the choices is a
+    StartupError naming the parameter."""
+    values = {}
     for param in params:
+        try:
+            values[param.name] = node.declare_parameter(param.name, param.default,
+                                                        descriptor(param)).value
+        except ParameterException as exc:
+            kind = type(param.default).__name__
+            hint = f' (write {float(param.default)!r}, not an integer)' \
+                if isinstance(param.default, float) else ''
+            raise StartupError(f'parameter {param.name} ({kind}{hint}): '
+                               f'{str(exc).splitlines()[0]}') from None
         reason = param.check(values[param.name])
         if reason:
             raise StartupError(reason)
@@ -73,20 +84,6 @@ def _missing_params_file(ros_args: Sequence[str]) -> Optional[str]:
     return None
 
 
-class _StopRequests:
-    """The Python SIGINT/SIGTERM handler, installed before rclpy's. rclpy's handler does the
-    stopping (it shuts the context down, which wakes and ends the executor) and then calls this
-    one, which only notes the request: raising KeyboardInterrupt here could land anywhere, in a
-    constructor whose node then cannot be destroyed, or in the middle of the cleanup, and a
-    second signal (the terminal's and launch's SIGINT arrive together) would do it again."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __call__(self, signum, frame):
-        self.requested = True
-
-
 def run_node(make_node: Callable[[], rclpy.node.Node], name: str,
              startup_errors: tuple = (), args=None, help_text: str = '') -> int:
     argv = list(sys.argv[1:] if args is None else args)
@@ -99,9 +96,9 @@ def run_node(make_node: Callable[[], rclpy.node.Node], name: str,
     if problem:
         logger.fatal(f'cannot start: {problem}')
         return 2
-    stops = _StopRequests()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, stops)
+    stops = take_signals()
+    if stops.requested:             # a Ctrl-C while the program was still importing
+        return 0
     try:
         rclpy.init(args=[sys.argv[0], *argv])
     except _rclpy.RCLError as exc:
@@ -135,7 +132,9 @@ def run_node(make_node: Callable[[], rclpy.node.Node], name: str,
         uninstall_signal_handlers()
         # Only the process exit is left. Python resets its signal handlers to the default
         # (die by the signal) while it finalises, which takes a while after DDS: a late Ctrl-C
-        # from the terminal or launch would then kill the process with -2. SIGTERM keeps its
-        # default, for a process that does not end.
+        # from the terminal or launch would then kill the process with -2, so SIGINT is
+        # ignored. SIGTERM gets its default back, for a process that does not end (a worker
+        # still busy: launch escalates to SIGTERM).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return 0
