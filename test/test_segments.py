@@ -71,19 +71,25 @@ def test_hysteresis_edges_start_after_min_duration_and_end_after_min_gap():
     assert decoder.active() == [] and decoder.label() == 'unknown'
 
 
-def test_a_new_action_replaces_one_that_no_longer_holds_the_enter_threshold():
+def test_classes_are_decoded_independently_so_a_change_of_motion_may_overlap():
+    """No class ends another: at a change of motion the new action may start before the old
+    one's min_gap_s has run out (replacing fading actions instead split real ones at brief
+    misreads: BENCHMARKS.md). The stable label follows the best current score."""
     decoder = ActionDecoder(LABELS, PLAIN)
-    # left fades while static (the rest) rises: static starts at window 8 (0.6 from window
-    # 6, 200 ms); left, at 0.35 < 0.6 there, ends in the same window, before static starts.
     events = run(decoder, [0.9, 0.9, 0.9, 0.9, 0.5, 0.45, 0.4, 0.35, 0.35, 0.3, 0.2])
     changes = [(i, e['event'], e['class_name'], e.get('reason')) for i, e in events]
-    assert changes == [(2, 'start', 'left', None), (8, 'end', 'left', 'replaced'),
-                       (8, 'start', 'static', None)]
-    end = events[1][1]
-    assert ns(end['end']) == window(6).end     # its last window at or above exit (0.4)
-    assert [a['class_name'] for a in decoder.active()] == ['static']
-    # In the per-window top-1 mode (thresholds 0) every class holds the threshold: nothing is
-    # replaced, and the label is the top-1.
+    assert changes == [(2, 'start', 'left', None), (8, 'start', 'static', None),
+                       (10, 'end', 'left', 'score')]
+    assert ns(events[2][1]['end']) == window(6).end     # its last window at or above exit
+    assert decoder.label() == 'static'
+    # A brief rival does not split an action that holds exit_threshold.
+    decoder = ActionDecoder(LABELS, PLAIN)
+    events = run(decoder, [0.9] * 4 + [0.4] * 4 + [0.9] * 3)    # static 0.6 for 400 ms
+    assert [(i, e['event'], e['class_name']) for i, e in events] == [
+        (2, 'start', 'left'), (6, 'start', 'static')]           # left (0.4) goes on
+    assert decoder.label() == 'left'
+    # In the per-window top-1 mode (thresholds 0) every class is active and the label is the
+    # top-1.
     top1 = ActionDecoder(LABELS, DecoderConfig(smoothing='none', enter_threshold=0.0,
                                                exit_threshold=0.0, min_duration_s=0.0))
     events = run(top1, [0.9, 0.2, 0.7])
@@ -173,7 +179,7 @@ def test_vote_smoothing_is_the_share_of_top_1_over_the_last_k_windows():
     assert decoder.smoothed[1] == pytest.approx(0.75)   # 3 of the last 4 windows
     # static: 1 of 1 at window 0; left: 2 of 3 at window 2 < 0.75, 3 of 4 at window 4.
     assert [(i, e['event'], e['class_name']) for i, e in events] == [
-        (0, 'start', 'static'), (4, 'end', 'static'), (4, 'start', 'left')]
+        (0, 'start', 'static'), (4, 'start', 'left')]
 
 
 @pytest.mark.parametrize('values', [dict(exit_threshold=0.7, enter_threshold=0.6),

@@ -131,7 +131,7 @@ class ActionDecoder:
         self._last_end = window.end
         self.smoothed = smoothed
         header = {'stamp': stamp_dict(window.end), 'frame_id': frame_id}
-        started = []
+        started = []        # start events go after the end events of the same window
         for class_id, score in enumerate(smoothed):
             track = self._tracks.get(class_id)
             if track is None:
@@ -157,14 +157,6 @@ class ActionDecoder:
                     track.below_since = window.end
                 if window.end - track.below_since >= config.min_gap_s * NS:
                     events.append(self._end_event(class_id, header, 'score'))
-        if started:
-            # A new action replaces the active ones that no longer hold enter_threshold, so
-            # a change of motion is one end and one start, not two actions at once.
-            new = {int(e['class_id']) for e in started}
-            for class_id, track in sorted(self._tracks.items()):
-                if track.id is not None and class_id not in new and \
-                        smoothed[class_id] < config.enter_threshold:
-                    events.append(self._end_event(class_id, header, 'replaced'))
         return events + started
 
     def _smooth(self, config: DecoderConfig, end: int, probs: np.ndarray) -> np.ndarray:
