@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import report  # noqa: E402 - benchmarks/report.py, beside this script
 from timesformer_ros.bags import IMAGE_TYPES, evaluate, iter_messages, record_synthetic  # noqa
 from timesformer_ros.frames import decode  # noqa: E402
 
@@ -60,10 +60,7 @@ def main() -> int:
         'read_and_decode_frames_per_s': round(frames / decode_s, 1),
         'command': 'python ' + ' '.join(sys.argv),
     }
-    out = REPO / 'benchmarks' / 'results' / f'bag_throughput_{args.device.split(":")[0]}.json'
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + '\n')
-    print(json.dumps(result, indent=2))
+    report.write(f'bag_throughput_{args.device.split(":")[0]}', result)
     return 0
 
 

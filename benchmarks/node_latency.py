@@ -27,6 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import report  # noqa: E402 - benchmarks/report.py, beside this script
 from timesformer_ros.processes import console_command, keep_dds_on_loopback  # noqa: E402
 
 
@@ -124,10 +125,7 @@ def main() -> int:
     }
     import torch
     result['torch'] = torch.__version__
-    out = REPO / 'benchmarks' / 'results' / f'node_latency_{args.device.split(":")[0]}.json'
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + '\n')
-    print(json.dumps(result, indent=2))
+    report.write(f'node_latency_{args.device.split(":")[0]}', result)
     if node.returncode != 0:
         print(output[-3000:], file=sys.stderr)
     bench.destroy_node()

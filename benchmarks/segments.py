@@ -30,6 +30,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import report  # noqa: E402 - benchmarks/report.py, beside this script
 from timesformer_ros.bags import evaluate, read_truth, record_synthetic  # noqa: E402
 from timesformer_ros.interface import defaults  # noqa: E402
 from timesformer_ros.segments import (  # noqa: E402
@@ -123,9 +124,7 @@ def main() -> int:
               'command': 'python ' + ' '.join(sys.argv), 'bags': len(bags),
               'seconds_per_bag': args.seconds, 'seeds': args.seeds, 'settings': rows}
     only = '_' + re.sub(r'[^0-9a-z.]+', '_', args.only) if args.only else ''
-    out = REPO / 'benchmarks' / 'results' / f'segments_{"_".join(map(str, args.seeds))}{only}.json'
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + '\n')
+    report.write(f'segments_{"_".join(map(str, args.seeds))}{only}', result, echo=False)
     return 0
 
 

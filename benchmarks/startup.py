@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import signal
@@ -36,6 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import report  # noqa: E402 - benchmarks/report.py, beside this script
 from timesformer_ros.processes import console_command, keep_dds_on_loopback  # noqa: E402
 
 
@@ -160,10 +160,7 @@ def main() -> int:
                            'imports': median(imports),
                            'checkpoint_load': median(load), 'engine_warm_up': median(warm)},
     }
-    out = REPO / 'benchmarks' / 'results' / f'startup_{args.device.split(":")[0]}.json'
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + '\n')
-    print(json.dumps(result, indent=2))
+    report.write(f'startup_{args.device.split(":")[0]}', result)
     return 0
 
 
