@@ -14,7 +14,11 @@ import torch
 
 from timesformer_ros.processes import console_command, keep_dds_on_loopback
 
-# Tests never touch a GPU even where one exists, unless a test asks for it explicitly.
+# Tests never touch a GPU even where one exists: it is hidden from this process and from the
+# programs the tests start (CUDA initialises lazily, so this holds although torch is imported).
+# TIMESFORMER_TEST_GPU=1 leaves it visible, for a run on a GPU machine.
+if not os.environ.get('TIMESFORMER_TEST_GPU'):
+    os.environ['CUDA_VISIBLE_DEVICES'] = ''
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 

@@ -3,6 +3,7 @@
 
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -173,3 +174,36 @@ def test_watchdog_over_dds_warns_names_the_topic_and_recovers(ros, start_node,
     assert 'no frame received on /robot/camera/image_raw' in output
     assert 'input on /robot/camera/image_raw is fine again' in output
     assert output.count('no frame received on') <= 3
+
+
+FAULTY_NODE = '''
+import sys
+from rclpy.node import Node
+from timesformer_ros.spin import run_node
+
+
+class Faulty(Node):
+    def __init__(self):
+        super().__init__('faulty')
+        if sys.argv[1] == 'constructor':
+            raise ValueError('bad value in the constructor')
+        self.create_timer(0.05, self.tick)
+
+    def tick(self):
+        raise ValueError('a fault while running')
+
+
+sys.exit(run_node(Faulty, 'faulty', (ValueError,), args=[]))
+'''
+
+
+@pytest.mark.parametrize('where, code, message', [
+    ('constructor', 2, 'cannot start: bad value in the constructor'),
+    ('running', 1, 'ValueError: a fault while running')])
+def test_later_faults_are_not_dressed_as_start_up_errors(ros, where, code, message):
+    result = subprocess.run([sys.executable, '-c', FAULTY_NODE, where], env=ros.env,
+                            capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == code, output
+    assert message in output
+    assert ('cannot start' in output) == (where == 'constructor')

@@ -61,26 +61,31 @@ class Job:
 
 
 class RateMeter:
-    """Events per second over a sliding interval of the steady clock."""
+    """Events per second over a sliding interval of the steady clock. Ticked by one thread (the
+    worker, the subscription) and read by another (diagnostics): both hold its lock."""
 
     def __init__(self, horizon_s: float = 5.0):
         self.horizon = horizon_s
         self.times = deque()
+        self._lock = threading.Lock()
+
+    def _forget(self, now: float):
+        while self.times and now - self.times[0] > self.horizon:
+            self.times.popleft()
 
     def tick(self, now: Optional[float] = None):
         now = time.monotonic() if now is None else now
-        self.times.append(now)
-        while self.times and now - self.times[0] > self.horizon:
-            self.times.popleft()
+        with self._lock:
+            self.times.append(now)
+            self._forget(now)
 
     def rate(self, now: Optional[float] = None) -> float:
         now = time.monotonic() if now is None else now
-        while self.times and now - self.times[0] > self.horizon:
-            self.times.popleft()
-        if len(self.times) < 2:
-            return 0.0
-        span = max(now - self.times[0], 1e-9)
-        return (len(self.times) - 1) / span
+        with self._lock:
+            self._forget(now)
+            if len(self.times) < 2:
+                return 0.0
+            return (len(self.times) - 1) / max(now - self.times[0], 1e-9)
 
 
 def stamp_ns(header) -> int:

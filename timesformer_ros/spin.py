@@ -106,12 +106,13 @@ def run_node(make_node: Callable[[], rclpy.node.Node], name: str,
         return 2
     node = None
     try:
-        node = make_node()
+        try:
+            node = make_node()
+        except startup_errors as exc:   # only while starting: later it is a fault, not a
+            logger.fatal(f'cannot start: {exc}')      # user mistake
+            return 2
         if not stops.requested:     # a signal during start-up: stop without spinning
             rclpy.spin(node)
-    except startup_errors as exc:
-        logger.fatal(f'cannot start: {exc}')
-        return 2
     except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
         pass
     except Exception:
