@@ -33,7 +33,7 @@ import numpy as np
 from . import results as result_format
 from .clips import ClipBuffer
 from .frames import FrameError, decode
-from .interface import defaults, read_params_file
+from .interface import read_params_file
 from .pipeline import stamp_ns
 from .segments import ActionDecoder, DecoderConfig, from_events, runs, segment_metrics
 
@@ -201,12 +201,6 @@ def read_truth(source: str, bag: Path, frame_times: dict) -> dict:
 
 # -- evaluation ------------------------------------------------------------------------------
 
-def node_parameters(params_file: Optional[Path]) -> dict:
-    """The timesformer node's parameters from a ROS 2 parameters file, with the node's defaults
-    for anything the file does not set."""
-    return read_params_file(params_file) if params_file else defaults()
-
-
 def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
              params_file: Optional[Path] = None, truth: Optional[str] = None,
              out: Optional[Path] = None, out_bag: Optional[Path] = None,
@@ -222,7 +216,7 @@ def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
         if _mcap_file(bag) is None:
             raise
         total = 0  # a cut-off MCAP file: its summary is gone, the stream says what is there
-    params = node_parameters(params_file)
+    params = read_params_file(params_file)
     checkpoint = checkpoint or params['checkpoint'] or str(embedded_checkpoint())
     engine = Engine(checkpoint, device=device if device != 'auto' else params['device'],
                     dtype=params['dtype'], top_k=params['top_k'], max_batch=batch_size)
@@ -232,7 +226,7 @@ def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
     decoder = ActionDecoder(engine.labels, DecoderConfig.from_values(params))
     writer = ResultWriter(out, out_bag, segments_out)
     ended = []          # end events: the completed segments
-    labels = {'raw': [], 'decoded': []}     # per window: top-1, and the stable label
+    label_changes, last_labels = Counter(), {}   # of the raw top-1 and the stable label
     refused = Counter()
     pending, frame_times, records = [], {}, []
     started = time.monotonic()
@@ -250,8 +244,9 @@ def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
             records.append(record)
             events = decoder.update(window, prediction.probabilities, header.frame_id)
             label = decoder.label(params['score_threshold'])
-            labels['raw'].append(prediction.label)
-            labels['decoded'].append(label)
+            for kind, value in (('raw', prediction.label), ('decoded', label)):
+                label_changes[kind] += kind in last_labels and last_labels[kind] != value
+                last_labels[kind] = value
             writer.write(record, prediction, header, label)
             writer.write_events(events)
             ended.extend(e for e in events if e['event'] == 'end')
@@ -299,8 +294,7 @@ def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
                'windows_per_s': round(len(records) / elapsed, 2) if elapsed else 0.0,
                'model': engine.describe()}
     summary['segments'] = len(ended)
-    summary['label_changes'] = {kind: sum(a != b for a, b in zip(seq, seq[1:]))
-                                for kind, seq in labels.items()}
+    summary['label_changes'] = {kind: label_changes[kind] for kind in ('raw', 'decoded')}
     if truth and error is None:
         true = read_truth(truth, bag, frame_times)
         summary.update(score(records, true, engine.labels, confusion_png))

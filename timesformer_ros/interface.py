@@ -141,10 +141,12 @@ def defaults(params: Sequence[Param] = PARAMETERS) -> dict:
     return {p.name: p.default for p in params}
 
 
-def read_params_file(path: Path, node_name: str = 'timesformer') -> dict:
+def read_params_file(path: Optional[Path], node_name: str = 'timesformer') -> dict:
     """The parameters a ROS 2 parameters file gives `node_name` (`/**` or the node's name),
-    over the declared defaults."""
+    over the declared defaults (all of them without a file)."""
     values = defaults()
+    if not path:
+        return values
     data = yaml.safe_load(Path(path).read_text()) or {}
     for key in ('/**', node_name, '/' + node_name):
         values.update((data.get(key) or {}).get('ros__parameters', {}))
