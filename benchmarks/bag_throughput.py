@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import report  # noqa: E402 - benchmarks/report.py, beside this script
-from timesformer_ros.bags import IMAGE_TYPES, evaluate, iter_messages, record_synthetic  # noqa
+from timesformer_ros.bags import (  # noqa: E402
+    IMAGE_TYPES, Evaluation, evaluate, iter_messages, record_synthetic)
 from timesformer_ros.frames import decode  # noqa: E402
 
 
@@ -48,9 +49,9 @@ def main() -> int:
         params = Path(tmp) / 'params.yaml'
         params.write_text((REPO / 'config' / 'timesformer.yaml').read_text().replace(
             'target_fps: 15.0', 'target_fps: 0.0'))
-        summary = evaluate(bag, '/camera/image_raw', checkpoint=args.checkpoint,
-                           params_file=params, device=args.device,
-                           batch_size=args.batch_size, progress=False)
+        summary = evaluate(Evaluation(bag, '/camera/image_raw', checkpoint=args.checkpoint,
+                                      params_file=params, device=args.device,
+                                      batch_size=args.batch_size, progress=False))
     result = {
         'benchmark': 'bag_throughput', 'date': datetime.date.today().isoformat(),
         'device': args.device, 'torch': torch.__version__, 'model': summary['model'],

@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import report  # noqa: E402 - benchmarks/report.py, beside this script
-from timesformer_ros.bags import evaluate, read_truth, record_synthetic  # noqa: E402
+from timesformer_ros.bags import (  # noqa: E402
+    Evaluation, EvaluationOutputs, evaluate, read_truth, record_synthetic)
 from timesformer_ros.interface import defaults  # noqa: E402
 from timesformer_ros.segments import (  # noqa: E402
     from_events, onset_delays, runs, segmental_f1)
@@ -94,8 +95,9 @@ def main() -> int:
         edit, delays = [], []
         for bag in bags:
             segments = work / 'segments.jsonl'
-            summary = evaluate(bag, '/camera/image_raw', params_file=params, truth='/motion',
-                               device='cpu', progress=False, segments_out=segments)
+            summary = evaluate(Evaluation(bag, '/camera/image_raw', params_file=params,
+                                          truth='/motion', device='cpu', progress=False),
+                               EvaluationOutputs(segments=segments))
             metrics = summary['segment_metrics']
             # The onset delays pooled over the bags (the summary has per-bag medians).
             predicted = from_events([json.loads(line)

@@ -8,7 +8,9 @@ import sys
 import pytest
 
 from conftest import REPO, console_script
-from timesformer_ros.bags import evaluate, list_topics, record_synthetic
+from timesformer_ros.bags import (
+    Evaluation, EvaluationOutputs, evaluate, iter_messages, list_topics, record_synthetic)
+from timesformer_ros.messages import STRING
 
 CONFIG = REPO / 'config' / 'timesformer.yaml'
 START_NS = 1_700_000_000_000_000_000
@@ -59,10 +61,11 @@ def test_evaluate_gives_the_nodes_windows_and_scores_against_the_truth(bags, sto
     assert list_topics(path) == {'/camera/image_raw': ('sensor_msgs/msg/Image', count),
                                  '/motion': ('std_msgs/msg/String', count)}
     out, segments = tmp_path / 'results.jsonl', tmp_path / 'segments.jsonl'
-    summary = evaluate(path, '/camera/image_raw', params_file=CONFIG, truth='/motion',
-                       out=out, out_bag=tmp_path / 'out_bag',
-                       confusion_png=tmp_path / 'confusion.png', device='cpu',
-                       progress=False, segments_out=segments)
+    summary = evaluate(
+        Evaluation(path, '/camera/image_raw', params_file=CONFIG, truth='/motion',
+                   device='cpu', progress=False),
+        EvaluationOutputs(jsonl=out, bag=tmp_path / 'out_bag', segments=segments,
+                          confusion=tmp_path / 'confusion.png'))
     records = [json.loads(line) for line in out.read_text().splitlines()]
     windows = [(ns(r['window']['start']), ns(r['window']['end'])) for r in records]
     assert windows == expected_windows(count)
@@ -84,12 +87,19 @@ def test_evaluate_gives_the_nodes_windows_and_scores_against_the_truth(bags, sto
     metrics = summary['segment_metrics']
     assert metrics['true_segments'] >= 3 and metrics['f1@0.1'] >= 0.5, metrics
     assert summary['label_changes']['raw'] > summary['label_changes']['decoded']
+    # The output bag holds what the node publishes (outputs.OUTPUTS), latched topics once.
     topics = list_topics(tmp_path / 'out_bag')
+    active = [json.loads(m.data) for _, m in iter_messages(tmp_path / 'out_bag',
+                                                           '/timesformer/active', (STRING,))]
     assert topics == {'/timesformer/label': ('std_msgs/msg/String', len(records)),
                       '/timesformer/classification': ('std_msgs/msg/String', len(records)),
                       '/timesformer/attention/spatial': ('sensor_msgs/msg/Image',
                                                          len(records)),
-                      '/timesformer/events': ('std_msgs/msg/String', 2 * len(ended))}
+                      '/timesformer/events': ('std_msgs/msg/String', 2 * len(ended)),
+                      '/timesformer/active': ('std_msgs/msg/String', len(active)),
+                      '/timesformer/label_info': ('std_msgs/msg/String', 1)}
+    assert active[0]['active'] == [] and active[-1]['active'] == []   # latched, then closed
+    assert any(a['active'] for a in active)
 
 
 def test_cli_reports_missing_and_wrong_topics_in_one_line(bags, tmp_path):
@@ -163,8 +173,9 @@ def test_replay_into_the_node_matches_offline_evaluation_with_sim_time(bags, ros
 
     path, count = bags['mcap']
     offline, offline_segments = tmp_path / 'offline.jsonl', tmp_path / 'segments.jsonl'
-    evaluate(path, '/camera/image_raw', params_file=CONFIG, out=offline, device='cpu',
-             progress=False, segments_out=offline_segments)
+    evaluate(Evaluation(path, '/camera/image_raw', params_file=CONFIG, device='cpu',
+                        progress=False),
+             EvaluationOutputs(jsonl=offline, segments=offline_segments))
     expected = [(ns(r['window']['end']), r['results'][0]['class_name'])
                 for r in map(json.loads, offline.read_text().splitlines())]
     ended = [json.loads(line) for line in offline_segments.read_text().splitlines()]

@@ -15,7 +15,7 @@ from timesformer_ros.pipeline import OK, WARN, health, input_problem
 from timesformer_ros.processes import MODULES
 
 rclpy = pytest.importorskip('rclpy')
-from timesformer_ros import camera  # noqa: E402
+from timesformer_ros import camera, node  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from test_node import Listener, publish_at, wait_for_subscriber  # noqa: E402
@@ -76,7 +76,7 @@ def test_help_prints_usage_and_exits_0_without_starting(script):
         assert 'usage' in result.stdout.lower()
         assert 'listening' not in result.stdout + result.stderr
     if script == 'timesformer_node':
-        tables = interface.PARAMETERS, interface.TOPICS
+        tables = node.PARAMETERS, node.TOPICS
     elif script == 'timesformer_synthetic_camera':
         tables = camera.PARAMETERS, camera.TOPICS
     else:

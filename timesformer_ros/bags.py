@@ -25,22 +25,24 @@ import logging
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from . import results as result_format
 from .clips import ClipBuffer
 from .frames import FrameError, decode
 from .interface import read_params_file
-from .pipeline import stamp_ns
+from .messages import (
+    COMPRESSED_IMAGE, IMAGE, STRING, bag_types, convert_image, dict_ns, rclpy_types, split_ns,
+    stamp_dict, stamp_ns)
+from .outputs import OUTPUTS, Reporter
 from .segments import ActionDecoder, DecoderConfig, from_events, runs, segment_metrics
 
 LOGGER = logging.getLogger(__name__)
 
-IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
-STRING_TYPE = 'std_msgs/msg/String'
+IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 
 
 class BagError(RuntimeError):
@@ -187,11 +189,10 @@ def read_truth(source: str, bag: Path, frame_times: dict) -> dict:
         return truth
     truth = {}
     times = np.array(sorted(frame_times))
-    for timestamp, msg in iter_messages(bag, source, (STRING_TYPE,)):
+    for timestamp, msg in iter_messages(bag, source, (STRING,)):
         try:
             data = json.loads(msg.data)
-            truth[data['stamp']['sec'] * 1_000_000_000 + data['stamp']['nanosec']] = \
-                data['label']
+            truth[dict_ns(data['stamp'])] = data['label']
         except (ValueError, KeyError, TypeError):
             if len(times):
                 nearest = times[np.abs(times - timestamp).argmin()]
@@ -201,30 +202,54 @@ def read_truth(source: str, bag: Path, frame_times: dict) -> dict:
 
 # -- evaluation ------------------------------------------------------------------------------
 
-def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
-             params_file: Optional[Path] = None, truth: Optional[str] = None,
-             out: Optional[Path] = None, out_bag: Optional[Path] = None,
-             confusion_png: Optional[Path] = None, device: str = 'auto', batch_size: int = 8,
-             progress: bool = True, segments_out: Optional[Path] = None) -> dict:
-    """Run the node's windowing and model over a bag. Returns a summary; raises BagError (with
-    what was evaluated so far already written) when the bag breaks off."""
+@dataclass
+class Evaluation:
+    """What `evaluate` runs: the bag and image topic, the node's parameters file (its defaults
+    without one), the checkpoint (the parameters file's, else the embedded model) and the
+    truth (a String topic of the bag or a CSV file)."""
+
+    bag: Path
+    topic: str
+    checkpoint: Optional[str] = None
+    params_file: Optional[Path] = None
+    truth: Optional[str] = None
+    device: str = 'auto'             # 'auto': the parameters file's device
+    batch_size: int = 8
+    progress: bool = True
+
+
+@dataclass
+class EvaluationOutputs:
+    """Where `evaluate` writes, each optional: JSON lines of `~/classification`, a rosbag2 of
+    the node's output topics, completed action segments as JSON lines, a confusion PNG."""
+
+    jsonl: Optional[Path] = None
+    bag: Optional[Path] = None
+    segments: Optional[Path] = None
+    confusion: Optional[Path] = None
+
+
+def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs()) -> dict:
+    """Run the node's windowing, model and outputs over a bag. Returns a summary; raises
+    BagError (with what was evaluated so far already written) when the bag breaks off."""
     from .checkpoints import embedded_checkpoint
     from .engine import Engine
+    bag, topic = run.bag, run.topic
     try:
         total = check_topic(list_topics(bag), topic, IMAGE_TYPES, bag)
     except BagError:
         if _mcap_file(bag) is None:
             raise
         total = 0  # a cut-off MCAP file: its summary is gone, the stream says what is there
-    params = read_params_file(params_file)
-    checkpoint = checkpoint or params['checkpoint'] or str(embedded_checkpoint())
-    engine = Engine(checkpoint, device=device if device != 'auto' else params['device'],
-                    dtype=params['dtype'], top_k=params['top_k'], max_batch=batch_size)
+    params = read_params_file(run.params_file)
+    checkpoint = run.checkpoint or params['checkpoint'] or str(embedded_checkpoint())
+    engine = Engine(checkpoint, device=run.device if run.device != 'auto' else params['device'],
+                    dtype=params['dtype'], max_batch=run.batch_size)
     buffer = ClipBuffer(engine.num_frames, stride=params['stride'],
                         sample_every=params['sample_every'], target_fps=params['target_fps'],
                         max_gap_s=params['max_gap_s'])
-    decoder = ActionDecoder(engine.labels, DecoderConfig.from_values(params))
-    writer = ResultWriter(out, out_bag, segments_out)
+    reporter = Reporter(ActionDecoder(engine.labels, DecoderConfig.from_values(params)))
+    writer = ResultWriter(outputs, engine.labels, params)
     ended = []          # end events: the completed segments
     label_changes, last_labels = Counter(), {}   # of the raw top-1 and the stable label
     refused = Counter()
@@ -233,29 +258,29 @@ def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
     frames = 0
     error = None
 
+    def write(result):
+        writer.write(result)
+        ended.extend(e for e in result.events if e['event'] == 'end')
+
     def flush():
         if not pending:
             return
-        predictions = engine.infer([w.frames for w, _ in pending])
-        for (window, header), prediction in zip(pending, predictions):
-            record = result_format.classification_dict(
-                prediction, window, header.frame_id, prediction.timings['inference_ms'] /
-                len(pending), len(records), params['top_k'])
-            records.append(record)
-            events = decoder.update(window, prediction.probabilities, header.frame_id)
-            label = decoder.label(params['score_threshold'])
-            for kind, value in (('raw', prediction.label), ('decoded', label)):
+        predictions = engine.infer([window.frames for window, _, _ in pending])
+        for (window, frame_id, rgb), prediction in zip(pending, predictions):
+            result = reporter.window(window, prediction, frame_id,
+                                     prediction.timings['inference_ms'] / len(pending), params,
+                                     rgb)
+            records.append(result.record)
+            for kind, value in (('raw', prediction.label), ('decoded', result.label)):
                 label_changes[kind] += kind in last_labels and last_labels[kind] != value
                 last_labels[kind] = value
-            writer.write(record, prediction, header, label)
-            writer.write_events(events)
-            ended.extend(e for e in events if e['event'] == 'end')
+            write(result)
         pending.clear()
 
     def close_segments():
-        events = decoder.close_all('end_of_bag')
-        writer.write_events(events)
-        ended.extend(events)
+        result = reporter.close('end_of_bag')
+        if result is not None:
+            write(result)
 
     try:
         for timestamp, msg in iter_messages(bag, topic, IMAGE_TYPES):
@@ -272,10 +297,10 @@ def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
             if result.refused:
                 refused[result.refused] += 1
             if result.window is not None:
-                pending.append((result.window, msg.header))
-                if len(pending) >= batch_size:
+                pending.append((result.window, msg.header.frame_id, rgb))
+                if len(pending) >= run.batch_size:
                     flush()
-            if progress and frames % 50 == 0:
+            if run.progress and frames % 50 == 0:
                 _progress(frames, total, len(records), started)
         flush()
         close_segments()
@@ -285,7 +310,7 @@ def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
         error = exc
     finally:
         writer.close()
-        if progress:
+        if run.progress:
             _progress(frames, total, len(records), started)
             sys.stderr.write('\n')
     elapsed = time.monotonic() - started
@@ -295,9 +320,9 @@ def evaluate(bag: Path, topic: str, checkpoint: Optional[str] = None,
                'model': engine.describe()}
     summary['segments'] = len(ended)
     summary['label_changes'] = {kind: label_changes[kind] for kind in ('raw', 'decoded')}
-    if truth and error is None:
-        true = read_truth(truth, bag, frame_times)
-        summary.update(score(records, true, engine.labels, confusion_png))
+    if run.truth and error is None:
+        true = read_truth(run.truth, bag, frame_times)
+        summary.update(score(records, true, engine.labels, outputs.confusion))
         summary['segment_metrics'] = segment_metrics(from_events(ended),
                                                      runs(sorted(true.items())))
     if error is not None:
@@ -323,7 +348,7 @@ def score(records: list, truth: dict, labels: Sequence[str],
     scored = 0
     for record in records:
         end = record['window']['end']
-        true = truth.get(end['sec'] * 1_000_000_000 + end['nanosec'])
+        true = truth.get(dict_ns(end))
         if true not in index:
             continue
         matrix[index[true], int(record['results'][0]['class_id'])] += 1
@@ -366,66 +391,55 @@ def draw_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path, accura
 
 
 class ResultWriter:
-    """JSON lines and, optionally, a rosbag2 with the node's output topics at the original
-    stamps (`/timesformer/label`, `/timesformer/classification`, `/timesformer/attention/spatial`)."""
+    """What `evaluate` writes (`EvaluationOutputs`): JSON lines, completed segments, and a
+    rosbag2 with the node's output topics (`outputs.OUTPUTS`, as the node publishes them under
+    `ns`) at the original stamps; latched outputs are written once, at the first window."""
 
-    def __init__(self, out: Optional[Path], out_bag: Optional[Path],
-                 segments: Optional[Path] = None, ns: str = '/timesformer'):
-        if out_bag and Path(out_bag).exists():
-            raise BagError(f'output bag {out_bag} exists already; remove it or choose another '
-                           f'path')
-        self.lines = open(out, 'w') if out else None
-        self.segments = open(segments, 'w') if segments else None
+    def __init__(self, outputs: EvaluationOutputs, labels: Sequence[str], values: dict,
+                 ns: str = '/timesformer'):
+        if outputs.bag and Path(outputs.bag).exists():
+            raise BagError(f'output bag {outputs.bag} exists already; remove it or choose '
+                           f'another path')
+        self.lines = open(outputs.jsonl, 'w') if outputs.jsonl else None
+        self.segments = open(outputs.segments, 'w') if outputs.segments else None
+        self.labels, self.values, self.ns = list(labels), values, ns
         self.bag = None
-        if out_bag:
+        self.connections = {}
+        if outputs.bag:
             from rosbags.rosbag2 import Writer
             self.store = _typestore()
-            self.bag = Writer(out_bag, version=9)
+            self.types = bag_types(self.store)
+            self.bag = Writer(outputs.bag, version=9)
             self.bag.open()
-            self.conn = {name: self.bag.add_connection(f'{ns}/{name}', msgtype,
-                                                       typestore=self.store)
-                         for name, msgtype in (('label', STRING_TYPE),
-                                               ('classification', STRING_TYPE),
-                                               ('attention/spatial', 'sensor_msgs/msg/Image'),
-                                               ('events', STRING_TYPE))}
 
-    def write_events(self, events: Sequence[dict]):
-        """Start and end events into the bag at their stamps; completed segments (end events)
-        as JSON lines into the segments file."""
-        string = None if self.bag is None else self.store.types[STRING_TYPE]
-        for event in events:
-            if self.segments and event['event'] == 'end':
-                self.segments.write(json.dumps(event) + '\n')
-                self.segments.flush()
-            if string is not None:
-                stamp = event['header']['stamp']
-                self.bag.write(self.conn['events'], stamp['sec'] * 1_000_000_000 +
-                               stamp['nanosec'], self.store.serialize_cdr(
-                                   string(data=json.dumps(event)), STRING_TYPE))
-
-    def write(self, record: dict, prediction, header, label: str):
-        if self.lines:
-            self.lines.write(json.dumps(record) + '\n')
+    def write(self, result):
+        """One `outputs.WindowResult`."""
+        if self.lines and result.record is not None:
+            self.lines.write(json.dumps(result.record) + '\n')
             self.lines.flush()
+        if self.segments:
+            for event in result.events:
+                if event['event'] == 'end':
+                    self.segments.write(json.dumps(event) + '\n')
+            self.segments.flush()
         if self.bag is None:
             return
-        types = self.store.types
-        stamp = stamp_ns(header)
-        string = types[STRING_TYPE]
-        self.bag.write(self.conn['label'], stamp,
-                       self.store.serialize_cdr(string(data=label), STRING_TYPE))
-        self.bag.write(self.conn['classification'], stamp,
-                       self.store.serialize_cdr(string(data=json.dumps(record)), STRING_TYPE))
-        saliency = np.ascontiguousarray(prediction.spatial_last, dtype='<f4')
-        head = types['std_msgs/msg/Header'](
-            stamp=types['builtin_interfaces/msg/Time'](sec=header.stamp.sec,
-                                                        nanosec=header.stamp.nanosec),
-            frame_id=header.frame_id)
-        image = types['sensor_msgs/msg/Image'](
-            header=head, height=saliency.shape[0], width=saliency.shape[1], encoding='32FC1',
-            is_bigendian=0, step=saliency.shape[1] * 4, data=saliency.view(np.uint8).ravel())
-        self.bag.write(self.conn['attention/spatial'], stamp,
-                       self.store.serialize_cdr(image, 'sensor_msgs/msg/Image'))
+        first = not self.connections
+        for output in OUTPUTS:
+            messages = output.latched(self.types, self.labels, self.values) \
+                if first and output.latched else []
+            if output.per_window:
+                messages += output.per_window(self.types, result, self.values)
+            for msg in messages:
+                self.bag.write(self._connection(output), result.stamp_ns,
+                               self.store.serialize_cdr(msg, output.msgtype))
+
+    def _connection(self, output):
+        """The bag's connection of `output`, added at its first message."""
+        if output.name not in self.connections:
+            self.connections[output.name] = self.bag.add_connection(
+                f'{self.ns}/{output.name}', output.msgtype, typestore=self.store)
+        return self.connections[output.name]
 
     def close(self):
         for handle in (self.lines, self.segments):
@@ -449,49 +463,25 @@ def record_synthetic(out: Path, storage: str = 'sqlite3', seconds: float = 20.0,
     if plugin is None:
         raise ValueError(f'storage must be sqlite3 or mcap, got {storage!r}')
     store = _typestore()
-    types = store.types
+    types = bag_types(store)
     stream = SyntheticStream(seed=seed, width=width, height=height, fps=fps,
                              script=script).frames()
     count = int(round(seconds * fps))
     with Writer(Path(out), version=9, storage_plugin=plugin) as writer:
-        images = writer.add_connection(topic, 'sensor_msgs/msg/Image', typestore=store)
-        motion = writer.add_connection(truth_topic, STRING_TYPE, typestore=store)
+        images = writer.add_connection(topic, IMAGE, typestore=store)
+        motion = writer.add_connection(truth_topic, STRING, typestore=store)
         for i in range(count):
             rgb, label = next(stream)
             stamp = start_ns + int(round(i * 1e9 / fps))
-            sec, nanosec = divmod(stamp, 1_000_000_000)
-            head = types['std_msgs/msg/Header'](
-                stamp=types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nanosec),
-                frame_id='camera')
-            msg = types['sensor_msgs/msg/Image'](
-                header=head, height=height, width=width, encoding='rgb8', is_bigendian=0,
-                step=width * 3, data=np.ascontiguousarray(rgb).reshape(-1))
-            writer.write(images, stamp, store.serialize_cdr(msg, 'sensor_msgs/msg/Image'))
-            truth = json.dumps({'stamp': {'sec': sec, 'nanosec': nanosec},
-                                'frame_id': 'camera', 'label': label})
-            writer.write(motion, stamp, store.serialize_cdr(types[STRING_TYPE](data=truth),
-                                                            STRING_TYPE))
+            msg = types.image(types.header(stamp, 'camera'), rgb, 'rgb8')
+            writer.write(images, stamp, store.serialize_cdr(msg, IMAGE))
+            truth = json.dumps({'stamp': stamp_dict(stamp), 'frame_id': 'camera',
+                                'label': label})
+            writer.write(motion, stamp, store.serialize_cdr(types.string(truth), STRING))
     return count
 
 
 # -- replay -----------------------------------------------------------------------------------
-
-def to_ros_message(msg):
-    """A rosbags image message as the rclpy message of the same type."""
-    from sensor_msgs.msg import CompressedImage, Image
-    out = CompressedImage() if hasattr(msg, 'format') and not hasattr(msg, 'encoding') \
-        else Image()
-    out.header.stamp.sec = int(msg.header.stamp.sec)
-    out.header.stamp.nanosec = int(msg.header.stamp.nanosec)
-    out.header.frame_id = msg.header.frame_id
-    if isinstance(out, Image):
-        out.height, out.width, out.encoding = int(msg.height), int(msg.width), msg.encoding
-        out.is_bigendian, out.step = int(msg.is_bigendian), int(msg.step)
-    else:
-        out.format = msg.format
-    out.data = np.asarray(msg.data, dtype=np.uint8).tobytes()
-    return out
-
 
 def play(bag: Path, topic: str, rate: float = 1.0, loop: bool = False, clock: bool = False,
          reliable: bool = False, out_topic: Optional[str] = None) -> int:
@@ -507,6 +497,7 @@ def play(bag: Path, topic: str, rate: float = 1.0, loop: bool = False, clock: bo
     msgtype = kinds[topic][0]
     rclpy.init()
     node = rclpy.create_node('timesformer_bag_play')
+    types = rclpy_types()
     qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE) if reliable \
         else qos_profile_sensor_data
     cls = Image if msgtype.endswith('/Image') else CompressedImage
@@ -529,9 +520,9 @@ def play(bag: Path, topic: str, rate: float = 1.0, loop: bool = False, clock: bo
                     rclpy.spin_once(node, timeout_sec=max(0.0, due - time.monotonic()))
                 if clock_pub is not None:
                     tick = Clock()
-                    tick.clock.sec, tick.clock.nanosec = divmod(timestamp, 1_000_000_000)
+                    tick.clock.sec, tick.clock.nanosec = split_ns(timestamp)
                     clock_pub.publish(tick)
-                publisher.publish(to_ros_message(msg))
+                publisher.publish(convert_image(msg, types))
                 published += 1
             if not loop:
                 break
@@ -577,8 +568,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pl.add_argument('--rate', type=float, default=1.0)
     pl.add_argument('--loop', action='store_true')
     pl.add_argument('--clock', action='store_true', help='also publish /clock (bag time)')
-    pl.add_argument('--reliable', action='store_true', help='reliable QoS (default: sensor '
-                                                             'data)')
+    pl.add_argument('--reliable', action='store_true',
+                    help='reliable QoS (default: sensor data)')
     rec = sub.add_parser('record-synthetic', help='write a bag of the synthetic camera')
     rec.add_argument('out', type=Path)
     rec.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3')
@@ -603,9 +594,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          args.reliable, args.remap)
             print(f'published {count} frames')
         else:
-            summary = evaluate(args.bag, args.topic, args.checkpoint, args.params_file,
-                               args.truth, args.out, args.out_bag, args.confusion,
-                               args.device, args.batch_size, segments_out=args.segments)
+            summary = evaluate(
+                Evaluation(args.bag, args.topic, args.checkpoint, args.params_file, args.truth,
+                           args.device, args.batch_size),
+                EvaluationOutputs(args.out, args.out_bag, args.segments, args.confusion))
             _print_summary(summary)
     except BagError as exc:
         summary = getattr(exc, 'summary', None)

@@ -20,7 +20,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from .interface import Param, Topic, help_text
-from .results import stamp_dict
+from .messages import rclpy_types, stamp_dict
 from .spin import StartupError, declare, run_node
 from .synthetic import CLASSES, SyntheticStream
 
@@ -45,20 +45,13 @@ SUMMARY = """A synthetic camera: seeded procedural motion video with the true mo
 frame, to run the node without a camera or to check a robot's wiring."""
 
 
-def to_image_msg(rgb: np.ndarray, encoding: str, header) -> Image:
+def encode(rgb: np.ndarray, encoding: str) -> np.ndarray:
+    """The pixels of an RGB frame in one of `ENCODINGS`."""
     if encoding == 'bgr8':
-        data = np.ascontiguousarray(rgb[..., ::-1])
-    elif encoding == 'mono8':
-        data = np.ascontiguousarray(rgb.mean(axis=2).astype(np.uint8))
-    else:
-        data = np.ascontiguousarray(rgb)
-    channels = 1 if data.ndim == 2 else data.shape[2]
-    msg = Image(height=data.shape[0], width=data.shape[1], encoding=encoding, is_bigendian=0,
-                step=data.shape[1] * channels)
-    if header is not None:
-        msg.header = header
-    msg.data = data.tobytes()
-    return msg
+        return rgb[..., ::-1]
+    if encoding == 'mono8':
+        return rgb.mean(axis=2).astype(np.uint8)
+    return rgb
 
 
 class SyntheticCamera(Node):
@@ -75,6 +68,7 @@ class SyntheticCamera(Node):
                                       script=script or None).frames()
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE) if reliable \
             else qos_profile_sensor_data
+        self.types = rclpy_types()
         self.pub_image = self.create_publisher(Image, 'image', qos)
         self.pub_motion = self.create_publisher(String, 'motion', 50)
         self.count = 0
@@ -88,13 +82,11 @@ class SyntheticCamera(Node):
             self.timer.cancel()
             raise SystemExit(0)
         rgb, label = next(self.stream)
-        msg = to_image_msg(rgb, self.encoding, None)
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self.frame_id
-        self.pub_image.publish(msg)
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp = self.get_clock().now().nanoseconds
+        self.pub_image.publish(self.types.image(self.types.header(stamp, self.frame_id),
+                                                encode(rgb, self.encoding), self.encoding))
         self.pub_motion.publish(String(data=json.dumps(
-            {'stamp': stamp_dict(stamp_ns), 'frame_id': self.frame_id, 'label': label})))
+            {'stamp': stamp_dict(stamp), 'frame_id': self.frame_id, 'label': label})))
         self.count += 1
 
 

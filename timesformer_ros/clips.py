@@ -22,7 +22,7 @@ Rules, in order:
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Optional
 
@@ -83,7 +83,6 @@ class ClipBuffer:
         self.sample_every = sample_every
         self.target_fps = target_fps
         self.max_gap_ns = int(max_gap_s * NS)
-        self.counts = Counter()
         self._frames = deque(maxlen=num_frames)
         self._stamps = deque(maxlen=num_frames)
         self._last_stamp: Optional[int] = None
@@ -113,7 +112,6 @@ class ClipBuffer:
         self._key = None
         self._frame_id = None
         self._epoch, self._epoch_reason = self._epoch + 1, reason
-        self.counts[f'reset_{reason}'] += 1
 
     def _reset_reason(self, stamp: int, key, frame_id: str) -> Optional[str]:
         last = self._last_stamp
@@ -142,7 +140,6 @@ class ClipBuffer:
         """Offer one frame; see the module docstring for the rules."""
         stamp = int(stamp)
         if self._last_stamp is not None and stamp == self._last_stamp:
-            self.counts['refused_duplicate_stamp'] += 1
             return PushResult(refused='duplicate_stamp')
         reset = self._reset_reason(stamp, key, frame_id)
         fresh = self._last_stamp is None or reset is not None
@@ -161,7 +158,6 @@ class ClipBuffer:
         self._last_stamp = stamp
         self._since_reset += 1
         if not sampled:
-            self.counts['skipped_by_sampling'] += 1
             return PushResult(reset=reset)
         if self.target_fps > 0:
             period = NS / self.target_fps
@@ -169,7 +165,6 @@ class ClipBuffer:
         self._frames.append(frame)
         self._stamps.append(stamp)
         self._since_window += 1
-        self.counts['sampled'] += 1
         window = None
         if len(self._frames) == self.num_frames and (
                 not self._emitted or self._since_window >= self.stride):
@@ -178,5 +173,4 @@ class ClipBuffer:
             self._seq += 1
             self._since_window = 0
             self._emitted = True
-            self.counts['windows'] += 1
         return PushResult(sampled=True, reset=reset, window=window)

@@ -46,7 +46,7 @@ class EngineError(RuntimeError):
 class Prediction:
     """One window's result. Scores are softmax probabilities."""
 
-    class_ids: list                    # top-k class indices, best first
+    class_ids: list                    # every class index, best first (outputs keep top_k)
     labels: list                       # their names
     scores: list                       # their probabilities
     probabilities: np.ndarray          # (num_classes,)
@@ -135,15 +135,14 @@ class Engine:
     """Runs a checkpoint on clips of preprocessed frames (T, 3, S, S) from `preprocessor`."""
 
     def __init__(self, checkpoint: Union[str, Checkpoint], device: str = 'auto',
-                 dtype: str = 'auto', compile: bool = False, top_k: int = 5,
-                 warmup: bool = True, max_batch: int = 8):
+                 dtype: str = 'auto', compile: bool = False, warmup: bool = True,
+                 max_batch: int = 8):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) \
             else load_checkpoint(checkpoint)
         self.labels = list(self.checkpoint.labels)
         self.config = self.checkpoint.config
-        self.top_k = top_k
         self.model = self.checkpoint.model.to(self.device, self.dtype).eval()
         if self.device.type == 'cpu' and not keep_freed_memory():
             LOGGER.debug('mallopt unavailable: CPU inference re-faults its buffers each call')
@@ -187,8 +186,7 @@ class Engine:
             logits, spatial, temporal = self._run(video.to(self.device, self.dtype),
                                                   with_attention)
             probs = logits.float().softmax(-1)
-            k = min(self.top_k, probs.shape[-1])
-            top_scores, top_ids = probs.topk(k, dim=-1)
+            top_scores, top_ids = probs.sort(dim=-1, descending=True)
             probs = probs.cpu().numpy()
             top_scores, top_ids = top_scores.cpu().numpy(), top_ids.cpu().numpy()
             if with_attention:

@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 import torch
 
+from .messages import is_compressed
+
 # Largest accepted side; a larger frame is refused rather than resized (it is almost certainly
 # a driver fault, and decoding it would stall the node).
 MAX_SIDE = 8192
@@ -45,10 +47,6 @@ class FrameKey:
     encoding: str
     height: int
     width: int
-
-
-def is_compressed(msg) -> bool:
-    return hasattr(msg, 'format') and not hasattr(msg, 'encoding')
 
 
 def frame_key(msg) -> FrameKey:
@@ -174,16 +172,22 @@ def decode(msg) -> tuple:
     return np.ascontiguousarray(rgb), key
 
 
+def centre_square(rgb: np.ndarray) -> np.ndarray:
+    """The central square of a frame, its side the shorter side: what the model sees."""
+    height, width = rgb.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return rgb[top:top + side, left:left + side]
+
+
 def resize_and_crop(rgb: np.ndarray, size: int) -> np.ndarray:
     """The central square of the frame (side = the shorter side) resized to size x size.
 
     The same as resizing the shorter side to `size` and centre-cropping, but cropping first
     is exact at the crop's edges and resizes fewer pixels.
     """
-    height, width = rgb.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    square = rgb[top:top + side, left:left + side]
+    square = centre_square(rgb)
+    side = square.shape[0]
     if side == size:
         return square
     interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR

@@ -1,5 +1,5 @@
 """What the programs offer, as plain data: parameters (name, default, rule, description) and
-topics. No rclpy here: the node adds ROS descriptors to these (`spin.declare`), and the bag
+input topics. No rclpy here: the node adds ROS descriptors to these (`spin.declare`), and the bag
 tools, the demo and `--help` read them without starting ROS.
 
 `config/timesformer.yaml` restates the node's defaults for users to copy and edit; a test keeps
@@ -118,23 +118,15 @@ PARAMETERS = (
 )
 BY_NAME = {p.name: p for p in PARAMETERS}
 
-TOPICS = (
+# The node's inputs and its diagnostics; its outputs are `outputs.OUTPUTS` (`node.TOPICS` is
+# the whole table).
+INPUT_TOPICS = (
     Topic('in', 'image', 'sensor_msgs/Image', 'camera frames (input_transport raw); remap it'),
     Topic('in', 'image/compressed', 'sensor_msgs/CompressedImage',
           'instead, with input_transport compressed'),
-    Topic('out', '~/label', 'std_msgs/String', "the stable (decoded) action, 'unknown' when "
-          'none is active or below score_threshold'),
-    Topic('out', '~/classification', 'std_msgs/String', 'one JSON object per window'),
-    Topic('out', '~/attention/spatial', 'sensor_msgs/Image', "32FC1 saliency of the window's "
-          'last frame'),
-    Topic('out', '~/attention/overlay', 'sensor_msgs/Image', 'rgb8 heat map on that frame '
-          '(publish_overlay)'),
-    Topic('out', '~/events', 'std_msgs/String', 'JSON: an action started or ended'),
-    Topic('out', '~/active', 'std_msgs/String', 'JSON: the active actions, latched'),
-    Topic('out', '~/label_info', 'std_msgs/String', 'JSON class map, latched'),
-    Topic('out', '/diagnostics', 'diagnostic_msgs/DiagnosticArray', 'rates, latency, counters, '
-          'input watchdog'),
 )
+DIAGNOSTICS_TOPIC = Topic('out', '/diagnostics', 'diagnostic_msgs/DiagnosticArray',
+                          'rates, latency, counters, input watchdog')
 
 
 def defaults(params: Sequence[Param] = PARAMETERS) -> dict:

@@ -1,17 +1,16 @@
 """The rclpy node `timesformer`: parameters, subscriptions, publishers. Wiring only; the work
-is in `pipeline.py` (frames -> windows -> worker), `engine.py` and `results.py`; the parameters
-and topics are the tables in `interface.py` (`timesformer_node --help` prints them).
+is in `pipeline.py` (frames -> windows -> worker), `engine.py` and `outputs.py`; the parameters
+and topics are tables (`interface.PARAMETERS`, `outputs.OUTPUTS`; `timesformer_node --help`
+prints them).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
 import time
 
-import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
@@ -20,15 +19,16 @@ from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import String
 
-from . import results
 from .checkpoints import (
     Checkpoint, CheckpointError, default_labels, embedded_checkpoint, load_checkpoint)
 from .clips import ClipBuffer
 from .engine import Engine, EngineError
-from .interface import BY_NAME, PARAMETERS, TOPICS, help_text
+from .interface import (
+    BY_NAME, DIAGNOSTICS_TOPIC, INPUT_TOPICS, PARAMETERS, Topic, help_text)
+from .messages import rclpy_types
 from .model import TimeSformer, preset
+from .outputs import BY_OUTPUT, OUTPUTS, Reporter
 from .pipeline import Pipeline, health, input_problem
 from .segments import ActionDecoder, DecoderConfig
 from .spin import StartupError, declare, run_node
@@ -54,9 +54,26 @@ def load_engine(values: dict, logger) -> Engine:
         if device == 'auto' and not torch.cuda.is_available():
             logger.info('device auto: no CUDA GPU available, running on the CPU')
         return Engine(ckpt, device=device, dtype=values['dtype'], compile=values['compile'],
-                      top_k=values['top_k'], max_batch=1)
+                      max_batch=1)
     except (CheckpointError, EngineError, ValueError) as exc:
         raise StartupError(str(exc)) from None
+
+
+def _qos_profiles() -> dict:
+    """The QoS of each kind of output (`outputs.QOS`)."""
+    latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    return {'results': QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST,
+                                  reliability=ReliabilityPolicy.RELIABLE),
+            'events': QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST,
+                                 reliability=ReliabilityPolicy.RELIABLE),
+            'latched': latched}
+
+
+TOPICS = INPUT_TOPICS + tuple(
+    Topic('out', '~/' + o.name, o.msgtype.replace('/msg/', '/'), o.description)
+    for o in OUTPUTS) + (DIAGNOSTICS_TOPIC,)
 
 
 class TimeSformerNode(Node):
@@ -73,28 +90,21 @@ class TimeSformerNode(Node):
             self.decoder = ActionDecoder(self.engine.labels, DecoderConfig.from_values(values))
         except ValueError as exc:
             raise StartupError(str(exc)) from None
-        self._decoder_lock = threading.Lock()    # the worker's windows, the watchdog's ends
+        self.reporter = Reporter(self.decoder)
+        self._reporter_lock = threading.Lock()    # the worker's windows, the watchdog's ends
         self.pipeline = Pipeline(self.engine, buffer, self._publish, self._on_failure)
-        self.seq = 0
         self._warned = {}
         self._input_problem = None
 
-        self.pub_label = self.create_publisher(String, '~/label', 10)
-        self.pub_classification = self.create_publisher(String, '~/classification', 10)
-        self.pub_spatial = self.create_publisher(Image, '~/attention/spatial', 10)
-        self.pub_overlay = self.create_publisher(Image, '~/attention/overlay', 10)
-        latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
-                             reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.pub_label_info = self.create_publisher(String, '~/label_info', latched)
-        self.pub_events = self.create_publisher(String, '~/events', QoSProfile(
-            depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE))
-        self.pub_active = self.create_publisher(String, '~/active', latched)
-        self.pub_active.publish(String(data=json.dumps(results.active_dict(
-            {'stamp': results.stamp_dict(0), 'frame_id': ''}, []))))
+        self.types = rclpy_types()
+        qos = _qos_profiles()
+        self.outputs = {o.name: self.create_publisher(self.types.classes(o.msgtype),
+                                                      '~/' + o.name, qos[o.qos])
+                        for o in OUTPUTS}
+        for output in OUTPUTS:
+            if output.latched:
+                self._send(output, output.latched(self.types, self.engine.labels, values))
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.pub_label_info.publish(String(data=json.dumps(
-            results.label_info_dict(self.engine.labels, values['score_threshold']))))
 
         qos = QoSProfile(depth=values['qos_depth'], history=HistoryPolicy.KEEP_LAST,
                          durability=DurabilityPolicy.VOLATILE,
@@ -153,64 +163,40 @@ class TimeSformerNode(Node):
 
     def _apply_parameters(self, params):
         """Post-set: the accepted values take effect (on the next window)."""
-        for param in params:
-            if param.name not in BY_NAME:
-                continue
-            self.values[param.name] = param.value
-            if param.name == 'stride':
-                self.pipeline.buffer.set_stride(param.value)
-            elif param.name == 'top_k':
-                self.engine.top_k = param.value
-            elif param.name == 'score_threshold':
-                self.pub_label_info.publish(String(data=json.dumps(
-                    results.label_info_dict(self.engine.labels, param.value))))
-        if DECODER_PARAMETERS & {p.name for p in params}:
+        names = {p.name for p in params if p.name in BY_NAME}
+        self.values.update({p.name: p.value for p in params if p.name in names})
+        if 'stride' in names:
+            self.pipeline.set_stride(self.values['stride'])
+        if 'score_threshold' in names:
+            output = BY_OUTPUT['label_info']
+            self._send(output, output.latched(self.types, self.engine.labels, self.values))
+        if DECODER_PARAMETERS & names:
             self.decoder.config = DecoderConfig.from_values(self.values)   # the next window
 
     # -- publishing (worker thread) -------------------------------------------------------------
 
+    def _send(self, output, messages: list):
+        publisher = self.outputs[output.name]
+        for msg in messages:
+            publisher.publish(msg)
+
+    def _publish_result(self, result):
+        """Every output's messages for `result`, in the order of `OUTPUTS`."""
+        for output in OUTPUTS:
+            if output.per_window:
+                self._send(output, output.per_window(self.types, result, self.values))
+
     def _publish(self, job, prediction, latency_ms: float):
+        if not self.context.ok():
+            return  # shutting down: the publishers are gone
         try:
-            self._publish_window(job, prediction, latency_ms)
+            with self._reporter_lock:
+                result = self.reporter.window(job.window, prediction, job.header.frame_id,
+                                              latency_ms, self.values, job.rgb)
+            self._publish_result(result)
         except Exception:  # noqa: BLE001 - a signal may shut the context down mid-publish
             if self.context.ok():
                 raise
-
-    def _publish_window(self, job, prediction, latency_ms: float):
-        if not self.context.ok():
-            return  # shutting down: the publishers are gone
-        header = job.header
-        values = self.values
-        payload = results.classification_dict(prediction, job.window, header.frame_id,
-                                              latency_ms, self.seq, values['top_k'])
-        self.seq += 1
-        self.pub_classification.publish(String(data=json.dumps(payload)))
-        with self._decoder_lock:
-            events = self.decoder.update(job.window, prediction.probabilities,
-                                         header.frame_id)
-            label = self.decoder.label(values['score_threshold'])
-            active = self.decoder.active()
-        self.pub_label.publish(String(data=label))
-        self._publish_events(events, active, payload['header'])
-        saliency = np.ascontiguousarray(prediction.spatial_last, dtype='<f4')
-        spatial = Image(header=header, height=saliency.shape[0], width=saliency.shape[1],
-                        encoding='32FC1', is_bigendian=0, step=saliency.shape[1] * 4)
-        spatial.data = saliency.tobytes()
-        self.pub_spatial.publish(spatial)
-        if values['publish_overlay'] and job.rgb is not None:
-            rgb = results.overlay(job.rgb, prediction.spatial_last)
-            msg = Image(header=header, height=rgb.shape[0], width=rgb.shape[1],
-                        encoding='rgb8', is_bigendian=0, step=rgb.shape[1] * 3)
-            msg.data = rgb.tobytes()
-            self.pub_overlay.publish(msg)
-
-    def _publish_events(self, events: list, active: list, header: dict):
-        """The events, then `~/active` as it is after them (stamped `header`)."""
-        for event in events:
-            self.pub_events.publish(String(data=json.dumps(event)))
-        if events:
-            self.pub_active.publish(String(data=json.dumps(results.active_dict(header,
-                                                                               active))))
 
     def _end_actions_on_silence(self, snap: dict):
         """No frame for input_timeout_s: what was active has ended as far as anyone can tell
@@ -218,11 +204,10 @@ class TimeSformerNode(Node):
         timeout = self.values['input_timeout_s']
         if not timeout or snap['input_silence_s'] < timeout:
             return
-        with self._decoder_lock:
-            if not self.decoder.active():
-                return
-            events = self.decoder.close_all('input_timeout')
-        self._publish_events(events, [], events[-1]['header'])
+        with self._reporter_lock:
+            result = self.reporter.close('input_timeout')
+        if result is not None:
+            self._publish_result(result)
 
     def _publish_diagnostics(self):
         snap = self.pipeline.snapshot()
@@ -257,7 +242,8 @@ class TimeSformerNode(Node):
         self._input_problem = problem
 
     def destroy_node(self):
-        self.pipeline.stop()
+        if hasattr(self, 'pipeline'):      # not when the constructor failed before it
+            self.pipeline.stop()
         super().destroy_node()
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from .clips import ClipBuffer, Window
 from .engine import Engine, Prediction
 from .frames import FrameError, decode
+from .messages import stamp_ns
 
 LOGGER = logging.getLogger(__name__)
 
@@ -88,21 +89,15 @@ class RateMeter:
             return (len(self.times) - 1) / max(now - self.times[0], 1e-9)
 
 
-def stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
 class Pipeline:
 
     def __init__(self, engine: Engine, buffer: ClipBuffer,
                  on_result: Callable[[Job, Prediction, float], None],
-                 on_failure: Callable[[Job, BaseException], None] = lambda job, exc: None,
-                 keep_rgb: bool = True):
+                 on_failure: Callable[[Job, BaseException], None] = lambda job, exc: None):
         self.engine = engine
         self.buffer = buffer
         self.on_result = on_result
         self.on_failure = on_failure
-        self.keep_rgb = keep_rgb
         self.counters = Counters()
         self.input_rate = RateMeter()
         self.inference_rate = RateMeter()
@@ -164,8 +159,7 @@ class Pipeline:
             if result.window is None:
                 self.counters.buffered += 1
                 return None
-            job = Job(result.window, arrival, header, rgb if self.keep_rgb else None,
-                      timing.get('ms', 0.0))
+            job = Job(result.window, arrival, header, rgb, timing.get('ms', 0.0))
             if self._mailbox is not None:
                 self.counters.dropped += 1
             self._mailbox = job
@@ -178,6 +172,10 @@ class Pipeline:
         LOGGER.debug('refused frame: %s', message)
         self.last_refusal = message
         return reason
+
+    def set_stride(self, stride: int):
+        """Run once every `stride` newly sampled frames, from the next frame on."""
+        self.buffer.set_stride(stride)      # the executor thread, as submit
 
     # -- worker ---------------------------------------------------------------------------------
 
@@ -219,6 +217,8 @@ class Pipeline:
                     self._in_flight = 0
                 self.on_failure(job, exc)
                 continue
+            # Latency: from the arrival of the window's last frame to its result, before
+            # publishing; the JSON's latency_ms and the diagnostics' percentiles are this.
             latency = (time.perf_counter() - job.arrival) * 1000.0
             prediction.timings['preprocess_ms'] = job.preprocess_ms
             try:
@@ -227,8 +227,6 @@ class Pipeline:
                 if not self._stop.is_set():
                     LOGGER.exception('publishing the result of window %d failed',
                                      job.window.seq)
-            latency = (time.perf_counter() - job.arrival) * 1000.0
-            prediction.timings['total_ms'] = latency
             with self._lock:
                 self.counters.processed += 1
                 self.counters.failed_consecutive = 0

@@ -19,8 +19,8 @@ No ROS here; all timing uses header stamps (integer ns), never a clock, so a bag
 
 A segment starts at the first frame of the first window that supported it (its score reached
 `enter_threshold`) and ends at the last frame of the last window whose score was at or above
-`exit_threshold`. Events are plain dicts (schema in the README, "`~/events`"); `stamp_dict`
-turns stamps into `{sec, nanosec}` as everywhere else in the package.
+`exit_threshold`. Events are plain dicts (schema in the README, "`~/events`") with stamps as
+`{sec, nanosec}` (`messages.stamp_dict`), as everywhere else in the package.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .interface import BY_NAME
-from .results import UNKNOWN, stamp_dict
+from .messages import NS_PER_S as NS, dict_ns, stamp_dict
 
-NS = 1_000_000_000
+UNKNOWN = 'unknown'
 SMOOTHING = BY_NAME['smoothing'].choices
 
 
@@ -214,12 +214,16 @@ class ActionDecoder:
         return sorted(rows, key=lambda r: -r['score'])
 
     def label(self, threshold: float = 0.0) -> str:
-        """The stable label: the active class with the best current score, or 'unknown' when
-        none is active or its score is below `threshold`."""
-        active = self.active()
-        if not active or active[0]['score'] < threshold:
-            return UNKNOWN
-        return active[0]['class_name']
+        """The stable label (`stable_label` of the active segments)."""
+        return stable_label(self.active(), threshold)
+
+
+def stable_label(active: Sequence[dict], threshold: float = 0.0) -> str:
+    """The active class with the best current score, or 'unknown' when none is active or its
+    score is below `threshold`."""
+    if not active or active[0]['score'] < threshold:
+        return UNKNOWN
+    return active[0]['class_name']
 
 
 # -- metrics (action segmentation, as in Lea et al. 2017 and MS-TCN) -----------------------------
@@ -246,8 +250,7 @@ def runs(stamped_labels: Sequence[tuple]) -> list:
 def from_events(events: Sequence[dict], open_until: Optional[int] = None) -> list:
     """Segments from `~/events` (or a segments file): every end event, and, with
     `open_until` (ns), every start event not ended yet, as running until then."""
-    def ns(d):
-        return d['sec'] * NS + d['nanosec']
+    ns = dict_ns
     ended = {e['id'] for e in events if e['event'] == 'end'}
     segments = [Segment(e['class_name'], ns(e['start']), ns(e['end']), ns(e['announced']))
                 for e in events if e['event'] == 'end']

@@ -229,8 +229,9 @@ def _draw(image: np.ndarray, obj: _Object, pos: np.ndarray, size: float, unit: i
     roi += alpha * colour
 
 
-NOISE_BANK = 4  # distinct noise frames per scene, cycled (drawing fresh noise is the costliest
-                # part of a large frame)
+# Distinct noise frames per scene, cycled (drawing fresh noise is the costliest part of a large
+# frame).
+NOISE_BANK = 4
 
 
 def _noise_bank(scene: Scene, height: int, width: int) -> np.ndarray:

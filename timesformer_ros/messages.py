@@ -1,0 +1,109 @@
+"""Stamps and the messages the package builds: one owner, for both kinds of message class.
+
+The node, the camera and bag replay build rclpy messages; the bag tools build rosbags
+messages. Both take every field as a keyword argument, so one `MessageTypes` per library
+builds either from the same code: `rclpy_types()` and `bag_types(store)`. Stamps travel as
+integer nanoseconds inside the package and as `{sec, nanosec}` in JSON. No rclpy import here
+(it happens inside `rclpy_types`).
+"""
+
+from __future__ import annotations
+
+import array
+from typing import Any, Callable
+
+import numpy as np
+
+NS_PER_S = 1_000_000_000
+IMAGE = 'sensor_msgs/msg/Image'
+COMPRESSED_IMAGE = 'sensor_msgs/msg/CompressedImage'
+STRING = 'std_msgs/msg/String'
+HEADER = 'std_msgs/msg/Header'
+TIME = 'builtin_interfaces/msg/Time'
+
+
+def stamp_ns(header) -> int:
+    """Nanoseconds of a message header's stamp (rclpy or rosbags)."""
+    return int(header.stamp.sec) * NS_PER_S + int(header.stamp.nanosec)
+
+
+def split_ns(ns: int) -> tuple:
+    """(sec, nanosec) of a stamp in nanoseconds."""
+    sec, nanosec = divmod(int(ns), NS_PER_S)
+    return sec, nanosec
+
+
+def stamp_dict(ns: int) -> dict:
+    """A stamp as it appears in the JSON topics: `{"sec", "nanosec"}`."""
+    sec, nanosec = split_ns(ns)
+    return {'sec': sec, 'nanosec': nanosec}
+
+
+def dict_ns(stamp: dict) -> int:
+    """Nanoseconds of a JSON stamp `{"sec", "nanosec"}`."""
+    return int(stamp['sec']) * NS_PER_S + int(stamp['nanosec'])
+
+
+def is_compressed(msg) -> bool:
+    """Whether an image message is a CompressedImage (it has `format`, not `encoding`)."""
+    return hasattr(msg, 'format') and not hasattr(msg, 'encoding')
+
+
+class MessageTypes:
+    """Builds messages of one library: `classes` maps a ROS type name to its class, `data`
+    turns a numpy array into what that library's uint8[] fields take."""
+
+    def __init__(self, classes: Callable[[str], type], data: Callable[[np.ndarray], Any]):
+        self.classes = classes
+        self.to_data = data
+
+    def header(self, ns: int, frame_id: str):
+        """A std_msgs/Header stamped `ns`."""
+        sec, nanosec = split_ns(ns)
+        return self.classes(HEADER)(stamp=self.classes(TIME)(sec=sec, nanosec=nanosec),
+                                    frame_id=frame_id)
+
+    def image(self, header, pixels: np.ndarray, encoding: str):
+        """A sensor_msgs/Image of an (H, W) or (H, W, C) array with packed rows, little
+        endian."""
+        pixels = np.ascontiguousarray(pixels)
+        if pixels.dtype.byteorder == '>':
+            pixels = pixels.astype(pixels.dtype.newbyteorder('<'))
+        height, width = pixels.shape[:2]
+        return self.classes(IMAGE)(
+            header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
+            step=pixels[0].nbytes if height else 0, data=self.to_data(pixels))
+
+    def string(self, text: str):
+        """A std_msgs/String."""
+        return self.classes(STRING)(data=text)
+
+
+def rclpy_types() -> MessageTypes:
+    """Message classes of rclpy (the ROS client library's generated Python types)."""
+    from builtin_interfaces.msg import Time
+    from sensor_msgs.msg import CompressedImage, Image
+    from std_msgs.msg import Header, String
+    classes = {IMAGE: Image, COMPRESSED_IMAGE: CompressedImage, STRING: String,
+               HEADER: Header, TIME: Time}
+    # array.array('B') is the type rclpy stores uint8[] in: assigning one skips its
+    # per-element check (0.6 ms instead of 1.7 ms for a 640x480 rgb8 frame).
+    return MessageTypes(classes.__getitem__, lambda a: array.array('B', a.tobytes()))
+
+
+def bag_types(store) -> MessageTypes:
+    """Message classes of a rosbags type store."""
+    return MessageTypes(store.types.__getitem__, lambda a: a.view(np.uint8).reshape(-1))
+
+
+def convert_image(msg, types: MessageTypes):
+    """An Image or CompressedImage message of one library as the same message of another
+    (replaying a bag's frames with rclpy)."""
+    data = np.asarray(msg.data, dtype=np.uint8)
+    header = types.header(stamp_ns(msg.header), msg.header.frame_id)
+    if is_compressed(msg):
+        return types.classes(COMPRESSED_IMAGE)(header=header, format=msg.format,
+                                               data=types.to_data(data))
+    return types.classes(IMAGE)(header=header, height=int(msg.height), width=int(msg.width),
+                                encoding=msg.encoding, is_bigendian=int(msg.is_bigendian),
+                                step=int(msg.step), data=types.to_data(data))

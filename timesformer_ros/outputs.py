@@ -1,0 +1,258 @@
+"""What the package publishes, as data: one row per output topic (`OUTPUTS`: name, type, QoS,
+builder), the `Reporter` that turns each window's prediction into a `WindowResult`, and the
+JSON the topics carry. No rclpy here: the node and `timesformer_bag evaluate --out-bag` both
+walk `OUTPUTS` with their own message classes (`messages.MessageTypes`), so a new output is one
+row, one builder and one test.
+
+The JSON Schemas of the three JSON topics (`JSON_SCHEMA`, `EVENT_SCHEMA`, `ACTIVE_SCHEMA`) are
+data here; what their fields mean is documented once, in the README ("Topics").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import cv2
+import numpy as np
+
+from .frames import centre_square
+from .messages import IMAGE, STRING, MessageTypes, dict_ns, stamp_dict
+from .segments import stable_label
+
+_STAMP = {'$ref': '#/$defs/stamp'}
+_HEADER = {'type': 'object', 'required': ['stamp', 'frame_id'],
+           'properties': {'stamp': _STAMP, 'frame_id': {'type': 'string'}}}
+_SCORE = {'type': 'number', 'minimum': 0, 'maximum': 1}
+_DEFS = {'stamp': {'type': 'object', 'required': ['sec', 'nanosec'],
+                   'properties': {'sec': {'type': 'integer'}, 'nanosec': {'type': 'integer'}}}}
+_DRAFT = 'https://json-schema.org/draft/2020-12/schema'
+_CLASS = {'id': {'type': 'integer', 'minimum': 0}, 'class_id': {'type': 'string'},
+          'class_name': {'type': 'string'}}
+
+# `~/classification`, one object per window.
+JSON_SCHEMA = {
+    '$schema': _DRAFT,
+    'title': 'timesformer_ros classification',
+    'type': 'object',
+    'required': ['header', 'results', 'window', 'temporal_weights', 'latency_ms', 'seq'],
+    'properties': {
+        'header': _HEADER,
+        'results': {'type': 'array', 'items': {
+            'type': 'object', 'required': ['class_id', 'class_name', 'score'],
+            'properties': {'class_id': {'type': 'string'}, 'class_name': {'type': 'string'},
+                           'score': _SCORE}}},
+        'window': {'type': 'object', 'required': ['start', 'end', 'num_frames'],
+                   'properties': {'start': _STAMP, 'end': _STAMP,
+                                  'num_frames': {'type': 'integer', 'minimum': 1}}},
+        'temporal_weights': {'type': 'array', 'items': {'type': 'number'}},
+        'latency_ms': {'type': 'number'},
+        'seq': {'type': 'integer', 'minimum': 0},
+    },
+    '$defs': _DEFS,
+}
+
+# `~/events`: an action started, or ended (segments.py says when).
+EVENT_SCHEMA = {
+    '$schema': _DRAFT,
+    'title': 'timesformer_ros action event',
+    'type': 'object',
+    'required': ['event', 'id', 'class_id', 'class_name', 'header', 'start'],
+    'properties': {
+        'event': {'enum': ['start', 'end']}, **_CLASS, 'header': _HEADER,
+        'start': _STAMP, 'score': _SCORE, 'end': _STAMP, 'announced': _STAMP,
+        'duration_s': {'type': 'number', 'minimum': 0}, 'mean_score': _SCORE,
+        'peak_score': _SCORE, 'reason': {'type': 'string'},
+    },
+    'if': {'properties': {'event': {'const': 'end'}}},
+    'then': {'required': ['end', 'announced', 'duration_s', 'mean_score', 'peak_score',
+                          'reason']},
+    'else': {'required': ['score']},
+    '$defs': _DEFS,
+}
+
+# `~/active` (latched): the actions active now.
+ACTIVE_SCHEMA = {
+    '$schema': _DRAFT,
+    'title': 'timesformer_ros active actions',
+    'type': 'object',
+    'required': ['header', 'active'],
+    'properties': {
+        'header': _HEADER,
+        'active': {'type': 'array', 'items': {
+            'type': 'object', 'required': ['id', 'class_id', 'class_name', 'start', 'score'],
+            'properties': {**_CLASS, 'start': _STAMP, 'score': _SCORE}}},
+    },
+    '$defs': _DEFS,
+}
+
+
+def classification_dict(prediction, window, frame_id: str, latency_ms: float, seq: int,
+                        top_k: int) -> dict:
+    results = [{'class_id': str(c), 'class_name': name, 'score': round(float(s), 6)}
+               for c, name, s in zip(prediction.class_ids, prediction.labels,
+                                     prediction.scores)][:top_k]
+    temporal = [] if prediction.temporal is None else \
+        [round(float(w), 6) for w in prediction.temporal]
+    return {
+        'header': {'stamp': stamp_dict(window.end), 'frame_id': frame_id},
+        'results': results,
+        'window': {'start': stamp_dict(window.start), 'end': stamp_dict(window.end),
+                   'num_frames': window.num_frames},
+        'temporal_weights': temporal,
+        'latency_ms': round(float(latency_ms), 3),
+        'seq': int(seq),
+    }
+
+
+def active_dict(header: dict, active: list) -> dict:
+    """`~/active`: the actions active after the window of `header`, best score first."""
+    return {'header': header, 'active': active}
+
+
+def label_info_dict(labels, threshold: float) -> dict:
+    """vision_msgs/LabelInfo's fields: class_map [{class_id, class_name}] and threshold."""
+    return {'class_map': [{'class_id': i, 'class_name': name} for i, name in enumerate(labels)],
+            'threshold': float(threshold)}
+
+
+def overlay(rgb: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """The frame's centre square (what the model saw) with the saliency map as a heat map."""
+    square = np.ascontiguousarray(centre_square(rgb))
+    side = square.shape[0]
+    peak = float(saliency.max())
+    norm = saliency / peak if peak > 0 else np.zeros_like(saliency)
+    heat = cv2.resize((norm * 255).astype(np.uint8), (side, side),
+                      interpolation=cv2.INTER_NEAREST)
+    heat = cv2.cvtColor(cv2.applyColorMap(heat, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(square, 1 - alpha, heat, alpha, 0)
+
+
+# -- one window's results, and the outputs built from them ---------------------------------------
+
+@dataclass
+class WindowResult:
+    """Everything the outputs are built from after one window, or after the input stopped
+    (then only `events`, the actions it ended)."""
+
+    stamp_ns: int                          # the window's last frame (or the last window's)
+    frame_id: str
+    record: Optional[dict] = None          # the `~/classification` JSON (None: no window)
+    label: Optional[str] = None            # the decoded stable label
+    events: list = field(default_factory=list)
+    active: list = field(default_factory=list)   # the active actions after `events`
+    saliency: Optional[np.ndarray] = None  # (H/p, W/p) spatial attention of the last frame
+    rgb: Optional[np.ndarray] = None       # the last frame, for the overlay
+
+    @property
+    def header(self) -> dict:
+        return {'stamp': stamp_dict(self.stamp_ns), 'frame_id': self.frame_id}
+
+
+class Reporter:
+    """Turns each window's prediction into a `WindowResult`: the JSON record (top_k results),
+    the action decoder's events, active list and stable label. One per stream; the node holds
+    a lock around it because its watchdog closes actions from another thread."""
+
+    def __init__(self, decoder):
+        self.decoder = decoder
+        self.seq = 0
+
+    def window(self, window, prediction, frame_id: str, latency_ms: float, values: dict,
+               rgb: Optional[np.ndarray] = None) -> WindowResult:
+        """`values`: the parameters `top_k` and `score_threshold` (read at each window)."""
+        record = classification_dict(prediction, window, frame_id, latency_ms, self.seq,
+                                     values['top_k'])
+        self.seq += 1
+        events = self.decoder.update(window, prediction.probabilities, frame_id)
+        active = self.decoder.active()
+        return WindowResult(window.end, frame_id, record,
+                            stable_label(active, values['score_threshold']), events, active,
+                            prediction.spatial_last, rgb)
+
+    def close(self, reason: str) -> Optional[WindowResult]:
+        """End every active action (`reason`); None when none was active."""
+        events = self.decoder.close_all(reason)
+        if not events:
+            return None
+        header = events[-1]['header']
+        return WindowResult(dict_ns(header['stamp']), header['frame_id'], events=events)
+
+
+def _json(types: MessageTypes, data) -> object:
+    return types.string(json.dumps(data))
+
+
+def _label(types, result, values):
+    return [] if result.label is None else [types.string(result.label)]
+
+
+def _classification(types, result, values):
+    return [] if result.record is None else [_json(types, result.record)]
+
+
+def _spatial(types, result, values):
+    if result.saliency is None:
+        return []
+    return [types.image(types.header(result.stamp_ns, result.frame_id),
+                        result.saliency.astype('<f4'), '32FC1')]
+
+
+def _overlay(types, result, values):
+    if not values['publish_overlay'] or result.rgb is None or result.saliency is None:
+        return []
+    return [types.image(types.header(result.stamp_ns, result.frame_id),
+                        overlay(result.rgb, result.saliency), 'rgb8')]
+
+
+def _events(types, result, values):
+    return [_json(types, event) for event in result.events]
+
+
+def _active(types, result, values):
+    return [_json(types, active_dict(result.header, result.active))] if result.events else []
+
+
+def _active_at_start(types, labels, values):
+    return [_json(types, active_dict({'stamp': stamp_dict(0), 'frame_id': ''}, []))]
+
+
+def _label_info(types, labels, values):
+    return [_json(types, label_info_dict(labels, values['score_threshold']))]
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output topic. `per_window(types, result, values)` gives the messages a
+    `WindowResult` causes (in publishing order); `latched(types, labels, values)`, for latched
+    topics, the message a subscriber finds before any window."""
+
+    name: str               # relative to the node: published as ~/name
+    msgtype: str            # ROS type name
+    qos: str                # one of QOS
+    description: str
+    per_window: Optional[Callable] = None
+    latched: Optional[Callable] = None
+
+
+# QoS of the outputs (the node turns these into profiles): `results` keep the last 10, reliable,
+# volatile; `events` keep the last 100, reliable (none may be lost); `latched` keep the last
+# one for late subscribers (transient local).
+QOS = ('results', 'events', 'latched')
+
+# Published in this order after each window.
+OUTPUTS = (
+    Output('classification', STRING, 'results', 'one JSON object per window', _classification),
+    Output('label', STRING, 'results', "the stable (decoded) action, 'unknown' when none is "
+           'active or below score_threshold', _label),
+    Output('events', STRING, 'events', 'JSON: an action started or ended', _events),
+    Output('active', STRING, 'latched', 'JSON: the active actions, latched', _active,
+           _active_at_start),
+    Output('attention/spatial', IMAGE, 'results', "32FC1 saliency of the window's last frame",
+           _spatial),
+    Output('attention/overlay', IMAGE, 'results', 'rgb8 heat map on that frame '
+           '(publish_overlay)', _overlay),
+    Output('label_info', STRING, 'latched', 'JSON class map, latched', latched=_label_info),
+)
+BY_OUTPUT = {o.name: o for o in OUTPUTS}
