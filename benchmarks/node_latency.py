@@ -29,6 +29,8 @@ sys.path.insert(0, str(REPO))
 
 import report  # noqa: E402 - benchmarks/report.py, beside this script
 from timesformer_ros.processes import console_command, keep_dds_on_loopback  # noqa: E402
+from timesformer_ros.interface import DIAGNOSTIC_NAME  # noqa: E402
+from timesformer_ros.messages import dict_ns  # noqa: E402
 
 
 def main() -> int:
@@ -51,8 +53,9 @@ def main() -> int:
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    cmd = console_command('timesformer_node') + ['--ros-args', '--params-file', str(REPO / 'config' / 'timesformer.yaml'),
-            '-p', f'device:={args.device}', '-p', 'target_fps:=0.0', '-p', 'stride:=1']
+    cmd = console_command('timesformer_node') + [
+        '--ros-args', '--params-file', str(REPO / 'config' / 'timesformer.yaml'),
+        '-p', f'device:={args.device}', '-p', 'target_fps:=0.0', '-p', 'stride:=1']
     if args.checkpoint:
         cmd += ['-p', f'checkpoint:={args.checkpoint}']
     for item in args.extra:
@@ -71,13 +74,13 @@ def main() -> int:
         received = time.time_ns()
         stamp = json.loads(msg.data)['header']['stamp']
         if measuring['on']:
-            latencies.append((received - (stamp['sec'] * 10 ** 9 + stamp['nanosec'])) / 1e6)
+            latencies.append((received - dict_ns(stamp)) / 1e6)
 
     bench.create_subscription(String, '/timesformer/classification', on_result, 50)
     bench.create_subscription(
         DiagnosticArray, '/diagnostics',
         lambda m: diagnostics.extend({kv.key: kv.value for kv in s.values} for s in m.status
-                                     if s.name == 'timesformer: inference'), 10)
+                                     if s.name == DIAGNOSTIC_NAME), 10)
     pub = bench.create_publisher(Image, 'image', qos_profile_sensor_data)
     deadline = time.monotonic() + 120
     while pub.get_subscription_count() == 0 and time.monotonic() < deadline:

@@ -1,8 +1,9 @@
 """Launch the timesformer node: parameters from a YAML file plus explicit overrides.
 
     ros2 launch timesformer_ros timesformer.launch.py image:=/camera/image_raw
+    config=$(ros2 pkg prefix timesformer_ros)/share/timesformer_ros/config
     ros2 launch timesformer_ros timesformer.launch.py \
-        params_file:=$(ros2 pkg prefix timesformer_ros)/share/timesformer_ros/config/kinetics400_gpu.yaml \
+        params_file:=$config/kinetics400_gpu.yaml \
         checkpoint:=/opt/models/TimeSformer_divST_8x32_224_K400.pyth
 """
 

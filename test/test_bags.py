@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO, console_script
 from timesformer_ros.bags import (
     Evaluation, EvaluationOutputs, evaluate, iter_messages, list_topics, record_synthetic)
-from timesformer_ros.messages import STRING
+from timesformer_ros.messages import STRING, dict_ns as ns, stamp_ns
 
 CONFIG = REPO / 'config' / 'timesformer.yaml'
 START_NS = 1_700_000_000_000_000_000
@@ -39,12 +39,8 @@ def expected_windows(count: int, num_frames: int = 8, every: int = 2):
     at every sampled frame (stride 1) once 8 are held."""
     stamps = [START_NS + round(i * 1e9 / FPS) for i in range(count)]
     sampled = stamps[::every]
-    return [(sampled[k - num_frames + 1], sampled[k]) for k in range(num_frames - 1,
-                                                                      len(sampled))]
-
-
-def ns(stamp):
-    return stamp['sec'] * 1_000_000_000 + stamp['nanosec']
+    return [(sampled[k - num_frames + 1], sampled[k])
+            for k in range(num_frames - 1, len(sampled))]
 
 
 def segment_key(event):
@@ -55,8 +51,7 @@ def segment_key(event):
 
 
 @pytest.mark.parametrize('storage', ['sqlite3', 'mcap'])
-def test_evaluate_gives_the_nodes_windows_and_scores_against_the_truth(bags, storage,
-                                                                      tmp_path):
+def test_evaluate_gives_the_nodes_windows_and_scores_against_the_truth(bags, storage, tmp_path):
     path, count = bags[storage]
     assert list_topics(path) == {'/camera/image_raw': ('sensor_msgs/msg/Image', count),
                                  '/motion': ('std_msgs/msg/String', count)}
@@ -192,7 +187,7 @@ def test_replay_into_the_node_matches_offline_evaluation_with_sim_time(bags, ros
                                  QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     ros.node.create_subscription(
         DiagnosticArray, '/diagnostics',
-        lambda m: diag_stamps.append(m.header.stamp.sec * 10 ** 9 + m.header.stamp.nanosec), 10)
+        lambda m: diag_stamps.append(stamp_ns(m.header)), 10)
     node = subprocess.Popen(console_script('timesformer_node') + [
         '--ros-args', '--params-file', str(CONFIG), '-p', 'qos:=reliable', '-p', 'device:=cpu',
         '-p', 'use_sim_time:=true', '-r', 'image:=/camera/image_raw'],

@@ -2,7 +2,9 @@
 
 import pytest
 
+from conftest import REPO
 from timesformer_ros.clips import NS, ClipBuffer
+from timesformer_ros.interface import read_params_file
 
 MS = 1_000_000
 KEY = ('rgb8', 480, 640)
@@ -116,3 +118,16 @@ def test_invalid_parameters_raise():
                             ({'num_frames': 0}, 'num_frames')]:
         with pytest.raises(ValueError, match=message):
             ClipBuffer(**{'num_frames': 2, **kwargs})
+
+
+def test_the_kinetics_config_samples_as_the_official_8x32_models_were_trained():
+    """config/kinetics400_gpu.yaml on a 30 Hz camera: 8 frames 32 frames apart, one window
+    per sampled frame (0.94 windows/s), as its comment says (it once sampled every 8th)."""
+    params = read_params_file(REPO / 'config' / 'kinetics400_gpu.yaml')
+    buffer = ClipBuffer(8, stride=params['stride'], sample_every=params['sample_every'],
+                        target_fps=params['target_fps'], max_gap_s=params['max_gap_s'])
+    frame = NS // 30
+    windows, _ = feed(buffer, [i * frame for i in range(30 * 60)])   # a minute at 30 Hz
+    assert {b - a for w in windows for a, b in zip(w, w[1:])} == {32 * frame}
+    span_s = (windows[-1][-1] - windows[0][-1]) / NS
+    assert (len(windows) - 1) / span_s == pytest.approx(0.94, abs=0.01)

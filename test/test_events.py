@@ -9,7 +9,8 @@ import subprocess
 import pytest
 
 from conftest import console_script
-from timesformer_ros.segments import NS, from_events, runs
+from timesformer_ros.messages import dict_ns as ns
+from timesformer_ros.segments import from_events, runs
 
 rclpy = pytest.importorskip('rclpy')
 from rclpy.qos import (  # noqa: E402
@@ -22,10 +23,6 @@ RATE = 30.0
 RELIABLE = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-def ns(stamp):
-    return stamp['sec'] * NS + stamp['nanosec']
 
 
 def changes(sequence):

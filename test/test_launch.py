@@ -61,8 +61,8 @@ class TestTopics(unittest.TestCase):
         i = 0
         while time.monotonic() < deadline and len(results) < 5:
             msg = Image(height=120, width=160, encoding='rgb8', step=480)
-            msg.data = np.random.default_rng(i).integers(0, 256, 120 * 160 * 3,
-                                                          dtype=np.uint8).tobytes()
+            pixels = np.random.default_rng(i).integers(0, 256, 120 * 160 * 3, dtype=np.uint8)
+            msg.data = pixels.tobytes()
             msg.header.stamp.sec, msg.header.stamp.nanosec = 1000 + i // 30, (i % 30) * 33_333_333
             msg.header.frame_id = 'launch_camera'
             stamps.add(msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec)

@@ -6,10 +6,14 @@ import signal
 import subprocess
 import time
 
+import jsonschema
 import numpy as np
 import pytest
 
 from conftest import REPO, console_script
+from timesformer_ros.messages import dict_ns as stamp_of, stamp_ns
+from timesformer_ros.outputs import JSON_SCHEMA, OUTPUTS
+from timesformer_ros.interface import DIAGNOSTIC_NAME
 
 rclpy = pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -46,7 +50,7 @@ class Listener:
 
     def _on_diag(self, msg):
         for status in msg.status:
-            if status.name == 'timesformer: inference':
+            if status.name == DIAGNOSTIC_NAME:
                 self.diagnostics.append({kv.key: kv.value for kv in status.values})
                 self.statuses.append((status.level[0], status.message))
 
@@ -67,12 +71,8 @@ def frame(index: int, stamp_ns: int, frame_id='camera', height=48, width=64) -> 
     return msg
 
 
-def stamp_of(d) -> int:
-    return d['sec'] * 1_000_000_000 + d['nanosec']
-
-
 def header_ns(msg) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+    return stamp_ns(msg.header)
 
 
 def wait_for_subscriber(ros, publisher, timeout=20.0):
@@ -120,6 +120,13 @@ def test_node_end_to_end_at_30hz(ros, start_node, small_checkpoint):
         assert abs(span - 3 * 2 * 33_333_333) < 2_000_000
     seqs = [r['seq'] for r in listener.classifications]
     assert seqs == sorted(seqs)
+    for result in listener.classifications:
+        jsonschema.validate(result, JSON_SCHEMA)
+        assert len(result['results']) == 3        # top_k 5 of 3 classes
+    # The node publishes exactly the rows of outputs.OUTPUTS, each with its type.
+    published_types = dict(ros.node.get_topic_names_and_types())
+    for output in OUTPUTS:
+        assert published_types.get(f'/timesformer/{output.name}') == [output.msgtype], output
     assert len(listener.labels) >= len(listener.classifications) - 2
     assert set(listener.labels) <= {'left', 'right', 'still'}
     classified = {stamp_of(r['header']['stamp']) for r in listener.classifications}
@@ -130,6 +137,7 @@ def test_node_end_to_end_at_30hz(ros, start_node, small_checkpoint):
     saliency = np.frombuffer(bytes(image.data), '<f4')
     assert np.isfinite(saliency).all() and (saliency >= 0).all()
     assert listener.overlay and listener.overlay[0].encoding == 'rgb8'
+    assert (listener.overlay[0].height, listener.overlay[0].width) == (48, 48)  # centre square
     assert {header_ns(m) for m in listener.overlay} <= published
 
     # A subscriber that joins late still gets the latched label map.

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from timesformer_ros.clips import Window
+from timesformer_ros.messages import dict_ns as ns
 from timesformer_ros.segments import (
     NS, ActionDecoder, DecoderConfig, Segment, edit_score, from_events, runs, segment_metrics,
     segmental_f1)
@@ -36,10 +37,6 @@ def run(decoder, lefts, start=0, split=False, **window_kwargs):
         events += [(i, e) for e in decoder.update(window(i, **window_kwargs),
                                                   probs(left, split), 'cam')]
     return events
-
-
-def ns(d):
-    return d['sec'] * NS + d['nanosec']
 
 
 PLAIN = DecoderConfig(smoothing='none', enter_threshold=0.6, exit_threshold=0.4,

@@ -13,9 +13,9 @@ Rules, in order:
   clock), a jump forward of more than `max_gap_s` (`gap`), or a change of key (`format_change`)
   or frame_id (`frame_id_change`) empties the window and starts a new one with this frame;
 * sampling: every `sample_every`-th frame since the last reset, or, when `target_fps` > 0, the
-  first frame within a quarter period before each slot of a grid anchored at the first frame
-  after a reset (robust to jitter up to a quarter period; a slower camera has every frame
-  sampled);
+  first frame at most half a camera frame interval (and at most a quarter period) before each
+  slot of a grid anchored at the first frame after a reset: the frame nearest each slot on a
+  regular camera, robust to jitter; a slower camera has every frame sampled;
 * once T sampled frames are held, a window is emitted, then again every `stride` newly
   sampled frames.
 """
@@ -132,7 +132,8 @@ class ClipBuffer:
             return True
         if self.target_fps > 0:
             period = NS / self.target_fps
-            return stamp >= self._anchor + (self._next_slot - 0.25) * period
+            early = min(0.25 * period, 0.5 * (stamp - self._last_stamp))
+            return stamp >= self._anchor + self._next_slot * period - early
         return self._since_reset % self.sample_every == 0
 
     def push(self, stamp: int, key: Hashable, frame_id: str,

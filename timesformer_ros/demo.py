@@ -27,6 +27,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .interface import DIAGNOSTIC_NAME
+from .messages import dict_ns, stamp_ns
 from .processes import console_command, keep_dds_on_loopback
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,14 +41,10 @@ def _env(domain_id: int) -> dict:
     return env
 
 
-def _ns(stamp: dict) -> int:
-    return stamp['sec'] * 1_000_000_000 + stamp['nanosec']
-
-
 def draw_window(frames: Sequence[np.ndarray], prediction, path: Path, title: str):
     """Frames of a window with attention blended in, and temporal weights as bars."""
     import cv2
-    from .results import overlay
+    from .outputs import overlay
     tiles = [cv2.resize(overlay(f, s), (160, 160), interpolation=cv2.INTER_AREA)
              for f, s in zip(frames, prediction.spatial)]
     strip = np.concatenate(tiles, axis=1)
@@ -69,7 +67,8 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
         checkpoint: Optional[str] = None) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from rclpy.qos import (
+        DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
@@ -91,23 +90,26 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain_id)
     listener = rclpy.create_node('demo_listener', context=context)
-    truth, frames, results, diagnostics, events = {}, {}, [], [], []
+    truth, frames, results, diagnostics, events, label_info = {}, {}, [], [], [], []
     listener.create_subscription(
         String, 'motion', lambda m: truth.__setitem__(
-            _ns(json.loads(m.data)['stamp']), json.loads(m.data)['label']), 200)
+            dict_ns(json.loads(m.data)['stamp']), json.loads(m.data)['label']), 200)
     listener.create_subscription(
-        Image, 'image', lambda m: frames.__setitem__(
-            m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec, m),
+        Image, 'image', lambda m: frames.__setitem__(stamp_ns(m.header), m),
         qos_profile_sensor_data)
     listener.create_subscription(String, '/timesformer/classification',
                                  lambda m: results.append(json.loads(m.data)), 50)
     listener.create_subscription(String, '/timesformer/events',
                                  lambda m: events.append(json.loads(m.data)),
                                  QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    listener.create_subscription(String, '/timesformer/label_info',
+                                 lambda m: label_info.append(json.loads(m.data)),
+                                 QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                            durability=DurabilityPolicy.TRANSIENT_LOCAL))
     listener.create_subscription(
         DiagnosticArray, '/diagnostics',
         lambda m: diagnostics.extend({kv.key: kv.value for kv in s.values} for s in m.status
-                                     if s.name == 'timesformer: inference'), 10)
+                                     if s.name == DIAGNOSTIC_NAME), 10)
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(listener)
 
@@ -119,7 +121,7 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
 
     print('starting the node (embedded motion model) and the synthetic camera ...', flush=True)
     if not spin_until(lambda: diagnostics or node.poll() is not None, 60):
-        raise RuntimeError('the node did not start; see demo_output/node.log')
+        raise RuntimeError(f'the node did not start; see {log_dir / "node.log"}')
     if node.poll() is not None:
         raise RuntimeError(f'the node exited with code {node.returncode}; see '
                            f'{log_dir / "node.log"}')
@@ -135,7 +137,7 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
             while shown < len(results):
                 result = results[shown]
                 shown += 1
-                start, end = _ns(result['window']['start']), _ns(result['window']['end'])
+                start, end = dict_ns(result['window']['start']), dict_ns(result['window']['end'])
                 labels = {label for stamp, label in truth.items() if start <= stamp <= end}
                 true = truth.get(end, '?')
                 top = result['results'][0]
@@ -168,7 +170,7 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
     summary = {
         'duration_s': duration, 'windows': len(rows), 'clean_windows': len(clean),
         'accuracy': correct / len(clean) if clean else 0.0,
-        'chance': 1 / 7,
+        'chance': 1 / len(label_info[-1]['class_map']) if label_info else None,
         'latency_p50_ms': float(np.percentile(latencies, 50)) if latencies else None,
         'latency_p99_ms': float(np.percentile(latencies, 99)) if latencies else None,
         'frames_received': int(last.get('frames_received', 0)),
@@ -200,8 +202,8 @@ def _segment_metrics(events: list, truth: dict, rows: list) -> dict:
     """The actions against the true segments over the span the node saw (from its first
     window's first frame); an action still active at the end runs to the last window."""
     from .segments import from_events, runs, segment_metrics
-    first = _ns(rows[0][0]['window']['start'])
-    last = _ns(rows[-1][0]['window']['end'])
+    first = dict_ns(rows[0][0]['window']['start'])
+    last = dict_ns(rows[-1][0]['window']['end'])
     predicted = from_events(events, open_until=last)
     true = runs(sorted((s, label) for s, label in truth.items() if first <= s <= last))
     return segment_metrics(predicted, true)
@@ -215,7 +217,7 @@ def _picture(rows, frames: dict, out_dir: Path, checkpoint: Optional[str]) -> Op
     from .frames import decode
     engine = None
     for result, true in reversed(rows):
-        start, end = _ns(result['window']['start']), _ns(result['window']['end'])
+        start, end = dict_ns(result['window']['start']), dict_ns(result['window']['end'])
         stamps = sorted(s for s in frames if start <= s <= end)
         if len(stamps) < result['window']['num_frames']:
             continue
@@ -245,7 +247,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print()
     print(f'summary: {summary["windows"]} windows in {summary["duration_s"]:.0f} s, '
           f'accuracy {100 * summary["accuracy"]:.1f}% on {summary["clean_windows"]} clean '
-          f'windows (chance {100 * summary["chance"]:.1f}%), latency p50 '
+          f'windows (chance {100 * (summary["chance"] or 0):.1f}%), latency p50 '
           f'{summary["latency_p50_ms"] or 0:.1f} ms p99 {summary["latency_p99_ms"] or 0:.1f} '
           f'ms, frames received {summary["frames_received"]}, dropped '
           f'{summary["frames_dropped"]}, refused {summary["frames_refused"]}')

@@ -1,19 +1,9 @@
 """Model + device + dtype + compile: clips in, `Prediction`s out.
 
-Attention summaries (all computed from the LAST block only; every other block keeps the fused
-`scaled_dot_product_attention` path):
-
-* `spatial` (T, H/p, W/p): for each frame, the attention weight the CLS query gives each patch
-  of that frame, averaged over heads. Divided and space-only blocks attend within a frame
-  (CLS plus N patches), so each frame's map sums to 1 minus the CLS token's weight on itself.
-  Joint blocks attend over all T*N patches at once; the map holds the CLS row of that single
-  distribution, split by frame (so all T maps together sum to at most 1).
-* `spatial_last` (H/p, W/p): `spatial` of the last frame of the window (the newest frame).
-* `temporal` (T,): how much the window's frames are used, summing to 1. Divided blocks: the
-  temporal attention matrix (T x T per patch and head) averaged over patches, heads and query
-  frames, i.e. the mean attention each frame receives as a key. Joint blocks: the CLS row's
-  weight on each frame's patches, renormalised to sum to 1. Space-only models average the
-  frames' features uniformly, so their weights are exactly 1/T.
+A prediction carries every class's probability, best first, and the attention summaries of
+the last block (`attention_summary`): `spatial` (T, H/p, W/p), `spatial_last` (the newest
+frame's map) and `temporal` (T,). What they mean, for each attention type, is documented once:
+the README, "Attention summaries: what the numbers mean".
 """
 
 from __future__ import annotations

@@ -125,6 +125,8 @@ INPUT_TOPICS = (
     Topic('in', 'image/compressed', 'sensor_msgs/CompressedImage',
           'instead, with input_transport compressed'),
 )
+# The name of the node's status on /diagnostics.
+DIAGNOSTIC_NAME = 'timesformer: inference'
 DIAGNOSTICS_TOPIC = Topic('out', '/diagnostics', 'diagnostic_msgs/DiagnosticArray',
                           'rates, latency, counters, input watchdog')
 

@@ -25,7 +25,7 @@ from .checkpoints import (
 from .clips import ClipBuffer
 from .engine import Engine, EngineError
 from .interface import (
-    BY_NAME, DIAGNOSTICS_TOPIC, INPUT_TOPICS, PARAMETERS, Topic, help_text)
+    BY_NAME, DIAGNOSTIC_NAME, DIAGNOSTICS_TOPIC, INPUT_TOPICS, PARAMETERS, Topic, help_text)
 from .messages import rclpy_types
 from .model import TimeSformer, preset
 from .outputs import BY_OUTPUT, OUTPUTS, Reporter
@@ -217,7 +217,7 @@ class TimeSformerNode(Node):
         self._log_input_problem(problem)
         self._end_actions_on_silence(snap)
         level, message = health(snap, self.values['failure_error_threshold'], problem)
-        status = DiagnosticStatus(name='timesformer: inference', level=bytes([level]),
+        status = DiagnosticStatus(name=DIAGNOSTIC_NAME, level=bytes([level]),
                                   message=message, hardware_id=str(self.engine.device))
         values = {k: v for k, v in snap.items() if not isinstance(v, dict)}
         values.update({f'refused_{k}': v for k, v in snap['refused_by_reason'].items()})
