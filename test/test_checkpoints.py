@@ -19,10 +19,13 @@ VIDEO_SHAPE = (2, 4, 3, 32, 32)
 
 
 def official_to_hf_name(name: str) -> str:
-    """Official -> transformers parameter name, restated from the sequential string rules of
-    transformers' models/timesformer/convert_timesformer_to_pytorch.py (rename_key and
-    convert_state_dict). Written independently of the package's table so that the test
-    checks it."""
+    """
+    Map an official parameter name to transformers'.
+
+    Restated from the sequential string rules of transformers'
+    models/timesformer/convert_timesformer_to_pytorch.py (rename_key and convert_state_dict),
+    independently of the package's table so that the test checks it.
+    """
     if 'qkv' in name:
         layer = name.split('.')[1]
         part = 'temporal_attention' if 'temporal' in name else 'attention'
@@ -110,11 +113,14 @@ def test_huggingface_preprocessor_normalisation_is_read(tmp_path, make_hf_model)
 
 
 def hf_resized_reference(hf_model, make_hf_model, frames: int, size: int):
-    """The official network for a clip of `frames` frames at `size` px: a transformers model
-    configured for that input, holding `hf_model`'s weights with the position and time
-    embeddings resized by nearest-neighbour interpolation as the official vit.py does at
-    inference. (transformers' own model cannot serve as the reference here: its layers read T
-    from the config, not from the input.)"""
+    """
+    Build the official network for a clip of `frames` frames at `size` px.
+
+    It is a transformers model configured for that input, holding `hf_model`'s weights with
+    the position and time embeddings resized by nearest-neighbour interpolation as the
+    official vit.py does at inference. (transformers' own model cannot serve as the reference
+    here: its layers read T from the config, not from the input.)
+    """
     state = dict(hf_model.state_dict())
     config = hf_model.config
     grid, new_grid = config.image_size // config.patch_size, size // config.patch_size
@@ -134,7 +140,7 @@ def hf_resized_reference(hf_model, make_hf_model, frames: int, size: int):
 
 @pytest.mark.parametrize('attention_type', ATTENTION_TYPES)
 def test_embeddings_resized_at_runtime_as_the_official_code_does(tmp_path, make_hf_model,
-                                                                attention_type):
+                                                                 attention_type):
     hf_model = make_hf_model(attention_type)
     hf_model.save_pretrained(tmp_path)
     model = load_checkpoint(tmp_path).model
@@ -303,7 +309,8 @@ def test_foreign_files_are_named(tmp_path):
         load_checkpoint(text)
     resnet = tmp_path / 'resnet.pth'
     torch.save({'conv1.weight': torch.zeros(8, 3, 7, 7), 'fc.weight': torch.zeros(2, 8)}, resnet)
-    with pytest.raises(CheckpointError, match=r"not a TimeSformer state dict: missing \['cls_token'"):
+    with pytest.raises(CheckpointError,
+                       match=r"not a TimeSformer state dict: missing \['cls_token'"):
         load_checkpoint(resnet)
     lonely = tmp_path / 'w.safetensors'
     lonely.write_bytes(b'\0' * 16)
@@ -334,8 +341,33 @@ def test_mismatched_keys_and_shapes_are_listed_never_loaded_silently(tmp_path, m
     state = official_state_from_hf(make_hf_model(), prefix='')
     state['blocks.1.norm2.weight'] = torch.ones(7)
     torch.save({'model_state': state}, path)
-    with pytest.raises(CheckpointError, match=r'blocks\.1\.norm2\.weight: \(7,\) vs model \(32,\)'):
+    with pytest.raises(CheckpointError,
+                       match=r'blocks\.1\.norm2\.weight: \(7,\) vs model \(32,\)'):
         load_checkpoint(path, num_heads=4)
+
+
+def test_a_state_dict_without_the_mlp_weight_that_sizes_the_mlp_fails_in_one_line(
+        tmp_path, make_hf_model):
+    """Issue 18: the MLP width is read from blocks.0.mlp.fc1.weight; without it a KeyError."""
+    state = official_state_from_hf(make_hf_model(), prefix='model.')
+    del state['model.blocks.0.mlp.fc1.weight']
+    path = tmp_path / 'no_fc1.pyth'
+    torch.save({'model_state': state}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, num_heads=4)
+    message = str(info.value)
+    assert message.startswith(f'{path}: not a TimeSformer state dict: ')
+    assert "missing ['blocks.0.mlp.fc1.weight']" in message and '\n' not in message
+
+
+def test_a_huggingface_config_without_a_size_fails_naming_the_file(tmp_path, make_hf_model):
+    make_hf_model().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / 'config.json').read_text())
+    del config['intermediate_size']
+    (tmp_path / 'config.json').write_text(json.dumps(config))
+    expected = r"config\.json: not a Hugging Face TimesformerConfig: missing \['intermediate_size'"
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(tmp_path)
 
 
 def test_labels_that_do_not_match_the_head(tmp_path, make_hf_model):

