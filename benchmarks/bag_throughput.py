@@ -1,5 +1,6 @@
-"""Offline evaluation throughput: windows/s of `timesformer_bag evaluate` on a synthetic bag,
-next to reading + decoding alone (the bound when the model is not the bottleneck).
+"""Offline evaluation throughput: windows/s of `timesformer_bag evaluate` on a synthetic bag.
+
+Measured next to reading + decoding alone (the bound when the model is not the bottleneck).
 
     python benchmarks/bag_throughput.py                          # embedded tiny model, CPU
     python benchmarks/bag_throughput.py --checkpoint preset:base_8x224 --device cuda

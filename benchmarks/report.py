@@ -1,5 +1,7 @@
-"""Where the benchmark scripts put their figures: benchmarks/results/NAME.json (not committed;
-BENCHMARKS.md quotes them with the command), and the same JSON on stdout."""
+"""Where the benchmark scripts put their figures: benchmarks/results/NAME.json and stdout.
+
+The files are not committed; BENCHMARKS.md quotes them with the command. Stdout gets the same JSON.
+"""
 
 import json
 from pathlib import Path

@@ -1,5 +1,6 @@
-"""Action segments against the truth for a grid of decoder settings: the trade-off between
-onset delay and false segments that picked the node's defaults.
+"""Action segments against the truth for a grid of decoder settings.
+
+The trade-off between onset delay and false segments that picked the node's defaults.
 
     python benchmarks/segments.py                      # 3 bags x 60 s, embedded model, CPU
 
@@ -40,7 +41,7 @@ from timesformer_ros.segments import (  # noqa: E402
 
 def setting(smoothing: str, enter: float, exit: float, duration: float, gap: float,
             tau: float = 0.3, votes: int = 5) -> tuple:
-    """(a name that states every value, the decoder parameters)."""
+    """Return (a name that states every value, the decoder parameters)."""
     how = {'ema': f'ema {tau:g} s', 'vote': f'vote {votes}', 'none': 'none'}[smoothing]
     return (f'{how}, {enter:g}/{exit:g}, {duration:g} s/{gap:g} s',
             dict(smoothing=smoothing, ema_tau_s=tau, vote_windows=votes,

@@ -1,5 +1,6 @@
-"""Start-up of the node: process start -> subscribed -> ready -> first result, and what it is
-made of.
+"""Start-up of the node and what it is made of.
+
+The stages: process start -> subscribed -> ready -> first result.
 
     python benchmarks/startup.py                      # embedded model, CPU, 5 runs
     python benchmarks/startup.py --checkpoint preset:base_8x224 --device cuda
@@ -40,15 +41,17 @@ from timesformer_ros.processes import console_command, keep_dds_on_loopback  # n
 
 
 def interpreter_s(env: dict) -> float:
-    """A bare interpreter's start and exit (`python -c pass`)."""
+    """Time a bare interpreter's start and exit (`python -c pass`)."""
     started = time.monotonic()
     subprocess.run([sys.executable, '-c', 'pass'], env=env, check=True)
     return time.monotonic() - started
 
 
 def import_s(env: dict) -> float:
-    """Importing the node's module, timed inside a fresh interpreter (not its exit, which
-    unloads PyTorch too)."""
+    """Time importing the node's module inside a fresh interpreter.
+
+    Not its exit, which unloads PyTorch too.
+    """
     code = ('import time; t = time.perf_counter(); import timesformer_ros.node; '
             'print(time.perf_counter() - t)')
     return float(subprocess.run([sys.executable, '-c', code], env=env, check=True,

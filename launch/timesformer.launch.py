@@ -1,5 +1,7 @@
 """Launch the timesformer node: parameters from a YAML file plus explicit overrides.
 
+For example:
+
     ros2 launch timesformer_ros timesformer.launch.py image:=/camera/image_raw
     config=$(ros2 pkg prefix timesformer_ros)/share/timesformer_ros/config
     ros2 launch timesformer_ros timesformer.launch.py \

@@ -31,8 +31,10 @@ def _seed():
 
 
 def randomise_(module: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
-    """Give every parameter random values, so zero-initialised parts (temporal_fc, time
-    embeddings) carry signal and a wrong mapping cannot hide behind a zero."""
+    """Give every parameter random values, so a wrong mapping cannot hide behind a zero.
+
+    Zero-initialised parts (temporal_fc, time embeddings) then carry signal too.
+    """
     with torch.no_grad():
         for param in module.parameters():
             param.normal_(0.0, std)
@@ -41,7 +43,7 @@ def randomise_(module: torch.nn.Module, std: float = 0.2) -> torch.nn.Module:
 
 @pytest.fixture
 def make_hf_model():
-    """A randomly initialised transformers TimesformerForVideoClassification (tiny config)."""
+    """Make a randomly initialised transformers TimesformerForVideoClassification (tiny config)."""
     transformers = pytest.importorskip('transformers')
 
     def make(attention_type='divided_space_time', num_labels=5, **overrides):
@@ -131,7 +133,7 @@ def ros():
 
 @pytest.fixture(scope='session')
 def small_checkpoint(tmp_path_factory):
-    """A small random model in the project's format: fast enough for 30 Hz on one core."""
+    """Save a small random model in the project's format: fast enough for 30 Hz on one core."""
     from timesformer_ros.checkpoints import save_checkpoint
     from timesformer_ros.model import TimeSformer, TimeSformerConfig
     torch.manual_seed(0)

@@ -35,8 +35,10 @@ def bags(tmp_path_factory):
 
 
 def expected_windows(count: int, num_frames: int = 8, every: int = 2):
-    """config/timesformer.yaml samples 15 of the 30 frames per second (target_fps 15) and runs
-    at every sampled frame (stride 1) once 8 are held."""
+    """config/timesformer.yaml samples 15 of the 30 frames per second (target_fps 15).
+
+    It runs at every sampled frame (stride 1) once 8 are held.
+    """
     stamps = [START_NS + round(i * 1e9 / FPS) for i in range(count)]
     sampled = stamps[::every]
     return [(sampled[k - num_frames + 1], sampled[k])
@@ -44,8 +46,10 @@ def expected_windows(count: int, num_frames: int = 8, every: int = 2):
 
 
 def segment_key(event):
-    """What identifies a segment: id, class, start, and for an end event its end and the
-    stamp that announced it."""
+    """Return what identifies a segment: id, class and start.
+
+    For an end event, also its end and the stamp that announced it.
+    """
     key = (event['id'], event['class_name'], ns(event['start']))
     return key + (ns(event['end']), ns(event['announced'])) if event['event'] == 'end' else key
 
@@ -158,10 +162,13 @@ def test_unreadable_bag_is_a_one_line_error(tmp_path):
 
 
 def test_replay_into_the_node_matches_offline_evaluation_with_sim_time(bags, ros, tmp_path):
-    """`play` drives the running node as a camera would: with reliable QoS and a rate the CPU
-    sustains, the node publishes the same windows, top-1 labels and action segments as
-    `evaluate`. With --clock and use_sim_time the node's own clock (diagnostics) runs on bag
-    time; the segments use header stamps only, so they are the same either way."""
+    """`play` drives the running node as a camera would.
+
+    With reliable QoS and a rate the CPU sustains, the node publishes the same windows, top-1
+    labels and action segments as `evaluate`. With --clock and use_sim_time the node's own clock
+    (diagnostics) runs on bag time; the segments use header stamps only, so they are the same
+    either way.
+    """
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String

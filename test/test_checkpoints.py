@@ -19,8 +19,7 @@ VIDEO_SHAPE = (2, 4, 3, 32, 32)
 
 
 def official_to_hf_name(name: str) -> str:
-    """
-    Map an official parameter name to transformers'.
+    """Map an official parameter name to transformers'.
 
     Restated from the sequential string rules of transformers'
     models/timesformer/convert_timesformer_to_pytorch.py (rename_key and convert_state_dict),
@@ -113,8 +112,7 @@ def test_huggingface_preprocessor_normalisation_is_read(tmp_path, make_hf_model)
 
 
 def hf_resized_reference(hf_model, make_hf_model, frames: int, size: int):
-    """
-    Build the official network for a clip of `frames` frames at `size` px.
+    """Build the official network for a clip of `frames` frames at `size` px.
 
     It is a transformers model configured for that input, holding `hf_model`'s weights with
     the position and time embeddings resized by nearest-neighbour interpolation as the

@@ -121,8 +121,10 @@ def test_invalid_parameters_raise():
 
 
 def test_the_kinetics_config_samples_as_the_official_8x32_models_were_trained():
-    """config/kinetics400_gpu.yaml on a 30 Hz camera: 8 frames 32 frames apart, one window
-    per sampled frame (0.94 windows/s), as its comment says (it once sampled every 8th)."""
+    """config/kinetics400_gpu.yaml on a 30 Hz camera: 8 frames 32 frames apart.
+
+    One window per sampled frame (0.94 windows/s), as its comment says (it once sampled every 8th).
+    """
     params = read_params_file(REPO / 'config' / 'kinetics400_gpu.yaml')
     buffer = ClipBuffer(8, stride=params['stride'], sample_every=params['sample_every'],
                         target_fps=params['target_fps'], max_gap_s=params['max_gap_s'])

@@ -1,6 +1,8 @@
-"""Action segments live: the node and the synthetic camera as processes over real DDS, the
-truth from the camera's `motion` topic; `~/events`, the latched `~/active`, the stable
-`~/label` against the raw per-window top-1."""
+"""Action segments live: the node and the synthetic camera as processes over real DDS.
+
+The truth from the camera's `motion` topic; `~/events`, the latched `~/active`, the stable
+`~/label` against the raw per-window top-1.
+"""
 
 import json
 import signal
@@ -30,11 +32,13 @@ def changes(sequence):
 
 
 def test_a_60s_stream_gives_one_start_and_one_end_per_true_segment(ros, start_node):
-    """Seed 3's stream is one whose every segment the embedded model reads right offline
-    (`timesformer_bag evaluate` of `record-synthetic --seed 3`: 25 of 25): this checks the
-    live chain (camera, DDS, sampling, decoder, events), not the model. On other seeds the
+    """Seed 3's stream is one whose every segment the embedded model reads right offline.
+
+    Offline, `timesformer_bag evaluate` of `record-synthetic --seed 3` reads 25 of 25: this checks
+    the live chain (camera, DDS, sampling, decoder, events), not the model. On other seeds the
     model misreads some short segments (a 0.77 s moving_left of seed 5 reads as receding);
-    BENCHMARKS.md has the figures over many segments."""
+    BENCHMARKS.md has the figures over many segments.
+    """
     # Reliable QoS and max_gap_s 2: no frame lost and no window restarted when a loaded
     # machine stalls a process, so the node sees the stream as a recording of it would give.
     node = start_node('-p', 'device:=cpu', '-p', 'max_gap_s:=2.0', '-p', 'qos:=reliable',
@@ -109,9 +113,12 @@ def test_a_60s_stream_gives_one_start_and_one_end_per_true_segment(ros, start_no
 
 def test_late_subscribers_get_the_active_actions_and_bad_thresholds_are_refused(ros,
                                                                                 start_node):
-    """A planner that joins late reads from the latched ~/active what one subscribed all
-    along derived from ~/events: the segments started and not ended. When the camera stops,
-    the input watchdog ends them (reason input_timeout) instead of leaving them active."""
+    """A planner that joins late reads the segments started and not ended from ~/active.
+
+    The latched ~/active gives it what one subscribed all along derived from ~/events. When the
+    camera stops, the input watchdog ends them (reason input_timeout) instead of leaving them
+    active.
+    """
     start_node('-p', 'device:=cpu', '-p', 'input_timeout_s:=4.0')
     listener = Listener(ros)
     events = []

@@ -1,5 +1,8 @@
-"""What a robot user meets on the first day: Ctrl-C in a terminal under launch (two SIGINTs),
---help on every program, parameters files, the input watchdog, plain output when piped."""
+"""What a robot user meets on the first day.
+
+Ctrl-C in a terminal under launch (two SIGINTs), --help on every program, parameters files, the
+input watchdog, plain output when piped.
+"""
 
 import signal
 import subprocess
@@ -27,8 +30,11 @@ ESCAPE = '\x1b['
 # -- signals --------------------------------------------------------------------------------------
 
 def catches_sigterm(pid: int) -> bool:
-    """Whether the process has a SIGTERM handler: Python installs none by default, so this is
-    the program's own (entry.take_signals), in place before its heavy imports."""
+    """Whether the process has a SIGTERM handler.
+
+    Python installs none by default, so this is the program's own (entry.take_signals), in place
+    before its heavy imports.
+    """
     for line in Path(f'/proc/{pid}/status').read_text().splitlines():
         if line.startswith('SigCgt:'):
             return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
@@ -38,9 +44,11 @@ def catches_sigterm(pid: int) -> bool:
 @pytest.mark.parametrize('moment, gap_s', [('importing', 0.0), ('start-up', 0.0),
                                            ('running', 0.0), ('running', 0.2)])
 def test_two_sigints_end_the_node_cleanly(ros, start_node, small_checkpoint, moment, gap_s):
-    """Ctrl-C in a terminal under launch: the terminal and launch both send SIGINT, the second
-    while the node shuts down (or, at start-up, while it is still being built, or still
-    importing PyTorch)."""
+    """Ctrl-C in a terminal under launch: the terminal and launch both send SIGINT.
+
+    The second arrives while the node shuts down (or, at start-up, while it is still being built,
+    or still importing PyTorch).
+    """
     node = start_node('-p', f'checkpoint:={small_checkpoint}')
     first_line = ''
     if moment == 'running':
@@ -67,8 +75,11 @@ def test_two_sigints_end_the_node_cleanly(ros, start_node, small_checkpoint, mom
 
 @pytest.mark.parametrize('script', sorted(MODULES))
 def test_help_prints_usage_and_exits_0_without_starting(script):
-    """`--help` and `-h` print usage and return at once: the camera would otherwise publish
-    until killed (the timeout would expire), the node would listen."""
+    """`--help` and `-h` print usage and return at once.
+
+    The camera would otherwise publish until killed (the timeout would expire), the node would
+    listen.
+    """
     for flag in ('--help', '-h'):
         result = subprocess.run(console_script(script) + [flag], capture_output=True,
                                 text=True, timeout=60)

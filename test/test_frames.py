@@ -1,5 +1,7 @@
-"""Frame decoding: every encoding in the table gives the expected RGB pixels; bad frames raise
-a FrameError naming what was wrong. Real sensor_msgs messages."""
+"""Frame decoding: every encoding in the table gives the expected RGB pixels.
+
+Bad frames raise a FrameError naming what was wrong. Real sensor_msgs messages.
+"""
 
 import cv2
 import numpy as np

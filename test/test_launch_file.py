@@ -1,6 +1,8 @@
-"""The launch file under launch itself: a terminal Ctrl-C (SIGINT to launch and the node at once,
-then launch's own SIGINT to the node) ends everything with exit code 0, and a params_file that
-does not exist stops the launch instead of starting the node on its defaults.
+"""The launch file under launch itself: Ctrl-C, and a params_file that does not exist.
+
+A terminal Ctrl-C (SIGINT to launch and the node at once, then launch's own SIGINT to the node)
+ends everything with exit code 0, and a params_file that does not exist stops the launch instead of
+starting the node on its defaults.
 
 Runs where launch_ros is installed and the package is in the ament index (a ROS 2 workspace, or
 upstream launch in a scratch tree: README, Development); skipped here, where launch cannot be

@@ -63,8 +63,7 @@ def test_official_init_zeroes_every_block_that_has_a_zero_init_last():
 
 
 def test_from_scratch_init_makes_the_network_order_sensitive():
-    """
-    Compare the two initialisations' response to reversing the frames.
+    """Compare the two initialisations' response to reversing the frames.
 
     The official init is nearly blind to frame order (uniform temporal attention); the
     from-scratch init is not. This is the difference between learning direction or not.
@@ -144,8 +143,7 @@ def test_reset_classifier_gives_a_fresh_head_of_the_new_size():
 
 
 def test_fresh_divided_model_ignores_frame_order_through_its_temporal_branch():
-    """
-    Check that a fresh model cannot tell frame orders apart.
+    """Check that a fresh model cannot tell frame orders apart.
 
     With temporal_fc zero and no time embedding signal, a fresh model is a per-frame ViT
     averaged over frames: shuffling the frames cannot change the logits.
@@ -259,8 +257,7 @@ def test_tiny_preset_runs_on_cpu():
 
 
 def _counted_attention_flops(config: TimeSformerConfig) -> int:
-    """
-    Count the attention FLOPs of one clip with torch.utils.flop_counter.
+    """Count the attention FLOPs of one clip with torch.utils.flop_counter.
 
     On the meta device scaled_dot_product_attention runs as its two batched matrix products.
     """

@@ -1,5 +1,7 @@
-"""The node as users run it: the console script as a process, real DDS on loopback, its own
-ROS_DOMAIN_ID per test, signals and exit codes."""
+"""The node as users run it: the console script as a process, real DDS on loopback.
+
+Its own ROS_DOMAIN_ID per test, signals and exit codes.
+"""
 
 import json
 import signal
@@ -168,8 +170,10 @@ def test_sigterm_ends_the_node_with_exit_code_0(ros, start_node, small_checkpoin
 
 def test_backpressure_drops_stale_windows_and_accounts_for_every_frame(ros, start_node,
                                                                        tmp_path):
-    """A model far slower than the camera: windows are dropped (latest wins), nothing queues,
-    latency and memory stay bounded, and every frame ends in exactly one counter."""
+    """A model far slower than the camera: windows are dropped (latest wins), nothing queues.
+
+    Latency and memory stay bounded, and every frame ends in exactly one counter.
+    """
     from timesformer_ros.checkpoints import save_checkpoint
     from timesformer_ros.model import TimeSformer, TimeSformerConfig
     slow = TimeSformerConfig(img_size=96, patch_size=8, num_frames=8, embed_dim=128, depth=6,

@@ -1,7 +1,10 @@
-"""Property tests (hypothesis): the clip buffer never mixes or reorders frames, and the frame
-decoder returns RGB or a FrameError for any message. They skip, with the reason, where
-hypothesis is not installed (a robot's `colcon test` without python3-hypothesis); the
-deterministic tests of the same modules run everywhere."""
+"""Property tests (hypothesis) of the clip buffer and the frame decoder.
+
+The clip buffer never mixes or reorders frames, and the frame decoder returns RGB or a FrameError
+for any message. They skip, with the reason, where hypothesis is not installed (a robot's
+`colcon test` without python3-hypothesis); the deterministic tests of the same modules run
+everywhere.
+"""
 
 import numpy as np
 import pytest

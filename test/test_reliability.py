@@ -1,5 +1,7 @@
-"""Bad input, faults and sustained load: the node stays up, refuses what is broken, says why,
-and accounts for every frame."""
+"""Bad input, faults and sustained load: the node stays up, refuses what is broken, says why.
+
+It also accounts for every frame.
+"""
 
 import json
 import os
@@ -203,9 +205,12 @@ SOAK_RATE = float(os.environ.get('TIMESFORMER_SOAK_RATE', '400'))
 
 
 def test_soak_memory_accounting_and_no_backlog(ros, small_checkpoint):
-    """SOAK_FRAMES frames at SOAK_RATE Hz, far faster than the model serves (3000 in CI; the
-    documented long run sets TIMESFORMER_SOAK_FRAMES=20000): resident memory stays flat after
-    warm-up, every frame is accounted for, and at most one window ever waits."""
+    """SOAK_FRAMES frames at SOAK_RATE Hz, far faster than the model serves.
+
+    SOAK_FRAMES is 3000 in CI; the documented long run sets TIMESFORMER_SOAK_FRAMES=20000. Resident
+    memory stays flat after warm-up, every frame is accounted for, and at most one window ever
+    waits.
+    """
     node = NodeProcess(ros, '-p', f'checkpoint:={small_checkpoint}', '-p', 'target_fps:=0.0',
                        '-p', 'qos:=reliable', '-p', 'qos_depth:=2000', '-p',
                        'max_gap_s:=5.0', '-p', 'diagnostics_period_s:=0.2')

@@ -1,5 +1,7 @@
-"""The temporal decoder on hand-made score sequences, and the segment metrics on hand-made
-segments: hysteresis edges, gaps, resets, runtime changes, smoothing."""
+"""The temporal decoder on hand-made score sequences, the segment metrics on hand-made segments.
+
+Hysteresis edges, gaps, resets, runtime changes, smoothing.
+"""
 
 import math
 
@@ -25,8 +27,11 @@ def window(i, epoch=0, reset=None, t0=0):
 
 
 def probs(left, split=False):
-    """Softmax-like scores with `left` for class 1, the rest on class 0 (or, with `split`,
-    shared by classes 0 and 2, so that no other class reaches 0.5 while left >= 0)."""
+    """Softmax-like scores with `left` for class 1, the rest on class 0.
+
+    With `split`, the rest is shared by classes 0 and 2 instead, so that no other class reaches 0.5
+    while left >= 0.
+    """
     rest = 1.0 - left
     return np.array([rest / 2, left, rest / 2]) if split else np.array([rest, left, 0.0])
 
@@ -69,9 +74,11 @@ def test_hysteresis_edges_start_after_min_duration_and_end_after_min_gap():
 
 
 def test_classes_are_decoded_independently_so_a_change_of_motion_may_overlap():
-    """No class ends another: at a change of motion the new action may start before the old
-    one's min_gap_s has run out (replacing fading actions instead split real ones at brief
-    misreads: BENCHMARKS.md). The stable label follows the best current score."""
+    """No class ends another; the stable label follows the best current score.
+
+    At a change of motion the new action may start before the old one's min_gap_s has run out
+    (replacing fading actions instead split real ones at brief misreads: BENCHMARKS.md).
+    """
     decoder = ActionDecoder(LABELS, PLAIN)
     events = run(decoder, [0.9, 0.9, 0.9, 0.9, 0.5, 0.45, 0.4, 0.35, 0.35, 0.3, 0.2])
     changes = [(i, e['event'], e['class_name'], e.get('reason')) for i, e in events]
@@ -228,7 +235,7 @@ def test_segments_from_end_events_round_trip():
 
 def test_published_json_follows_the_documented_schemas():
     jsonschema = pytest.importorskip('jsonschema')
-    from timesformer_ros.results import ACTIVE_SCHEMA, EVENT_SCHEMA, active_dict
+    from timesformer_ros.outputs import ACTIVE_SCHEMA, EVENT_SCHEMA, active_dict
     decoder = ActionDecoder(LABELS, PLAIN)
     events = [e for _, e in run(decoder, [0.9] * 6 + [0.1] * 5)]
     events += decoder.close_all('end_of_bag')

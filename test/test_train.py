@@ -128,8 +128,7 @@ def test_training_on_a_folder_of_labelled_clips(tmp_path):
 
 
 def write_clips(root, classes, per_class=2):
-    """
-    Write `per_class` synthetic clips (10 frames of 40 px) under root/<name>/.
+    """Write `per_class` synthetic clips (10 frames of 40 px) under root/<name>/.
 
     `classes` maps a folder name to the synthetic motion its clips show.
     """

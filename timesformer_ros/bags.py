@@ -1,4 +1,4 @@
-"""Rosbag reading and writing, offline evaluation, replay. `timesformer_bag`:
+"""Rosbag reading and writing, offline evaluation, replay (`timesformer_bag`).
 
     timesformer_bag topics BAG
     timesformer_bag evaluate BAG --topic /camera/image_raw [--checkpoint C] [--truth T]
@@ -81,8 +81,10 @@ def list_topics(path: Path) -> dict:
 
 
 def check_topic(topics: dict, topic: str, types: Sequence[str], path: Path) -> int:
-    """Raise BagError unless `topic` is in `topics` ({topic: (type, count)}) with one of
-    `types`; returns its message count."""
+    """Raise BagError unless `topic` is in `topics` with one of `types`; return its count.
+
+    `topics` is {topic: (type, count)}; the count returned is the message count.
+    """
     if topic not in topics:
         raise BagError(f'{path}: no topic {topic!r} (topics: {sorted(topics)})')
     msgtype, count = topics[topic]
@@ -106,8 +108,10 @@ def _mcap_file(path: Path) -> Optional[Path]:
 
 
 def _stream_mcap(path: Path, topic: str, types: Sequence[str]) -> Iterator[tuple]:
-    """Read an MCAP file record by record, without its summary: a recording that was cut off
-    (no footer) is read up to where it breaks off."""
+    """Read an MCAP file record by record, without its summary.
+
+    A recording that was cut off (no footer) is read up to where it breaks off.
+    """
     from mcap.records import Channel, Message, Schema
     from mcap.stream_reader import StreamReader
     store = _typestore()
@@ -139,9 +143,12 @@ def _stream_mcap(path: Path, topic: str, types: Sequence[str]) -> Iterator[tuple
 
 
 def iter_messages(path: Path, topic: str, types: Sequence[str]) -> Iterator[tuple]:
-    """(bag time ns, message) of `topic` in bag order. A bag that breaks off part-way raises
-    BagError after yielding everything that could be read, with the count in `read`; an MCAP
-    file cut off before its footer is read record by record up to the break."""
+    """(bag time ns, message) of `topic` in bag order.
+
+    A bag that breaks off part-way raises BagError after yielding everything that could be read,
+    with the count in `read`; an MCAP file cut off before its footer is read record by record up to
+    the break.
+    """
     try:
         reader = open_reader(path)
     except BagError:
@@ -204,9 +211,11 @@ def read_truth(source: str, bag: Path, frame_times: dict) -> dict:
 
 @dataclass
 class Evaluation:
-    """What `evaluate` runs: the bag and image topic, the node's parameters file (its defaults
-    without one), the checkpoint (the parameters file's, else the embedded model) and the
-    truth (a String topic of the bag or a CSV file)."""
+    """What `evaluate` runs: the bag and image topic, parameters file, checkpoint and truth.
+
+    The node's parameters file (its defaults without one), the checkpoint (the parameters file's,
+    else the embedded model) and the truth (a String topic of the bag or a CSV file).
+    """
 
     bag: Path
     topic: str
@@ -220,8 +229,11 @@ class Evaluation:
 
 @dataclass
 class EvaluationOutputs:
-    """Where `evaluate` writes, each optional: JSON lines of `~/classification`, a rosbag2 of
-    the node's output topics, completed action segments as JSON lines, a confusion PNG."""
+    """Where `evaluate` writes, each optional.
+
+    JSON lines of `~/classification`, a rosbag2 of the node's output topics, completed action
+    segments as JSON lines, a confusion PNG.
+    """
 
     jsonl: Optional[Path] = None
     bag: Optional[Path] = None
@@ -230,8 +242,10 @@ class EvaluationOutputs:
 
 
 def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs()) -> dict:
-    """Run the node's windowing, model and outputs over a bag. Returns a summary; raises
-    BagError (with what was evaluated so far already written) when the bag breaks off."""
+    """Run the node's windowing, model and outputs over a bag; return a summary.
+
+    Raises BagError (with what was evaluated so far already written) when the bag breaks off.
+    """
     from .checkpoints import embedded_checkpoint
     from .engine import Engine
     bag, topic = run.bag, run.topic
@@ -391,9 +405,11 @@ def draw_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path, accura
 
 
 class ResultWriter:
-    """What `evaluate` writes (`EvaluationOutputs`): JSON lines, completed segments, and a
-    rosbag2 with the node's output topics (`outputs.OUTPUTS`, as the node publishes them under
-    `ns`) at the original stamps; latched outputs are written once, at the first window."""
+    """What `evaluate` writes (`EvaluationOutputs`): JSON lines, completed segments, a rosbag2.
+
+    The rosbag2 holds the node's output topics (`outputs.OUTPUTS`, as the node publishes them under
+    `ns`) at the original stamps; latched outputs are written once, at the first window.
+    """
 
     def __init__(self, outputs: EvaluationOutputs, labels: Sequence[str], values: dict,
                  ns: str = '/timesformer'):
@@ -435,7 +451,7 @@ class ResultWriter:
                                self.store.serialize_cdr(msg, output.msgtype))
 
     def _connection(self, output):
-        """The bag's connection of `output`, added at its first message."""
+        """Return the bag's connection of `output`, added at its first message."""
         if output.name not in self.connections:
             self.connections[output.name] = self.bag.add_connection(
                 f'{self.ns}/{output.name}', output.msgtype, typestore=self.store)
@@ -456,7 +472,7 @@ def record_synthetic(out: Path, storage: str = 'sqlite3', seconds: float = 20.0,
                      topic: str = '/camera/image_raw', truth_topic: str = '/motion',
                      start_ns: int = 1_700_000_000_000_000_000,
                      script: Optional[Sequence[str]] = None) -> int:
-    """A rosbag2 of the synthetic camera and its truth topic. Returns the frame count."""
+    """Write a rosbag2 of the synthetic camera and its truth topic; return the frame count."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from .synthetic import SyntheticStream
     plugin = {'sqlite3': StoragePlugin.SQLITE3, 'mcap': StoragePlugin.MCAP}.get(storage)

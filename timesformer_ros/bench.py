@@ -1,5 +1,4 @@
-"""
-timesformer_bench: this engine against transformers' TimesformerForVideoClassification.
+"""timesformer_bench: this engine against transformers' TimesformerForVideoClassification.
 
     timesformer_bench                          # tiny preset on the CPU (under a minute)
     timesformer_bench --preset base_8x224      # on a GPU: bf16 + torch.compile vs transformers

@@ -1,5 +1,7 @@
-"""timesformer_synthetic_camera: an endless synthetic camera, to run the node without one or to
-check the wiring on a robot (what the node receives, what it publishes).
+"""timesformer_synthetic_camera: an endless synthetic camera.
+
+Use it to run the node without a camera or to check the wiring on a robot (what the node receives,
+what it publishes).
 
 Publishes `image` (sensor_msgs/Image) at `rate` Hz and, for every frame, the true motion on
 `motion` (std_msgs/String holding JSON {"stamp": {"sec", "nanosec"}, "frame_id", "label"}),
@@ -46,7 +48,7 @@ frame, to run the node without a camera or to check a robot's wiring."""
 
 
 def encode(rgb: np.ndarray, encoding: str) -> np.ndarray:
-    """The pixels of an RGB frame in one of `ENCODINGS`."""
+    """Return the pixels of an RGB frame in one of `ENCODINGS`."""
     if encoding == 'bgr8':
         return rgb[..., ::-1]
     if encoding == 'mono8':

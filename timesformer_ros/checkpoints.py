@@ -1,5 +1,4 @@
-"""
-Reading and writing TimeSformer weights in every supported format, and label lists.
+"""Reading and writing TimeSformer weights in every supported format, and label lists.
 
 Supported sources (detected by `detect_format`):
 
@@ -176,8 +175,7 @@ def _official_keys(config: TimeSformerConfig) -> list:
 
 def config_from_state_dict(state_dict: dict, num_heads: Optional[int] = None,
                            **overrides) -> TimeSformerConfig:
-    """
-    Infer the architecture from official-named weights.
+    """Infer the architecture from official-named weights.
 
     The number of heads is not recorded in the weights; every official model uses 64-dim
     heads (ViT-B: 768 / 12), which is the default when `num_heads` is not given.
@@ -252,8 +250,7 @@ def config_from_hf(hf_config: dict, **overrides) -> TimeSformerConfig:
 # -- embedding resizing -------------------------------------------------------------------
 
 def resize_embeddings(state_dict: dict, config: TimeSformerConfig) -> dict:
-    """
-    Resize `pos_embed` and `time_embed` to `config` (nearest, in float32, logged).
+    """Resize `pos_embed` and `time_embed` to `config` (nearest, in float32, logged).
 
     Nearest-neighbour is what the official code uses when T or the resolution change. Returns
     a new dict; the input is not modified.
@@ -494,8 +491,7 @@ _READERS = {
 
 def load_checkpoint(path: PathLike, labels: Union[None, PathLike, Sequence[str]] = None,
                     **config_overrides) -> Checkpoint:
-    """
-    Load any supported checkpoint into a `Checkpoint` (model in eval mode, on the CPU).
+    """Load any supported checkpoint into a `Checkpoint` (model in eval mode, on the CPU).
 
     `labels` (a list, or a labels file) replaces the checkpoint's own labels. Config overrides
     (for example `num_frames=16`) change the architecture the weights are loaded into;
@@ -562,8 +558,7 @@ def save_checkpoint(path: PathLike, model: TimeSformer, labels: Sequence[str],
 # -- timm ViT -> TimeSformer ----------------------------------------------------------------
 
 def load_vit_weights_into_timesformer(model: TimeSformer, vit, include_head: bool = True):
-    """
-    Initialise `model` from a timm VisionTransformer or its state dict.
+    """Initialise `model` from a timm VisionTransformer or its state dict.
 
     This is how the official code initialises TimeSformer from ImageNet ViT weights.
 

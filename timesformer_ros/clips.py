@@ -32,8 +32,10 @@ NS = 1_000_000_000
 @dataclass(frozen=True)
 class Window:
     """T sampled frames in order, with their stamps (ns) and the frame_id they share.
-    `epoch` counts the buffer's resets before it and `reset` names the latest one, so a
-    consumer that sees only some windows still knows that the stream restarted and why."""
+
+    `epoch` counts the buffer's resets before it and `reset` names the latest one, so a consumer
+    that sees only some windows still knows that the stream restarted and why.
+    """
 
     frames: tuple
     stamps: tuple

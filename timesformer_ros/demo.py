@@ -199,8 +199,11 @@ def _event_text(event: dict) -> str:
 
 
 def _segment_metrics(events: list, truth: dict, rows: list) -> dict:
-    """The actions against the true segments over the span the node saw (from its first
-    window's first frame); an action still active at the end runs to the last window."""
+    """Score the actions against the true segments over the span the node saw.
+
+    The span starts at the node's first window's first frame; an action still active at the end
+    runs to the last window.
+    """
     from .segments import from_events, runs, segment_metrics
     first = dict_ns(rows[0][0]['window']['start'])
     last = dict_ns(rows[-1][0]['window']['end'])
@@ -210,8 +213,10 @@ def _segment_metrics(events: list, truth: dict, rows: list) -> dict:
 
 
 def _picture(rows, frames: dict, out_dir: Path, checkpoint: Optional[str]) -> Optional[Path]:
-    """Re-run the window whose frames were all received through the engine for its per-frame
-    attention (the node publishes the last frame's map only), and draw it."""
+    """Re-run the window whose frames were all received through the engine, and draw it.
+
+    It is re-run for its per-frame attention (the node publishes the last frame's map only).
+    """
     from .checkpoints import embedded_checkpoint
     from .engine import Engine
     from .frames import decode

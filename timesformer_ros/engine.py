@@ -58,9 +58,10 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3     # glibc <malloc.h>
 
 
 def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 256 << 20) -> bool:
-    """Make glibc keep freed activation buffers for the next inference (Linux/glibc only;
-    elsewhere a no-op returning False). Process-wide; resident memory then stays at its peak
-    instead of breathing.
+    """Make glibc keep freed activation buffers for the next inference.
+
+    Linux/glibc only; elsewhere a no-op returning False. Process-wide; resident memory then stays
+    at its peak instead of breathing.
 
     By default glibc serves blocks above its mmap threshold with fresh mmaps and trims the
     heap after frees, so every CPU forward pass page-faults its activations in again. Tiny
@@ -197,8 +198,10 @@ class Engine:
         return out
 
     def infer(self, clips: Sequence[Sequence[torch.Tensor]], with_attention: bool = True) -> list:
-        """Predictions for clips given as sequences of T preprocessed frames (3, S, S), e.g.
-        `Window.frames`; several clips (cameras) run as one batch."""
+        """Predictions for clips given as sequences of T preprocessed frames (3, S, S).
+
+        A clip is e.g. `Window.frames`; several clips (cameras) run as one batch.
+        """
         video = torch.stack([torch.stack(list(frames)) for frames in clips])
         return self.infer_tensor(video, with_attention)
 

@@ -1,6 +1,9 @@
-"""Console entry points of the ROS programs. They take SIGINT and SIGTERM over before anything
-heavy is imported (PyTorch alone takes about 1.5 s), so a Ctrl-C at any moment of the start
-ends the program cleanly; `spin.run_node` sees the request and does not start."""
+"""Console entry points of the ROS programs.
+
+They take SIGINT and SIGTERM over before anything heavy is imported (PyTorch alone takes about
+1.5 s), so a Ctrl-C at any moment of the start ends the program cleanly; `spin.run_node` sees the
+request and does not start.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,14 @@ import signal
 
 
 class StopRequests:
-    """The Python SIGINT/SIGTERM handler. Once rclpy is initialised, its own handler does the
-    stopping (it shuts the context down, which wakes and ends the executor) and then calls this
-    one, which only notes the request: raising KeyboardInterrupt here could land anywhere, in a
-    constructor whose node then cannot be destroyed, or in the middle of the cleanup, and a
-    second signal (the terminal's and launch's SIGINT arrive together) would do it again."""
+    """The Python SIGINT/SIGTERM handler.
+
+    Once rclpy is initialised, its own handler does the stopping (it shuts the context down, which
+    wakes and ends the executor) and then calls this one, which only notes the request: raising
+    KeyboardInterrupt here could land anywhere, in a constructor whose node then cannot be
+    destroyed, or in the middle of the cleanup, and a second signal (the terminal's and launch's
+    SIGINT arrive together) would do it again.
+    """
 
     def __init__(self):
         self.requested = False

@@ -50,8 +50,11 @@ class FrameKey:
 
 
 def frame_key(msg) -> FrameKey:
-    """The encoding and size a message claims (compressed images: format and decoded size
-    are only known after decoding, so `decode` returns the key it found)."""
+    """Return the encoding and size a message claims.
+
+    For compressed images, format and decoded size are only known after decoding, so `decode`
+    returns the key it found.
+    """
     return FrameKey(str(msg.encoding), int(msg.height), int(msg.width))
 
 
@@ -92,8 +95,10 @@ def _check_size(height: int, width: int, encoding: str):
 
 
 def _packed_rows(msg, bytes_per_pixel: int, rows: int = 0) -> np.ndarray:
-    """The image bytes without row padding, as (rows, width * bytes_per_pixel); `rows`
-    defaults to the image height."""
+    """Return the image bytes without row padding, as (rows, width * bytes_per_pixel).
+
+    `rows` defaults to the image height.
+    """
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     rows = rows or height
     row = width * bytes_per_pixel
@@ -173,7 +178,7 @@ def decode(msg) -> tuple:
 
 
 def centre_square(rgb: np.ndarray) -> np.ndarray:
-    """The central square of a frame, its side the shorter side: what the model sees."""
+    """Return the central square of a frame, its side the shorter side: what the model sees."""
     height, width = rgb.shape[:2]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
@@ -181,7 +186,7 @@ def centre_square(rgb: np.ndarray) -> np.ndarray:
 
 
 def resize_and_crop(rgb: np.ndarray, size: int) -> np.ndarray:
-    """The central square of the frame (side = the shorter side) resized to size x size.
+    """Return the central square of the frame (side = the shorter side) resized to size x size.
 
     The same as resizing the shorter side to `size` and centre-cropping, but cropping first
     is exact at the crop's edges and resizes fewer pixels.
@@ -195,8 +200,10 @@ def resize_and_crop(rgb: np.ndarray, size: int) -> np.ndarray:
 
 
 class Normaliser:
-    """uint8 (..., H, W, 3) RGB -> normalised (..., 3, H, W) in `dtype` on `device`:
-    (pixel / 255 - mean) / std per channel."""
+    """uint8 (..., H, W, 3) RGB -> normalised (..., 3, H, W) in `dtype` on `device`.
+
+    Normalised as (pixel / 255 - mean) / std per channel.
+    """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float],
                  device: torch.device | str = 'cpu', dtype: torch.dtype = torch.float32):

@@ -1,6 +1,7 @@
-"""What the programs offer, as plain data: parameters (name, default, rule, description) and
-input topics. No rclpy here: the node adds ROS descriptors to these (`spin.declare`), and the bag
-tools, the demo and `--help` read them without starting ROS.
+"""What the programs offer, as plain data: parameters and input topics.
+
+A parameter is (name, default, rule, description). No rclpy here: the node adds ROS descriptors to
+these (`spin.declare`), and the bag tools, the demo and `--help` read them without starting ROS.
 
 `config/timesformer.yaml` restates the node's defaults for users to copy and edit; a test keeps
 the two equal, so the node started without a params file behaves as the shipped config.
@@ -26,7 +27,7 @@ class Param:
     choices: tuple = ()
 
     def check(self, value) -> Optional[str]:
-        """A reason why `value` is invalid, or None."""
+        """Return a reason why `value` is invalid, or None."""
         if self.choices and value not in self.choices:
             return f'{self.name} must be one of {list(self.choices)}, got {value!r}'
         if self.low is not None and not (self.low <= value <= self.high):
@@ -34,8 +35,10 @@ class Param:
         return None
 
     def rule(self) -> str:
-        """The rule as users read it: choices or range, and whether it can change at run
-        time."""
+        """Return the rule as users read it.
+
+        The choices or range, and whether it can change at run time.
+        """
         parts = []
         if self.choices:
             parts.append('one of ' + '|'.join(self.choices))
@@ -136,8 +139,11 @@ def defaults(params: Sequence[Param] = PARAMETERS) -> dict:
 
 
 def read_params_file(path: Optional[Path], node_name: str = 'timesformer') -> dict:
-    """The parameters a ROS 2 parameters file gives `node_name` (`/**` or the node's name),
-    over the declared defaults (all of them without a file)."""
+    """Return the parameters a ROS 2 parameters file gives `node_name`, over the defaults.
+
+    The file's parameters under `/**` or the node's name go over the declared defaults (all of them
+    without a file).
+    """
     values = defaults()
     if not path:
         return values

@@ -34,7 +34,7 @@ def split_ns(ns: int) -> tuple:
 
 
 def stamp_dict(ns: int) -> dict:
-    """A stamp as it appears in the JSON topics: `{"sec", "nanosec"}`."""
+    """Return a stamp as it appears in the JSON topics: `{"sec", "nanosec"}`."""
     sec, nanosec = split_ns(ns)
     return {'sec': sec, 'nanosec': nanosec}
 
@@ -50,22 +50,27 @@ def is_compressed(msg) -> bool:
 
 
 class MessageTypes:
-    """Builds messages of one library: `classes` maps a ROS type name to its class, `data`
-    turns a numpy array into what that library's uint8[] fields take."""
+    """Builds messages of one library.
+
+    `classes` maps a ROS type name to its class, `data` turns a numpy array into what that
+    library's uint8[] fields take.
+    """
 
     def __init__(self, classes: Callable[[str], type], data: Callable[[np.ndarray], Any]):
         self.classes = classes
         self.to_data = data
 
     def header(self, ns: int, frame_id: str):
-        """A std_msgs/Header stamped `ns`."""
+        """Return a std_msgs/Header stamped `ns`."""
         sec, nanosec = split_ns(ns)
         return self.classes(HEADER)(stamp=self.classes(TIME)(sec=sec, nanosec=nanosec),
                                     frame_id=frame_id)
 
     def image(self, header, pixels: np.ndarray, encoding: str):
-        """A sensor_msgs/Image of an (H, W) or (H, W, C) array with packed rows, little
-        endian."""
+        """Return a sensor_msgs/Image of an (H, W) or (H, W, C) array.
+
+        The image has packed rows and is little endian.
+        """
         pixels = np.ascontiguousarray(pixels)
         if pixels.dtype.byteorder == '>':
             pixels = pixels.astype(pixels.dtype.newbyteorder('<'))
@@ -75,7 +80,7 @@ class MessageTypes:
             step=pixels[0].nbytes if height else 0, data=self.to_data(pixels))
 
     def string(self, text: str):
-        """A std_msgs/String."""
+        """Return a std_msgs/String."""
         return self.classes(STRING)(data=text)
 
 
@@ -97,8 +102,10 @@ def bag_types(store) -> MessageTypes:
 
 
 def convert_image(msg, types: MessageTypes):
-    """An Image or CompressedImage message of one library as the same message of another
-    (replaying a bag's frames with rclpy)."""
+    """Convert an Image or CompressedImage message of one library to another library's.
+
+    It becomes the same message of the other library (replaying a bag's frames with rclpy).
+    """
     data = np.asarray(msg.data, dtype=np.uint8)
     header = types.header(stamp_ns(msg.header), msg.header.frame_id)
     if is_compressed(msg):

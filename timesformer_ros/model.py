@@ -1,5 +1,4 @@
-"""
-TimeSformer (Bertasius et al., ICML 2021): the network only.
+"""TimeSformer (Bertasius et al., ICML 2021): the network only.
 
 The maths follows the official facebookresearch/TimeSformer `timesformer/models/vit.py` exactly:
 
@@ -130,8 +129,7 @@ def preset(name: str, **overrides) -> TimeSformerConfig:
 
 
 class PatchEmbed(nn.Module):
-    """
-    Frames to patch embeddings: (B, C, H, W) -> (B, N, D), as timm's `PatchEmbed`.
+    """Frames to patch embeddings: (B, C, H, W) -> (B, N, D), as timm's `PatchEmbed`.
 
     One convolution with kernel and stride `patch_size`; the N = (H/p) * (W/p) patches are in
     row-major order, with H and W read from the input.
@@ -151,8 +149,7 @@ class PatchEmbed(nn.Module):
 
 
 class Attention(nn.Module):
-    """
-    Multi-head self-attention with a fused and an explicit path of identical maths.
+    """Multi-head self-attention with a fused and an explicit path of identical maths.
 
     The fused path (`F.scaled_dot_product_attention`) runs by default. The explicit softmax path
     runs only when `need_weights` is set, and then also returns the attention weights
@@ -191,8 +188,7 @@ class Mlp(nn.Module):
 
 
 class BlockWeights(NamedTuple):
-    """
-    Attention weights of one block, as computed by the explicit path.
+    """Attention weights of one block, as computed by the explicit path.
 
     spatial: (B*T, heads, 1+N, 1+N) for divided and space-only blocks (row/column 0 is the CLS
         token), (B, heads, 1+T*N, 1+T*N) for joint blocks (patch tokens frame-major).
@@ -222,8 +218,7 @@ class Block(nn.Module):
 
 
 class DividedBlock(Block):
-    """
-    Divided space-time block: temporal attention, then spatial attention, then the MLP.
+    """Divided space-time block: temporal attention, then spatial attention, then the MLP.
 
     Input and output: (B, 1 + T*N, D), the CLS token first, patch tokens frame-major.
     """
@@ -272,8 +267,7 @@ def _init_official(module: nn.Module):
 
 
 class TimeSformer(nn.Module):
-    """
-    TimeSformer video classifier taking video as (B, T, C, H, W).
+    """TimeSformer video classifier taking video as (B, T, C, H, W).
 
     T, H and W are read from the input; the learned space and time embeddings are resized by
     nearest-neighbour interpolation when they differ from the configuration (as the official
@@ -303,8 +297,7 @@ class TimeSformer(nn.Module):
     # -- initialisation --------------------------------------------------------------------
 
     def reset_parameters(self):
-        """
-        Initialise the parameters as the official code does.
+        """Initialise the parameters as the official code does.
 
         Truncated normal (std 0.02) for linear layers and the CLS and position embeddings,
         unit layer norms, zero biases and time embedding, and the last layer of every block
@@ -326,8 +319,7 @@ class TimeSformer(nn.Module):
 
     def init_weights(self, scheme: str = 'official', embed_std: float = 1.0,
                      temporal_qkv_std: float = 0.3) -> 'TimeSformer':
-        """
-        Initialise the parameters by `scheme`, 'official' or 'scratch'; return the model.
+        """Initialise the parameters by `scheme`, 'official' or 'scratch'; return the model.
 
         'official' is `reset_parameters`, made for starting from a pretrained ViT. From
         scratch it leaves the network blind to frame order: temporal attention starts uniform
@@ -411,8 +403,7 @@ class TimeSformer(nn.Module):
         return rearrange(time, '1 d t -> 1 t d')
 
     def embed(self, video: torch.Tensor) -> torch.Tensor:
-        """
-        Add position and time embeddings to the patch embeddings, CLS token first.
+        """Add position and time embeddings to the patch embeddings, CLS token first.
 
         Returns (B, 1 + T*N, D) for divided and joint attention, (B*T, 1 + N, D) for
         space-only attention.
@@ -445,8 +436,7 @@ class TimeSformer(nn.Module):
         return self.norm(x), weights
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
-        """
-        Encode video (B, T, C, H, W) into final-norm tokens (B, 1 + L, D), the CLS token first.
+        """Encode video (B, T, C, H, W) into final-norm tokens (B, 1 + L, D), the CLS token first.
 
         L = T*N patch tokens (frame-major) for divided and joint attention; for space-only
         attention the frames' tokens are averaged first, as the official code does, so L = N.
@@ -464,8 +454,7 @@ class TimeSformer(nn.Module):
         return self.forward_head(self.forward_features(video))
 
     def forward_with_attention(self, video: torch.Tensor, blocks: Optional[set] = None):
-        """
-        Compute logits and the attention weights of `blocks` (default: the last block only).
+        """Compute logits and the attention weights of `blocks` (default: the last block only).
 
         Returns (logits, {block index: BlockWeights}). Those blocks run the explicit attention
         path, every other block the fused one; the logits equal `forward`'s.
@@ -477,8 +466,7 @@ class TimeSformer(nn.Module):
 
 
 def attention_flops(config: TimeSformerConfig, num_frames: Optional[int] = None) -> int:
-    """
-    Count the FLOPs of the attention products QK^T and AV of one clip, analytically.
+    """Count the FLOPs of the attention products QK^T and AV of one clip, analytically.
 
     Query-key pairs per block: divided N*T^2 (temporal) + T*(N+1)^2 (spatial), so O(NT(N+T));
     joint (NT+1)^2, so O((NT)^2); space-only T*(N+1)^2. Each pair costs embed_dim

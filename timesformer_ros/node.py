@@ -1,7 +1,8 @@
-"""The rclpy node `timesformer`: parameters, subscriptions, publishers. Wiring only; the work
-is in `pipeline.py` (frames -> windows -> worker), `engine.py` and `outputs.py`; the parameters
-and topics are tables (`interface.PARAMETERS`, `outputs.OUTPUTS`; `timesformer_node --help`
-prints them).
+"""The rclpy node `timesformer`: parameters, subscriptions, publishers.
+
+Wiring only; the work is in `pipeline.py` (frames -> windows -> worker), `engine.py` and
+`outputs.py`; the parameters and topics are tables (`interface.PARAMETERS`, `outputs.OUTPUTS`;
+`timesformer_node --help` prints them).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def load_engine(values: dict, logger) -> Engine:
 
 
 def _qos_profiles() -> dict:
-    """The QoS of each kind of output (`outputs.QOS`)."""
+    """Return the QoS of each kind of output (`outputs.QOS`)."""
     latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -144,8 +145,10 @@ class TimeSformerNode(Node):
                                                  f'at {job.window.end} ns, skipped: {exc!r}')
 
     def _validate_parameters(self, params) -> SetParametersResult:
-        """On-set: refuse with a reason, no side effects (rclpy itself refuses read-only ones
-        and values outside the descriptors' ranges)."""
+        """On-set: refuse with a reason, no side effects.
+
+        rclpy itself refuses read-only ones and values outside the descriptors' ranges.
+        """
         for param in params:
             spec = BY_NAME.get(param.name)
             if spec is None:
@@ -199,8 +202,10 @@ class TimeSformerNode(Node):
                 raise
 
     def _end_actions_on_silence(self, snap: dict):
-        """No frame for input_timeout_s: what was active has ended as far as anyone can tell
-        (reason input_timeout), instead of staying active until frames come back."""
+        """No frame for input_timeout_s: what was active has ended as far as anyone can tell.
+
+        It ends (reason input_timeout) instead of staying active until frames come back.
+        """
         timeout = self.values['input_timeout_s']
         if not timeout or snap['input_silence_s'] < timeout:
             return

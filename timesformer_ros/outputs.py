@@ -1,8 +1,9 @@
-"""What the package publishes, as data: one row per output topic (`OUTPUTS`: name, type, QoS,
-builder), the `Reporter` that turns each window's prediction into a `WindowResult`, and the
-JSON the topics carry. No rclpy here: the node and `timesformer_bag evaluate --out-bag` both
-walk `OUTPUTS` with their own message classes (`messages.MessageTypes`), so a new output is one
-row, one builder and one test.
+"""What the package publishes, as data: output topics, the `Reporter` and the topics' JSON.
+
+One row per output topic (`OUTPUTS`: name, type, QoS, builder), the `Reporter` that turns each
+window's prediction into a `WindowResult`, and the JSON the topics carry. No rclpy here: the node
+and `timesformer_bag evaluate --out-bag` both walk `OUTPUTS` with their own message classes
+(`messages.MessageTypes`), so a new output is one row, one builder and one test.
 
 The JSON Schemas of the three JSON topics (`JSON_SCHEMA`, `EVENT_SCHEMA`, `ACTIVE_SCHEMA`) are
 data here; what their fields mean is documented once, in the README ("Topics").
@@ -118,7 +119,7 @@ def label_info_dict(labels, threshold: float) -> dict:
 
 
 def overlay(rgb: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The frame's centre square (what the model saw) with the saliency map as a heat map."""
+    """Overlay the saliency map as a heat map on the frame's centre square (what the model saw)."""
     square = np.ascontiguousarray(centre_square(rgb))
     side = square.shape[0]
     peak = float(saliency.max())
@@ -133,8 +134,10 @@ def overlay(rgb: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> np.nda
 
 @dataclass
 class WindowResult:
-    """Everything the outputs are built from after one window, or after the input stopped
-    (then only `events`, the actions it ended)."""
+    """Everything the outputs are built from after one window, or after the input stopped.
+
+    After the input stopped, only `events`, the actions it ended.
+    """
 
     stamp_ns: int                          # the window's last frame (or the last window's)
     frame_id: str
@@ -151,9 +154,12 @@ class WindowResult:
 
 
 class Reporter:
-    """Turns each window's prediction into a `WindowResult`: the JSON record (top_k results),
-    the action decoder's events, active list and stable label. One per stream; the node holds
-    a lock around it because its watchdog closes actions from another thread."""
+    """Turns each window's prediction into a `WindowResult`.
+
+    The result holds the JSON record (top_k results), the action decoder's events, active list and
+    stable label. One `Reporter` per stream; the node holds a lock around it because its watchdog
+    closes actions from another thread.
+    """
 
     def __init__(self, decoder):
         self.decoder = decoder
@@ -224,9 +230,12 @@ def _label_info(types, labels, values):
 
 @dataclass(frozen=True)
 class Output:
-    """One output topic. `per_window(types, result, values)` gives the messages a
-    `WindowResult` causes (in publishing order); `latched(types, labels, values)`, for latched
-    topics, the message a subscriber finds before any window."""
+    """One output topic.
+
+    `per_window(types, result, values)` gives the messages a `WindowResult` causes (in publishing
+    order); `latched(types, labels, values)`, for latched topics, the message a subscriber finds
+    before any window.
+    """
 
     name: str               # relative to the node: published as ~/name
     msgtype: str            # ROS type name

@@ -62,8 +62,11 @@ class Job:
 
 
 class RateMeter:
-    """Events per second over a sliding interval of the steady clock. Ticked by one thread (the
-    worker, the subscription) and read by another (diagnostics): both hold its lock."""
+    """Events per second over a sliding interval of the steady clock.
+
+    Ticked by one thread (the worker, the subscription) and read by another (diagnostics): both
+    hold its lock.
+    """
 
     def __init__(self, horizon_s: float = 5.0):
         self.horizon = horizon_s
@@ -273,9 +276,12 @@ RATE_SETTLE_S = 2.0       # receive this long before judging the input rate
 
 def input_problem(snapshot: dict, topic: str, timeout_s: float, expected_rate_hz: float,
                   publishers: int = 0) -> Optional[str]:
-    """What is wrong with the input, for the watchdog: no frame for `timeout_s` (0: not
-    checked), or frames arriving at less than half of `expected_rate_hz` (0: not checked).
-    `publishers` on the topic tell a wrong remap (none) from a QoS mismatch (some)."""
+    """Return what is wrong with the input, for the watchdog.
+
+    No frame for `timeout_s` (0: not checked), or frames arriving at less than half of
+    `expected_rate_hz` (0: not checked). `publishers` on the topic tell a wrong remap (none) from a
+    QoS mismatch (some).
+    """
     silence = snapshot['input_silence_s']
     if timeout_s and silence >= timeout_s:
         if snapshot['frames_received']:
@@ -295,9 +301,11 @@ def input_problem(snapshot: dict, topic: str, timeout_s: float, expected_rate_hz
 
 
 def health(snapshot: dict, error_after: int, input_problem: Optional[str] = None) -> tuple:
-    """(level, message) for diagnostics: ERROR after `error_after` consecutive failed
-    inferences, WARN while the input has a problem, frames are being refused or inferences
-    fail, else OK."""
+    """(level, message) for diagnostics.
+
+    ERROR after `error_after` consecutive failed inferences, WARN while the input has a problem,
+    frames are being refused or inferences fail, else OK.
+    """
     if snapshot['failed_consecutive'] >= error_after:
         return ERROR, f'inference failed {snapshot["failed_consecutive"]} times in a row'
     if input_problem:

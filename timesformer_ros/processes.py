@@ -1,7 +1,9 @@
-"""Starting the package's programs as processes from a checkout: the console script beside the
-interpreter (or `python -m` where it is not installed), with DDS kept on loopback by the
-checkout's Fast DDS profile. Used by the demo, the tests and the benchmarks; on a robot none of
-this applies (the profile is not installed, and nothing is set when it is absent)."""
+"""Starting the package's programs as processes from a checkout.
+
+The console script beside the interpreter (or `python -m` where it is not installed), with DDS kept
+on loopback by the checkout's Fast DDS profile. Used by the demo, the tests and the benchmarks; on
+a robot none of this applies (the profile is not installed, and nothing is set when it is absent).
+"""
 
 from __future__ import annotations
 
@@ -21,14 +23,16 @@ MODULES = {'timesformer_node': 'timesformer_ros.node',
 
 
 def console_command(name: str) -> list:
-    """The installed console script `name`, or `python -m` of its module."""
+    """Return the installed console script `name`, or `python -m` of its module."""
     script = Path(sys.executable).parent / name
     return [str(script)] if script.exists() else [sys.executable, '-m', MODULES[name]]
 
 
 def keep_dds_on_loopback(env: MutableMapping[str, str] = os.environ) -> MutableMapping:
-    """Point Fast DDS at the loopback-only profile in `env` unless it is set already; call it
-    before rclpy creates a participant in this process, or on the env of a child process."""
+    """Point Fast DDS at the loopback-only profile in `env` unless it is set already.
+
+    Call it before rclpy creates a participant in this process, or on the env of a child process.
+    """
     if LOOPBACK_PROFILE.is_file():
         env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(LOOPBACK_PROFILE))
         env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')

@@ -1,4 +1,5 @@
 """From window scores to stable labels and action segments, and the metrics that judge them.
+
 No ROS here; all timing uses header stamps (integer ns), never a clock, so a bag replay, a
 `use_sim_time` run and a live run give the same segments.
 
@@ -68,7 +69,7 @@ class DecoderConfig:
 
     @classmethod
     def from_values(cls, values: dict) -> 'DecoderConfig':
-        """The decoder's fields from a parameter dict (the node's, or a params file's)."""
+        """Return the decoder's fields from a parameter dict (the node's, or a params file's)."""
         return cls(**{name: values[name] for name in cls.__dataclass_fields__})
 
 
@@ -114,7 +115,7 @@ class ActionDecoder:
     # -- per window ---------------------------------------------------------------------------
 
     def update(self, window, probabilities: np.ndarray, frame_id: str) -> list:
-        """The events this window causes (end events first, then start events)."""
+        """Return the events this window causes (end events first, then start events)."""
         config = self.config        # read once: the executor thread may replace it
         events = []
         stale = self._last_end is not None and window.end <= self._last_end
@@ -193,8 +194,10 @@ class ActionDecoder:
                 'peak_score': round(track.peak, 6), 'reason': reason}
 
     def close_all(self, reason: str, frame_id: Optional[str] = None) -> list:
-        """End every active segment (a reset, the end of a bag); forget the candidates. The
-        events carry the last window's stamp and, unless given, its frame_id."""
+        """End every active segment (a reset, the end of a bag); forget the candidates.
+
+        The events carry the last window's stamp and, unless given, its frame_id.
+        """
         header = {'stamp': stamp_dict(self._last_end or 0),
                   'frame_id': self._frame_id if frame_id is None else frame_id}
         events = [self._end_event(c, header, reason)
@@ -205,7 +208,7 @@ class ActionDecoder:
     # -- state ----------------------------------------------------------------------------------
 
     def active(self) -> list:
-        """The active segments, best current score first."""
+        """Return the active segments, best current score first."""
         smoothed = self.smoothed
         rows = [{'id': t.id, 'class_id': str(c), 'class_name': self.labels[c],
                  'start': stamp_dict(t.first_start),
@@ -214,13 +217,15 @@ class ActionDecoder:
         return sorted(rows, key=lambda r: -r['score'])
 
     def label(self, threshold: float = 0.0) -> str:
-        """The stable label (`stable_label` of the active segments)."""
+        """Return the stable label, `stable_label` of the active segments."""
         return stable_label(self.active(), threshold)
 
 
 def stable_label(active: Sequence[dict], threshold: float = 0.0) -> str:
-    """The active class with the best current score, or 'unknown' when none is active or its
-    score is below `threshold`."""
+    """Return the active class with the best current score, or 'unknown'.
+
+    The result is 'unknown' when none is active or its score is below `threshold`.
+    """
     if not active or active[0]['score'] < threshold:
         return UNKNOWN
     return active[0]['class_name']
@@ -248,8 +253,11 @@ def runs(stamped_labels: Sequence[tuple]) -> list:
 
 
 def from_events(events: Sequence[dict], open_until: Optional[int] = None) -> list:
-    """Segments from `~/events` (or a segments file): every end event, and, with
-    `open_until` (ns), every start event not ended yet, as running until then."""
+    """Segments from `~/events` (or a segments file).
+
+    Every end event, and, with `open_until` (ns), every start event not ended yet, as running until
+    then.
+    """
     ns = dict_ns
     ended = {e['id'] for e in events if e['event'] == 'end'}
     segments = [Segment(e['class_name'], ns(e['start']), ns(e['end']), ns(e['announced']))
@@ -272,9 +280,11 @@ def _overlap(a: Segment, b: Segment) -> int:
 
 
 def segmental_f1(predicted: Sequence[Segment], truth: Sequence[Segment], iou: float) -> tuple:
-    """(F1, matches {true index: predicted index}) at an IoU threshold, as MS-TCN's f_score:
-    each predicted segment, in order, takes the true segment of its label with the best IoU;
-    it is a hit when that IoU reaches `iou` and the true segment was not hit before."""
+    """(F1, matches {true index: predicted index}) at an IoU threshold, as MS-TCN's f_score.
+
+    Each predicted segment, in order, takes the true segment of its label with the best IoU; it is
+    a hit when that IoU reaches `iou` and the true segment was not hit before.
+    """
     matches = {}
     for i, p in enumerate(predicted):
         best, best_j = 0.0, None
@@ -308,17 +318,17 @@ def edit_score(predicted: Sequence[Segment], truth: Sequence[Segment]) -> float:
 
 def onset_delays(predicted: Sequence[Segment], truth: Sequence[Segment],
                  matches: dict) -> list:
-    """Seconds from each matched true segment's start to the event that announced its
-    predicted segment."""
+    """Seconds from each matched true segment's start to its predicted segment's announcement."""
     return [(predicted[i].announced - truth[j].start) / NS for j, i in matches.items()
             if predicted[i].announced is not None]
 
 
 def segment_metrics(predicted: Sequence[Segment], truth: Sequence[Segment]) -> dict:
-    """Segmental F1 at IoU 0.1/0.25/0.5, edit score, over- and under-segmentation counts,
-    false segments (predicted ones matching no true segment at IoU 0.1) and the onset delay
-    (from the true start to the stamp of the event that announced the matched segment, IoU
-    >= 0.1)."""
+    """Segmental F1 at IoU 0.1/0.25/0.5, edit score, over- and under-segmentation counts.
+
+    Also false segments (predicted ones matching no true segment at IoU 0.1) and the onset delay
+    (from the true start to the stamp of the event that announced the matched segment, IoU >= 0.1).
+    """
     result = {'true_segments': len(truth), 'predicted_segments': len(predicted)}
     for iou in (0.1, 0.25, 0.5):
         result[f'f1@{iou:g}'], matches = segmental_f1(predicted, truth, iou)

@@ -1,7 +1,9 @@
-"""Running an rclpy node as a program: `--help` without ROS, exit code 0 on SIGINT/SIGTERM (a
-second signal during shutdown is part of shutting down), 2 with one fatal line for a user
-mistake at start (no traceback wall). Also the ROS side of the parameter table in
-`interface.py`: descriptors, declaration and start-up validation."""
+"""Running an rclpy node as a program.
+
+`--help` without ROS, exit code 0 on SIGINT/SIGTERM (a second signal during shutdown is part of
+shutting down), 2 with one fatal line for a user mistake at start (no traceback wall). Also the ROS
+side of the parameter table in `interface.py`: descriptors, declaration and start-up validation.
+"""
 
 from __future__ import annotations
 
@@ -41,9 +43,11 @@ def descriptor(param: Param) -> ParameterDescriptor:
 
 
 def declare(node: rclpy.node.Node, params: Sequence[Param]) -> dict:
-    """Declare `params` on `node` with their descriptors; returns the values. A value of the
-    wrong type or out of range (rclpy checks both on declare) or not among the choices is a
-    StartupError naming the parameter."""
+    """Declare `params` on `node` with their descriptors; return the values.
+
+    A value of the wrong type or out of range (rclpy checks both on declare) or not among the
+    choices is a StartupError naming the parameter.
+    """
     values = {}
     for param in params:
         try:
@@ -62,7 +66,7 @@ def declare(node: rclpy.node.Node, params: Sequence[Param]) -> dict:
 
 
 def _ros_args(argv: Sequence[str]) -> tuple:
-    """(the program's own arguments, the arguments inside --ros-args ... --)."""
+    """Split `argv` into (the program's own arguments, the arguments inside --ros-args ... --)."""
     own, ros, inside = [], [], False
     for arg in argv:
         if arg == '--ros-args':

@@ -102,7 +102,7 @@ def _colour(rng: np.random.Generator, avoid: Optional[np.ndarray] = None) -> np.
 
 def sample_scene(rng: np.random.Generator, label: str, style: Style = Style(),
                  max_duration: float = 3.0) -> Scene:
-    """A random scene of class `label` that keeps its main object largely in view."""
+    """Sample a random scene of class `label` that keeps its main object largely in view."""
     if label not in CLASSES:
         raise ValueError(f'unknown motion class {label!r}; known: {CLASSES}')
     bg_colours = np.stack([_colour(rng), _colour(rng)])
@@ -242,7 +242,7 @@ def _noise_bank(scene: Scene, height: int, width: int) -> np.ndarray:
 def render(scene: Scene, t: float, height: int, width: int,
            background: Optional[np.ndarray] = None, noise: Optional[np.ndarray] = None,
            index: int = 0) -> np.ndarray:
-    """The scene at time `t` (seconds) as an RGB uint8 (height, width, 3) image.
+    """Render the scene at time `t` (seconds) as an RGB uint8 (height, width, 3) image.
 
     `background` and `noise` (from `_background` / `_noise_bank`) may be passed in to reuse
     them across the frames of a scene; `index` picks the noise frame.
@@ -265,7 +265,7 @@ def render(scene: Scene, t: float, height: int, width: int,
 
 def make_clip(rng: np.random.Generator, label: str, size: int = 64, num_frames: int = 8,
               style: Style = Style(), fps: tuple = (12.0, 20.0)) -> np.ndarray:
-    """A (T, size, size, 3) uint8 clip of class `label` sampled at a random frame rate."""
+    """Make a (T, size, size, 3) uint8 clip of class `label` sampled at a random frame rate."""
     scene = sample_scene(rng, label, style)
     rate = rng.uniform(*fps)
     span = (num_frames - 1) / rate
@@ -316,7 +316,7 @@ class SyntheticStream:
             yield sample_scene(self.rng, label, self.style, self.max_segment_s)
 
     def frames(self) -> Iterator[tuple]:
-        """Yields (rgb uint8 (H, W, 3), label) forever."""
+        """Yield (rgb uint8 (H, W, 3), label) forever."""
         for scene in self.segments():
             background = _background(scene, self.height, self.width)
             noise = _noise_bank(scene, self.height, self.width) if scene.noise > 0 else None

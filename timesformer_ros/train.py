@@ -1,5 +1,4 @@
-"""
-Training the embedded motion model, and the quality report written into the README.
+"""Training the embedded motion model, and the quality report written into the README.
 
     timesformer_train train --preset tiny --out timesformer_ros/data/motion_tiny
     timesformer_train report timesformer_ros/data/motion_tiny.json
@@ -41,8 +40,7 @@ REPORT_SEED = 2 * 10 ** 7
 
 
 def folder_classes(root: Path, known: Sequence[str] = ()) -> list:
-    """
-    Return the classes of a clip folder: its subdirectories that hold *.npy clips.
+    """Return the classes of a clip folder: its subdirectories that hold *.npy clips.
 
     They come in the order of `known` (the labels of the checkpoint training starts from)
     when they are the same classes, so that its head keeps its meaning; else sorted by name.
@@ -120,8 +118,7 @@ def synthetic_batch(rng: np.random.Generator, count: int, size: int, num_frames:
 
 
 def augment(rng: np.random.Generator, clips: np.ndarray, labels: np.ndarray):
-    """
-    Augment synthetic motion clips with labels that stay true.
+    """Augment synthetic motion clips with labels that stay true.
 
     The generator's physics makes these exact: random horizontal and vertical flips (swapping
     left/right and up/down), and every clip paired with its time reversal (swapping each
@@ -158,8 +155,7 @@ def accuracy(model, clips, labels, normaliser) -> float:
 
 
 def reversal_rate(model, clips, labels, normaliser, classes=synthetic.CLASSES) -> float:
-    """
-    Return the share of clips whose backwards playback is classified as the reversed motion.
+    """Return the share of clips whose backwards playback is classified as the reversed motion.
 
     Only clips of classes with a distinct reverse count.
     """
@@ -180,8 +176,7 @@ def _lr(step: int, steps: int, base: float, constant: int) -> float:
 
 def curriculum_phase(step: int, steps: int, curriculum: float, directions_first: float,
                      style: synthetic.Style = synthetic.TRAIN_STYLE):
-    """
-    Return what training step `step` draws: (class indices, style, phase name).
+    """Return what training step `step` draws: (class indices, style, phase name).
 
     From scratch, the sign of a motion is the hard part: with all classes from the start the
     network settles on order-blind motion energy (static, translating, scaling) first. So the
@@ -244,8 +239,7 @@ class TrainConfig:
 
 
 def _starting_model(config: TrainConfig) -> tuple:
-    """
-    Return (model, classes, mean, std) that training starts from.
+    """Return (model, classes, mean, std) that training starts from.
 
     The classes are the data's: the synthetic motions, or the clip folder's. A checkpoint
     `init` whose labels are not those classes gets a new head for them (logged).
@@ -265,8 +259,7 @@ def _starting_model(config: TrainConfig) -> tuple:
 
 
 def train(config: TrainConfig = TrainConfig()):
-    """
-    Train a preset, or continue from the checkpoint `config.init`; return (model, history).
+    """Train a preset, or continue from the checkpoint `config.init`; return (model, history).
 
     Synthetic training follows `curriculum_phase`; the learning rate stays constant through
     the curriculum (escaping the order-blind plateau needs it) and then decays on a cosine. On
