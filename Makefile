@@ -1,12 +1,15 @@
 # Two commands: `make demo` and `make test`. Each sets up .venv on a fresh machine (pinned
-# dependencies, the ROS 2 Kilted wheels for rclpy) and is quick when it is already set up.
+# dependencies, the ROS 2 Kilted wheels for rclpy, vision_msgs built from dev/interfaces) and
+# is quick when it is already set up.
 # On a robot with a system ROS 2 install use colcon instead (README, "On a robot").
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-REQUIREMENTS := requirements/runtime.txt requirements/ros-wheels.txt requirements/test.txt
+REQUIREMENTS := requirements/runtime.txt requirements/ros-wheels.txt requirements/ros-build.txt \
+	requirements/test.txt
+INTERFACES := $(shell find dev/interfaces -type f) dev/build_interfaces.py
 DURATION ?= 30
 PYTEST_ARGS ?=
 
@@ -21,11 +24,12 @@ export PYTHONUNBUFFERED := 1
 
 install: $(STAMP)
 
-$(STAMP): $(REQUIREMENTS) setup.py setup.cfg package.xml
+$(STAMP): $(REQUIREMENTS) $(INTERFACES) setup.py setup.cfg package.xml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check $(foreach r,$(REQUIREMENTS),-r $(r))
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	$(PY) dev/build_interfaces.py
 	touch $@
 
 demo: $(STAMP)
