@@ -10,9 +10,9 @@ from the moment the process is started: its subscription appearing on the image 
 'listening on' line of its log (ready), and the first `~/classification` received while a camera
 publishes 640x480 rgb8 at 30 Hz from the moment the node subscribes. The breakdown comes from
 separate measurements of its parts, each the median over the runs: the interpreter alone
-(`python -c pass`; with the ROS 2 PyPI wheels it starts twice, see ENVIRONMENT.md), importing the
-node's module (timed inside a fresh interpreter), and loading the checkpoint and warming the
-engine up in this process. The rest of `ready` is rclpy's start (DDS participant) and the node's
+(`python -c pass`; in a venv of the ROS 2 PyPI wheels it starts twice: their bootstrap hook
+re-executes it to set LD_LIBRARY_PATH), importing the node's module (timed inside a fresh
+interpreter), and loading the checkpoint and warming the engine up in this process. The rest of `ready` is rclpy's start (DDS participant) and the node's
 construction; `subscribed` (as the camera sees it) adds DDS discovery. The first
 window needs `num_frames` sampled frames (8 at 15 fps: 0.47 s of camera time) before it can run.
 Writes benchmarks/results/startup_<device>.json.
