@@ -76,7 +76,7 @@ def main() -> int:
         if measuring['on']:
             latencies.append((received - dict_ns(stamp)) / 1e6)
 
-    bench.create_subscription(String, '/timesformer/classification', on_result, 50)
+    bench.create_subscription(String, '/timesformer/window', on_result, 50)
     bench.create_subscription(
         DiagnosticArray, '/diagnostics',
         lambda m: diagnostics.extend({kv.key: kv.value for kv in s.values} for s in m.status

@@ -5,16 +5,16 @@ The stages: process start -> subscribed -> ready -> first result.
     python benchmarks/startup.py                      # embedded model, CPU, 5 runs
     python benchmarks/startup.py --checkpoint preset:base_8x224 --device cuda
 
-Each run starts `timesformer_node` with config/timesformer.yaml as its own process and times,
-from the moment the process is started: its subscription appearing on the image topic, the
-'listening on' line of its log (ready), and the first `~/classification` received while a camera
-publishes 640x480 rgb8 at 30 Hz from the moment the node subscribes. The breakdown comes from
-separate measurements of its parts, each the median over the runs: the interpreter alone
-(`python -c pass`; in a venv of the ROS 2 PyPI wheels it starts twice: their bootstrap hook
-re-executes it to set LD_LIBRARY_PATH), importing the node's module (timed inside a fresh
-interpreter), and loading the checkpoint and warming the engine up in this process. The rest of `ready` is rclpy's start (DDS participant) and the node's
-construction; `subscribed` (as the camera sees it) adds DDS discovery. The first
-window needs `num_frames` sampled frames (8 at 15 fps: 0.47 s of camera time) before it can run.
+Each run starts `timesformer_node` with config/timesformer.yaml as its own process and times, from
+the moment the process is started: its subscription appearing on the image topic, the 'listening
+on' line of its log (ready), and the first `~/window` received while a camera publishes 640x480
+rgb8 at 30 Hz from the moment the node subscribes. The breakdown comes from separate measurements
+of its parts, each the median over the runs: the interpreter alone (`python -c pass`; in a venv of
+the ROS 2 PyPI wheels it starts twice: their bootstrap hook re-executes it to set LD_LIBRARY_PATH),
+importing the node's module (timed inside a fresh interpreter), and loading the checkpoint and
+warming the engine up in this process. The rest of `ready` is rclpy's start (DDS participant) and
+the node's construction; `subscribed` (as the camera sees it) adds DDS discovery. The first window
+needs `num_frames` sampled frames (8 at 15 fps: 0.47 s of camera time) before it can run.
 Writes benchmarks/results/startup_<device>.json.
 """
 
@@ -91,7 +91,7 @@ def one_start(args, domain_id: int) -> dict:
     if args.checkpoint:
         cmd += ['-p', f'checkpoint:={args.checkpoint}']
     results = []
-    bench.create_subscription(String, '/timesformer/classification',
+    bench.create_subscription(String, '/timesformer/window',
                               lambda m: results.append(time.monotonic()), 10)
     pub = bench.create_publisher(Image, 'image', qos_profile_sensor_data)
     frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8).tobytes()

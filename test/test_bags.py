@@ -91,12 +91,14 @@ def test_evaluate_gives_the_nodes_windows_and_scores_against_the_truth(bags, sto
     active = [json.loads(m.data) for _, m in iter_messages(tmp_path / 'out_bag',
                                                            '/timesformer/active', (STRING,))]
     assert topics == {'/timesformer/label': ('std_msgs/msg/String', len(records)),
-                      '/timesformer/classification': ('std_msgs/msg/String', len(records)),
+                      '/timesformer/window': ('std_msgs/msg/String', len(records)),
+                      '/timesformer/classification': ('vision_msgs/msg/Classification',
+                                                      len(records)),
                       '/timesformer/attention/spatial': ('sensor_msgs/msg/Image',
                                                          len(records)),
                       '/timesformer/events': ('std_msgs/msg/String', 2 * len(ended)),
                       '/timesformer/active': ('std_msgs/msg/String', len(active)),
-                      '/timesformer/label_info': ('std_msgs/msg/String', 1)}
+                      '/timesformer/label_info': ('vision_msgs/msg/LabelInfo', 1)}
     assert active[0]['active'] == [] and active[-1]['active'] == []   # latched, then closed
     assert any(a['active'] for a in active)
 
@@ -187,7 +189,7 @@ def test_replay_into_the_node_matches_offline_evaluation_with_sim_time(bags, ros
     assert expected_ended and expected_open
 
     results, diag_stamps, events = [], [], []
-    ros.node.create_subscription(String, '/timesformer/classification',
+    ros.node.create_subscription(String, '/timesformer/window',
                                  lambda m: results.append(json.loads(m.data)), 200)
     ros.node.create_subscription(String, '/timesformer/events',
                                  lambda m: events.append(json.loads(m.data)),
@@ -201,10 +203,10 @@ def test_replay_into_the_node_matches_offline_evaluation_with_sim_time(bags, ros
         env=ros.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # The node's outputs must reach this test before the first frame is played: wait for
-        # its diagnostics and its classification publisher (play itself waits for the node's
+        # its diagnostics and its window publisher (play itself waits for the node's
         # image subscription).
         assert ros.spin_until(lambda: diag_stamps and ros.node.count_publishers(
-            '/timesformer/classification') > 0, 30.0), 'the node did not come up'
+            '/timesformer/window') > 0, 30.0), 'the node did not come up'
         ros.spin_for(0.5)
         player = subprocess.Popen(
             [sys.executable, '-m', 'timesformer_ros.bags', 'play', str(path), '--topic',

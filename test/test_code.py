@@ -13,7 +13,7 @@ from conftest import REPO
 PACKAGE = REPO / 'timesformer_ros'
 PYTHON_TREES = ['timesformer_ros', 'test', 'benchmarks', 'launch', 'setup.py']
 ROS_PACKAGES = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'builtin_interfaces',
-                'rcl_interfaces', 'rosgraph_msgs', 'launch', 'launch_ros'}
+                'rcl_interfaces', 'rosgraph_msgs', 'launch', 'launch_ros', 'vision_msgs'}
 
 # Which modules each layer may import from the package (README, "Development": the map).
 # The model knows nothing of frames or ROS; the runtime nothing of rclpy; only the ROS layer

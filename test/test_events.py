@@ -90,7 +90,7 @@ def test_a_60s_stream_gives_one_start_and_one_end_per_true_segment(ros, start_no
 
     # Every true segment the node saw whole gets exactly one start and one end event of its
     # class; the one still in progress when the camera stopped, exactly one start.
-    results = listener.classifications
+    results = listener.windows
     first = max(ns(results[0]['window']['start']), known)
     predicted = from_events(events, open_until=2 ** 62)
     true = [t for t in runs(sorted(truth)) if t.start >= first]

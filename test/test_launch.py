@@ -51,7 +51,7 @@ class TestTopics(unittest.TestCase):
 
     def test_results_carry_the_stamps_of_published_frames(self):
         results, labels = [], []
-        self.node.create_subscription(String, '/timesformer/classification',
+        self.node.create_subscription(String, '/timesformer/window',
                                       lambda m: results.append(json.loads(m.data)), 10)
         self.node.create_subscription(String, '/timesformer/label',
                                       lambda m: labels.append(m.data), 10)

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from conftest import REPO, console_script
-from timesformer_ros.messages import dict_ns as stamp_of, stamp_ns
-from timesformer_ros.outputs import JSON_SCHEMA, OUTPUTS
+from test_vision_msgs import VISION_MSGS_4_1_1
 from timesformer_ros.interface import DIAGNOSTIC_NAME
+from timesformer_ros.messages import CLASSIFICATION, LABEL_INFO, stamp_ns
+from timesformer_ros.messages import dict_ns as stamp_of
+from timesformer_ros.outputs import OUTPUTS, WINDOW_SCHEMA
 
 rclpy = pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -25,6 +27,7 @@ from rclpy.qos import (  # noqa: E402
     DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
+from vision_msgs.msg import Classification, LabelInfo  # noqa: E402
 
 CONFIG = REPO / 'config' / 'timesformer.yaml'
 # The decoder settings that make ~/label the per-window top-1 (every class active, the best
@@ -39,13 +42,16 @@ class Listener:
 
     def __init__(self, ros, ns='/timesformer'):
         node = ros.node
-        self.labels, self.classifications, self.spatial, self.overlay = [], [], [], []
+        self.labels, self.windows, self.spatial, self.overlay = [], [], [], []
+        self.classifications = []      # vision_msgs/Classification
         self.diagnostics, self.label_info = [], []
         self.statuses = []             # (level, message) of each of the node's statuses
         node.create_subscription(String, f'{ns}/label', lambda m: self.labels.append(m.data),
                                  50)
-        node.create_subscription(String, f'{ns}/classification',
-                                 lambda m: self.classifications.append(json.loads(m.data)), 50)
+        node.create_subscription(String, f'{ns}/window',
+                                 lambda m: self.windows.append(json.loads(m.data)), 50)
+        node.create_subscription(Classification, f'{ns}/classification',
+                                 self.classifications.append, 50)
         node.create_subscription(Image, f'{ns}/attention/spatial', self.spatial.append, 50)
         node.create_subscription(Image, f'{ns}/attention/overlay', self.overlay.append, 50)
         node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
@@ -59,8 +65,7 @@ class Listener:
     def subscribe_label_info(self, ros, ns='/timesformer'):
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        ros.node.create_subscription(String, f'{ns}/label_info',
-                                     lambda m: self.label_info.append(json.loads(m.data)),
+        ros.node.create_subscription(LabelInfo, f'{ns}/label_info', self.label_info.append,
                                      latched)
 
 
@@ -103,11 +108,11 @@ def test_node_end_to_end_at_30hz(ros, start_node, small_checkpoint):
     pub = ros.node.create_publisher(Image, '/camera/image_raw', qos_profile_sensor_data)
     wait_for_subscriber(ros, pub)
     stamps = publish_at(ros, pub, 90, 30.0, frame_id='camera_optical')
-    assert ros.spin_until(lambda: len(listener.classifications) >= 20, 10.0), \
-        f'only {len(listener.classifications)} results'
-    ros.spin_until(lambda: len(listener.spatial) >= len(listener.classifications), 5.0)
+    assert ros.spin_until(lambda: len(listener.windows) >= 20, 10.0), \
+        f'only {len(listener.windows)} results'
+    ros.spin_until(lambda: len(listener.spatial) >= len(listener.windows), 5.0)
     published = set(stamps)
-    for result in listener.classifications:
+    for result in listener.windows:
         end = stamp_of(result['window']['end'])
         assert stamp_of(result['header']['stamp']) == end
         assert end in published and stamp_of(result['window']['start']) in published
@@ -120,18 +125,34 @@ def test_node_end_to_end_at_30hz(ros, start_node, small_checkpoint):
         # target_fps 15 from the default config: a window spans 3 periods of 1/15 s.
         span = end - stamp_of(result['window']['start'])
         assert abs(span - 3 * 2 * 33_333_333) < 2_000_000
-    seqs = [r['seq'] for r in listener.classifications]
+    seqs = [r['seq'] for r in listener.windows]
     assert seqs == sorted(seqs)
-    for result in listener.classifications:
-        jsonschema.validate(result, JSON_SCHEMA)
+    for result in listener.windows:
+        jsonschema.validate(result, WINDOW_SCHEMA)
         assert len(result['results']) == 3        # top_k 5 of 3 classes
-    # The node publishes exactly the rows of outputs.OUTPUTS, each with its type.
+    # One vision_msgs/Classification per window, with the header of the window's last frame
+    # and the same top-k class ids and scores as the JSON.
+    ros.spin_until(lambda: len(listener.classifications) >= len(listener.windows), 5.0)
+    typed = {header_ns(m): m for m in listener.classifications}
+    assert len(typed) == len(listener.classifications) >= len(listener.windows) - 2
+    for result in listener.windows:
+        msg = typed.get(stamp_of(result['header']['stamp']))
+        if msg is None:
+            continue        # the last window's may still be on its way
+        assert msg.header.frame_id == 'camera_optical'
+        assert [(h.class_id, h.score) for h in msg.results] == \
+            [(r['class_id'], r['score']) for r in result['results']]
+    # The node publishes exactly the rows of outputs.OUTPUTS, each with its type, and DDS
+    # carries the type hashes of vision_msgs 4.1.1.
     published_types = dict(ros.node.get_topic_names_and_types())
     for output in OUTPUTS:
         assert published_types.get(f'/timesformer/{output.name}') == [output.msgtype], output
-    assert len(listener.labels) >= len(listener.classifications) - 2
+    for topic, typename in [('classification', CLASSIFICATION), ('label_info', LABEL_INFO)]:
+        (info,) = ros.node.get_publishers_info_by_topic(f'/timesformer/{topic}')
+        assert str(info.topic_type_hash) == VISION_MSGS_4_1_1[typename]
+    assert len(listener.labels) >= len(listener.windows) - 2
     assert set(listener.labels) <= {'left', 'right', 'still'}
-    classified = {stamp_of(r['header']['stamp']) for r in listener.classifications}
+    classified = {stamp_of(r['header']['stamp']) for r in listener.windows}
     spatial = {header_ns(m) for m in listener.spatial}
     assert classified & spatial and spatial <= published
     image = listener.spatial[0]
@@ -145,9 +166,10 @@ def test_node_end_to_end_at_30hz(ros, start_node, small_checkpoint):
     # A subscriber that joins late still gets the latched label map.
     listener.subscribe_label_info(ros)
     assert ros.spin_until(lambda: listener.label_info, 5.0)
-    assert listener.label_info[0]['class_map'] == [
-        {'class_id': 0, 'class_name': 'left'}, {'class_id': 1, 'class_name': 'right'},
-        {'class_id': 2, 'class_name': 'still'}]
+    (info,) = listener.label_info
+    assert [(c.class_id, c.class_name) for c in info.class_map] == \
+        [(0, 'left'), (1, 'right'), (2, 'still')]
+    assert info.threshold == 0.0
 
     assert ros.spin_until(lambda: listener.diagnostics, 5.0)
     diag = listener.diagnostics[-1]
@@ -188,8 +210,8 @@ def test_backpressure_drops_stale_windows_and_accounts_for_every_frame(ros, star
     assert ros.spin_until(lambda: listener.diagnostics, 20.0)
     # Measure what the model can serve: frames at a slow rate, one result per frame.
     publish_at(ros, pub, 12, 4.0, period_ns=250_000_000)
-    ros.spin_until(lambda: len(listener.classifications) >= 4, 10.0)
-    latencies = [r['latency_ms'] for r in listener.classifications]
+    ros.spin_until(lambda: len(listener.windows) >= 4, 10.0)
+    latencies = [r['latency_ms'] for r in listener.windows]
     infer_ms = float(np.median(latencies))
     rate = min(120.0, 4 * 1000.0 / infer_ms)
     rss_before = node.rss_mb()
@@ -207,7 +229,7 @@ def test_backpressure_drops_stale_windows_and_accounts_for_every_frame(ros, star
     assert received == sum(int(diag[k]) for k in (
         'frames_refused', 'frames_skipped_by_sampling', 'frames_buffered', 'frames_processed',
         'frames_dropped', 'frames_failed'))
-    late = [r['latency_ms'] for r in listener.classifications
+    late = [r['latency_ms'] for r in listener.windows
             if stamp_of(r['header']['stamp']) >= stamps[len(stamps) // 2]]
     assert late and max(late) < 3 * infer_ms + 500, (infer_ms, late)
     assert node.rss_mb() - rss_before < 100
@@ -237,8 +259,8 @@ def test_runtime_parameters_take_effect_and_invalid_ones_are_refused(ros, start_
     (ok,) = set_parameters(ros, score_threshold=1.0)
     assert ok.successful
     publish_at(ros, pub, 12, 30.0)
-    assert ros.spin_until(lambda: len(listener.classifications) >= 3, 10.0)
-    assert all(len(r['results']) == 2 for r in listener.classifications)
+    assert ros.spin_until(lambda: len(listener.windows) >= 3, 10.0)
+    assert all(len(r['results']) == 2 for r in listener.windows)
     assert ros.spin_until(lambda: listener.labels, 5.0)
     assert set(listener.labels) == {'unknown'}  # no softmax score reaches 1.0
 
@@ -251,10 +273,10 @@ def test_runtime_parameters_take_effect_and_invalid_ones_are_refused(ros, start_
         assert not result.successful and reason in result.reason, result.reason
 
     assert all(r.successful for r in set_parameters(ros, stride=3, score_threshold=0.0))
-    before = len(listener.classifications)
+    before = len(listener.windows)
     publish_at(ros, pub, 12, 30.0, first_stamp_ns=3_000_000_000_000)
-    ros.spin_until(lambda: len(listener.classifications) >= before + 3, 10.0)
-    later = listener.classifications[before:]
+    ros.spin_until(lambda: len(listener.windows) >= before + 3, 10.0)
+    later = listener.windows[before:]
     # stride 3 after a reset (the stamps jumped): first window after 4 frames, then every 3.
     assert len(later) == 3, [r['seq'] for r in later]
     assert all(label != 'unknown' for label in listener.labels[-2:])

@@ -161,7 +161,7 @@ def test_bad_frames_are_refused_counted_and_never_enter_a_window(ros, small_chec
             assert diag.get(f'resets_{reason}') == '1', (reason, diag)
         assert diag['accounted'] == 'True' and diag['frames_dropped'] == '0'
         windows = [(stamp_of(r['window']['start']), stamp_of(r['window']['end']))
-                   for r in listener.classifications]
+                   for r in listener.windows]
         # Bad frames never enter a window, no window mixes sizes or crosses a reset, and good
         # frames after each fault produce results again.
         assert windows == expected
@@ -190,7 +190,7 @@ def test_sigint_while_flooding_ends_the_node_within_2s(ros, small_checkpoint):
         flooder = threading.Thread(target=flood)
         flooder.start()
         try:
-            assert ros.spin_until(lambda: len(listener.classifications) >= 5, 15.0)
+            assert ros.spin_until(lambda: len(listener.windows) >= 5, 15.0)
             code, elapsed, output = node.stop(signal.SIGINT)
         finally:
             stop.set()

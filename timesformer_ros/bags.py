@@ -10,7 +10,7 @@
 Bags are read with `rosbags` (rosbag2 in sqlite3 or MCAP storage, and ROS 1 bags), so none of
 this needs a ROS install. `evaluate` runs exactly the node's windowing (the same ClipBuffer, fed
 the same parameters file) over the bag as fast as the engine allows, batching windows, and
-writes one JSON line per window in the node's `~/classification` schema. Ground truth is a
+writes one JSON line per window in the node's `~/window` schema. Ground truth is a
 std_msgs/String topic (the synthetic camera's JSON {"stamp", "label"}, or a plain label per
 message matched to the frame with the nearest bag time) or a CSV of `stamp,label` (stamp in
 seconds or integer nanoseconds).
@@ -35,8 +35,8 @@ from .clips import ClipBuffer
 from .frames import FrameError, decode
 from .interface import read_params_file
 from .messages import (
-    COMPRESSED_IMAGE, IMAGE, STRING, bag_types, convert_image, dict_ns, rclpy_types, split_ns,
-    stamp_dict, stamp_ns)
+    COMPRESSED_IMAGE, IMAGE, STRING, bag_types, convert_image, dict_ns, rclpy_types,
+    register_vision_types, split_ns, stamp_dict, stamp_ns)
 from .outputs import OUTPUTS, Reporter
 from .segments import ActionDecoder, DecoderConfig, from_events, runs, segment_metrics
 
@@ -53,9 +53,13 @@ class BagError(RuntimeError):
         self.read = read
 
 
-def _typestore():
+def _typestore(vision: bool = False):
+    """Return the ROS 2 Kilted type store, with the vision_msgs types when `vision` is set."""
     from rosbags.typesys import Stores, get_typestore
-    return get_typestore(Stores.ROS2_KILTED)
+    store = get_typestore(Stores.ROS2_KILTED)
+    if vision:
+        register_vision_types(store)
+    return store
 
 
 def open_reader(path: Path):
@@ -231,7 +235,7 @@ class Evaluation:
 class EvaluationOutputs:
     """Where `evaluate` writes, each optional.
 
-    JSON lines of `~/classification`, a rosbag2 of the node's output topics, completed action
+    JSON lines of `~/window`, a rosbag2 of the node's output topics, completed action
     segments as JSON lines, a confusion PNG.
     """
 
@@ -423,7 +427,7 @@ class ResultWriter:
         self.connections = {}
         if outputs.bag:
             from rosbags.rosbag2 import Writer
-            self.store = _typestore()
+            self.store = _typestore(vision=True)
             self.types = bag_types(self.store)
             self.bag = Writer(outputs.bag, version=9)
             self.bag.open()
@@ -442,7 +446,7 @@ class ResultWriter:
             return
         first = not self.connections
         for output in OUTPUTS:
-            messages = output.latched(self.types, self.labels, self.values) \
+            messages = output.latched(self.types, self.labels, self.values, result.stamp_ns) \
                 if first and output.latched else []
             if output.per_window:
                 messages += output.per_window(self.types, result, self.values)

@@ -71,6 +71,7 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
         DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
+    from vision_msgs.msg import LabelInfo
 
     env = _env(domain_id)
     keep_dds_on_loopback()
@@ -97,13 +98,12 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
     listener.create_subscription(
         Image, 'image', lambda m: frames.__setitem__(stamp_ns(m.header), m),
         qos_profile_sensor_data)
-    listener.create_subscription(String, '/timesformer/classification',
+    listener.create_subscription(String, '/timesformer/window',
                                  lambda m: results.append(json.loads(m.data)), 50)
     listener.create_subscription(String, '/timesformer/events',
                                  lambda m: events.append(json.loads(m.data)),
                                  QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
-    listener.create_subscription(String, '/timesformer/label_info',
-                                 lambda m: label_info.append(json.loads(m.data)),
+    listener.create_subscription(LabelInfo, '/timesformer/label_info', label_info.append,
                                  QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                             durability=DurabilityPolicy.TRANSIENT_LOCAL))
     listener.create_subscription(
@@ -170,7 +170,7 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
     summary = {
         'duration_s': duration, 'windows': len(rows), 'clean_windows': len(clean),
         'accuracy': correct / len(clean) if clean else 0.0,
-        'chance': 1 / len(label_info[-1]['class_map']) if label_info else None,
+        'chance': 1 / len(label_info[-1].class_map) if label_info else None,
         'latency_p50_ms': float(np.percentile(latencies, 50)) if latencies else None,
         'latency_p99_ms': float(np.percentile(latencies, 99)) if latencies else None,
         'frames_received': int(last.get('frames_received', 0)),

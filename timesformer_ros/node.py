@@ -104,7 +104,8 @@ class TimeSformerNode(Node):
                         for o in OUTPUTS}
         for output in OUTPUTS:
             if output.latched:
-                self._send(output, output.latched(self.types, self.engine.labels, values))
+                self._send(output, output.latched(self.types, self.engine.labels, values,
+                                                  self.get_clock().now().nanoseconds))
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
 
         qos = QoSProfile(depth=values['qos_depth'], history=HistoryPolicy.KEEP_LAST,
@@ -172,7 +173,8 @@ class TimeSformerNode(Node):
             self.pipeline.set_stride(self.values['stride'])
         if 'score_threshold' in names:
             output = BY_OUTPUT['label_info']
-            self._send(output, output.latched(self.types, self.engine.labels, self.values))
+            self._send(output, output.latched(self.types, self.engine.labels, self.values,
+                                              self.get_clock().now().nanoseconds))
         if DECODER_PARAMETERS & names:
             self.decoder.config = DecoderConfig.from_values(self.values)   # the next window
 

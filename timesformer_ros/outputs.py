@@ -5,7 +5,7 @@ window's prediction into a `WindowResult`, and the JSON the topics carry. No rcl
 and `timesformer_bag evaluate --out-bag` both walk `OUTPUTS` with their own message classes
 (`messages.MessageTypes`), so a new output is one row, one builder and one test.
 
-The JSON Schemas of the three JSON topics (`JSON_SCHEMA`, `EVENT_SCHEMA`, `ACTIVE_SCHEMA`) are
+The JSON Schemas of the three JSON topics (`WINDOW_SCHEMA`, `EVENT_SCHEMA`, `ACTIVE_SCHEMA`) are
 data here; what their fields mean is documented once, in the README ("Topics").
 """
 
@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 
 from .frames import centre_square
-from .messages import IMAGE, STRING, MessageTypes, dict_ns, stamp_dict
+from .messages import (
+    CLASSIFICATION, IMAGE, LABEL_INFO, STRING, MessageTypes, dict_ns, stamp_dict)
 from .segments import stable_label
 
 _STAMP = {'$ref': '#/$defs/stamp'}
@@ -32,10 +33,10 @@ _DRAFT = 'https://json-schema.org/draft/2020-12/schema'
 _CLASS = {'id': {'type': 'integer', 'minimum': 0}, 'class_id': {'type': 'string'},
           'class_name': {'type': 'string'}}
 
-# `~/classification`, one object per window.
-JSON_SCHEMA = {
+# `~/window`, one object per window.
+WINDOW_SCHEMA = {
     '$schema': _DRAFT,
-    'title': 'timesformer_ros classification',
+    'title': 'timesformer_ros window',
     'type': 'object',
     'required': ['header', 'results', 'window', 'temporal_weights', 'latency_ms', 'seq'],
     'properties': {
@@ -89,8 +90,8 @@ ACTIVE_SCHEMA = {
 }
 
 
-def classification_dict(prediction, window, frame_id: str, latency_ms: float, seq: int,
-                        top_k: int) -> dict:
+def window_dict(prediction, window, frame_id: str, latency_ms: float, seq: int,
+                top_k: int) -> dict:
     results = [{'class_id': str(c), 'class_name': name, 'score': round(float(s), 6)}
                for c, name, s in zip(prediction.class_ids, prediction.labels,
                                      prediction.scores)][:top_k]
@@ -110,12 +111,6 @@ def classification_dict(prediction, window, frame_id: str, latency_ms: float, se
 def active_dict(header: dict, active: list) -> dict:
     """`~/active`: the actions active after the window of `header`, best score first."""
     return {'header': header, 'active': active}
-
-
-def label_info_dict(labels, threshold: float) -> dict:
-    """vision_msgs/LabelInfo's fields: class_map [{class_id, class_name}] and threshold."""
-    return {'class_map': [{'class_id': i, 'class_name': name} for i, name in enumerate(labels)],
-            'threshold': float(threshold)}
 
 
 def overlay(rgb: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -141,7 +136,7 @@ class WindowResult:
 
     stamp_ns: int                          # the window's last frame (or the last window's)
     frame_id: str
-    record: Optional[dict] = None          # the `~/classification` JSON (None: no window)
+    record: Optional[dict] = None          # the `~/window` JSON (None: no window)
     label: Optional[str] = None            # the decoded stable label
     events: list = field(default_factory=list)
     active: list = field(default_factory=list)   # the active actions after `events`
@@ -168,8 +163,8 @@ class Reporter:
     def window(self, window, prediction, frame_id: str, latency_ms: float, values: dict,
                rgb: Optional[np.ndarray] = None) -> WindowResult:
         """`values`: the parameters `top_k` and `score_threshold` (read at each window)."""
-        record = classification_dict(prediction, window, frame_id, latency_ms, self.seq,
-                                     values['top_k'])
+        record = window_dict(prediction, window, frame_id, latency_ms, self.seq,
+                             values['top_k'])
         self.seq += 1
         events = self.decoder.update(window, prediction.probabilities, frame_id)
         active = self.decoder.active()
@@ -195,6 +190,13 @@ def _label(types, result, values):
 
 
 def _classification(types, result, values):
+    if result.record is None:
+        return []
+    return [types.classification(types.header(result.stamp_ns, result.frame_id),
+                                 [(r['class_id'], r['score']) for r in result.record['results']])]
+
+
+def _window(types, result, values):
     return [] if result.record is None else [_json(types, result.record)]
 
 
@@ -220,12 +222,12 @@ def _active(types, result, values):
     return [_json(types, active_dict(result.header, result.active))] if result.events else []
 
 
-def _active_at_start(types, labels, values):
+def _active_at_start(types, labels, values, stamp_ns):
     return [_json(types, active_dict({'stamp': stamp_dict(0), 'frame_id': ''}, []))]
 
 
-def _label_info(types, labels, values):
-    return [_json(types, label_info_dict(labels, values['score_threshold']))]
+def _label_info(types, labels, values, stamp_ns):
+    return [types.label_info(types.header(stamp_ns, ''), labels, values['score_threshold'])]
 
 
 @dataclass(frozen=True)
@@ -233,8 +235,8 @@ class Output:
     """One output topic.
 
     `per_window(types, result, values)` gives the messages a `WindowResult` causes (in publishing
-    order); `latched(types, labels, values)`, for latched topics, the message a subscriber finds
-    before any window.
+    order); `latched(types, labels, values, stamp_ns)`, for latched topics, the message a
+    subscriber finds before any window (`stamp_ns`: when it is published).
     """
 
     name: str               # relative to the node: published as ~/name
@@ -252,7 +254,10 @@ QOS = ('results', 'events', 'latched')
 
 # Published in this order after each window.
 OUTPUTS = (
-    Output('classification', STRING, 'results', 'one JSON object per window', _classification),
+    Output('classification', CLASSIFICATION, 'results', "top_k class ids and scores per "
+           "window, the header of the window's last frame", _classification),
+    Output('window', STRING, 'results', 'JSON per window: span, class names and scores, '
+           'temporal weights, latency, seq', _window),
     Output('label', STRING, 'results', "the stable (decoded) action, 'unknown' when none is "
            'active or below score_threshold', _label),
     Output('events', STRING, 'events', 'JSON: an action started or ended', _events),
@@ -262,6 +267,7 @@ OUTPUTS = (
            _spatial),
     Output('attention/overlay', IMAGE, 'results', 'rgb8 heat map on that frame '
            '(publish_overlay)', _overlay),
-    Output('label_info', STRING, 'latched', 'JSON class map, latched', latched=_label_info),
+    Output('label_info', LABEL_INFO, 'latched', 'class map and score_threshold, latched',
+           latched=_label_info),
 )
 BY_OUTPUT = {o.name: o for o in OUTPUTS}

@@ -1,0 +1,66 @@
+"""The vision_msgs types: built for development with the fields of vision_msgs 4.1.1.
+
+Type hashes (REP 2011) depend on field names, types and defaults, not on comments; equal
+hashes mean the same wire format and that ROS 2 tools match our topics with the distribution's
+vision_msgs. The node test checks the hashes DDS advertises for the running node's topics.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from timesformer_ros.messages import VISION_TYPES, register_vision_types, vision_definition_dirs
+
+# From vision_msgs 4.1.1 as the distribution builds it.
+VISION_MSGS_4_1_1 = {
+    'vision_msgs/msg/Classification':
+        'RIHS01_f74db28d0eaef3afb78f48bf2161cd709a1383a0309d3454383b25be11345143',
+    'vision_msgs/msg/ObjectHypothesis':
+        'RIHS01_51da43cec11c01957a64d1e05a24acd18aae7745ec30b74348ad5f6d634f7f90',
+    'vision_msgs/msg/LabelInfo':
+        'RIHS01_3d37df4015cdf660cc851c51897f2acd957e1ca6205ba0a99aebffb9406b0783',
+    'vision_msgs/msg/VisionClass':
+        'RIHS01_1e4a11f0fed50b5623cb8ff26ca0e37952a48a9c074d16f804b44e9164c2037a',
+}
+
+
+def installed_share() -> Path:
+    """Return the share/vision_msgs/msg directory the build (or a ROS install) put in place."""
+    for folder in vision_definition_dirs():
+        if (folder / 'Classification.json').is_file():
+            return folder
+    pytest.fail('no built vision_msgs found (make builds it into .venv)')
+
+
+@pytest.mark.parametrize('typename', VISION_TYPES)
+def test_the_built_types_have_the_hashes_of_vision_msgs_4_1_1(typename):
+    """The hashes rosidl computed when it built the package (share/.../msg/<Name>.json)."""
+    name = typename.rsplit('/', 1)[1]
+    description = json.loads((installed_share() / f'{name}.json').read_text())
+    hashes = {h['type_name']: h['hash_string'] for h in description['type_hashes']}
+    assert hashes[typename] == VISION_MSGS_4_1_1[typename]
+
+
+@pytest.mark.parametrize('where', ['repository', 'installed'])
+def test_the_definitions_give_the_same_hashes_in_rosbags(where):
+    """The definitions kept in dev/interfaces, and those the bag writer finds installed."""
+    from rosbags.typesys import Stores, get_typestore
+    store = get_typestore(Stores.ROS2_KILTED)
+    folders = [REPO / 'dev' / 'interfaces' / 'vision_msgs' / 'msg'] \
+        if where == 'repository' else None
+    register_vision_types(store, folders)
+    for typename, expected in VISION_MSGS_4_1_1.items():
+        assert store.hash_rihs01(typename) == expected
+
+
+def test_the_python_classes_import_and_build(tmp_path):
+    from timesformer_ros.messages import rclpy_types
+    types = rclpy_types()
+    msg = types.classification(types.header(1_500_000_000, 'cam'), [(3, 0.75), ('1', 0.25)])
+    assert [(h.class_id, h.score) for h in msg.results] == [('3', 0.75), ('1', 0.25)]
+    info = types.label_info(types.header(0, ''), ['a', 'b'], 0.5)
+    assert [(c.class_id, c.class_name) for c in info.class_map] == [(0, 'a'), (1, 'b')]
+    with pytest.raises(ValueError, match='uint16'):
+        types.label_info(types.header(0, ''), ['x'] * 65535, 0.0)
