@@ -131,9 +131,10 @@ def test_bad_ros_arguments_exit_2_with_one_line(ros, args, message):
 # -- input watchdog -------------------------------------------------------------------------------
 
 def snapshot(**values):
-    base = {'failed_consecutive': 0, 'frames_failed': 0, 'frames_refused': 0,
-            'refused_by_reason': {}, 'frames_received': 0, 'input_silence_s': 0.0,
-            'input_rate_hz': 0.0, 'receiving_for_s': 0.0}
+    base = {'failed_consecutive': 0, 'frames_failed': 0, 'failed_by_reason': {},
+            'publish_failed': 0, 'frames_refused': 0, 'refused_by_reason': {},
+            'frames_received': 0, 'input_silence_s': 0.0, 'input_rate_hz': 0.0,
+            'receiving_for_s': 0.0}
     return {**base, **values}
 
 

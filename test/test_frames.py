@@ -3,13 +3,18 @@
 Bad frames raise a FrameError naming what was wrong. Real sensor_msgs messages.
 """
 
+import resource
+import struct
+import time
+import zlib
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from timesformer_ros.frames import (
-    FrameError, FrameKey, Normaliser, Preprocessor, decode, resize_and_crop)
+    MAX_PIXELS, MAX_SIDE, FrameError, FrameKey, Normaliser, Preprocessor, decode, resize_and_crop)
 
 sensor_msgs = pytest.importorskip('sensor_msgs.msg')
 
@@ -165,3 +170,94 @@ def test_preprocessor_normalises_with_the_checkpoint_statistics():
     batch = Normaliser((0.45,) * 3, (0.225,) * 3)(torch.zeros(2, 4, 8, 8, 3, dtype=torch.uint8))
     assert batch.shape == (2, 4, 3, 8, 8)
     torch.testing.assert_close(batch.flatten()[0], torch.tensor(-2.0))
+
+
+# -- hostile compressed images: the declared size is read before anything is decoded --------------
+
+def png_header_bomb(width, height, depth=8, colour_type=0):
+    """Return a small, well-formed PNG whose header declares `width` x `height` pixels."""
+    def chunk(kind, payload):
+        return (struct.pack('>I', len(payload)) + kind + payload +
+                struct.pack('>I', zlib.crc32(kind + payload) & 0xFFFFFFFF))
+    header = struct.pack('>IIBBBBB', width, height, depth, colour_type, 0, 0, 0)
+    rows = zlib.compress(b'\x00' * (1 + width * depth // 8) * 4)
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IDAT', rows) +
+            chunk(b'IEND', b''))
+
+
+def jpeg_header_bomb(width, height):
+    """Return a 16x16 JPEG whose start-of-frame segment is patched to declare another size."""
+    ok, buf = cv2.imencode('.jpg', np.zeros((16, 16, 3), np.uint8))
+    data = bytearray(buf.tobytes())
+    sof = data.find(b'\xff\xc0')
+    data[sof + 5:sof + 9] = struct.pack('>HH', height, width)
+    return bytes(data)
+
+
+def _compressed(fmt, data):
+    msg = sensor_msgs.CompressedImage(format=fmt)
+    msg.data = data
+    return msg
+
+
+@pytest.mark.parametrize('fmt, data, declared', [
+    ('jpeg', lambda: jpeg_header_bomb(30000, 30000), '30000x30000'),
+    ('png', lambda: png_header_bomb(30000, 30000), '30000x30000'),
+    ('png', lambda: png_header_bomb(12000, 12000, depth=16), '12000x12000'),
+    ('png', lambda: png_header_bomb(8000, 8000, colour_type=2), '8000x8000'),   # < MAX_SIDE
+])
+def test_decompression_bombs_are_refused_from_their_header(fmt, data, declared):
+    """A few hundred bytes that declare gigabytes: refused before decoding, memory untouched."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(FrameError, match=declared) as info:
+        decode(_compressed(fmt, data()))
+    assert info.value.reason == 'too_large'
+    assert time.perf_counter() - started < 0.5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024   # KiB
+
+
+def test_formats_without_a_header_check_are_bounded_by_opencv():
+    """TIFF and others: OpenCV refuses the declared size before it allocates."""
+    image = np.zeros((16, 16), np.uint8)
+    ok, buf = cv2.imencode('.tiff', image)
+    data = bytearray(buf.tobytes())
+    # The TIFF's ImageWidth and ImageLength entries (tags 256, 257 of its first IFD, SHORT
+    # values here) claim 30000 pixels.
+    ifd = struct.unpack('<I', data[4:8])[0]
+    for k in range(struct.unpack('<H', data[ifd:ifd + 2])[0]):
+        entry = ifd + 2 + 12 * k
+        tag, kind = struct.unpack('<HH', data[entry:entry + 4])
+        if tag in (256, 257):
+            assert kind == 3
+            data[entry + 8:entry + 10] = struct.pack('<H', 30000)
+    with pytest.raises(FrameError) as info:
+        decode(_compressed('tiff', bytes(data)))
+    assert info.value.reason == 'too_large'
+
+
+def test_float_and_16_bit_compressed_images():
+    """Refuse NaN in a float TIFF; scale 16-bit PNGs as x / 257, rounded, without float64."""
+    nan = np.full((4, 4), np.nan, np.float32)
+    ok, buf = cv2.imencode('.tiff', nan)
+    with pytest.raises(FrameError) as info:
+        decode(_compressed('tiff', buf.tobytes()))
+    assert info.value.reason == 'non_finite'
+    ramp = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)
+    ok, buf = cv2.imencode('.png', ramp)
+    rgb, key = decode(_compressed('png', buf.tobytes()))
+    assert np.array_equal(rgb[..., 0], np.round(ramp / 257.0).astype(np.uint8))
+    half = np.full((4, 4), 0.5, np.float32)
+    ok, buf = cv2.imencode('.tiff', half)
+    rgb, _ = decode(_compressed('tiff', buf.tobytes()))
+    assert (rgb == 128).all()
+
+
+def test_the_limits_are_the_same_for_raw_and_compressed_frames():
+    side = 4097       # 4097 x 4097 > MAX_PIXELS, each side < MAX_SIDE
+    assert side * side > MAX_PIXELS and side < MAX_SIDE
+    with pytest.raises(FrameError, match='exceeds the limits') as raw:
+        decode(_resized(image('mono8', GRAY), side, side))
+    with pytest.raises(FrameError, match='exceeds the limits') as packed:
+        decode(_compressed('png', png_header_bomb(side, side)))
+    assert raw.value.reason == packed.value.reason == 'too_large'

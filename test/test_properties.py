@@ -6,11 +6,13 @@ for any message. They skip, with the reason, where hypothesis is not installed (
 everywhere.
 """
 
+import resource
+
 import numpy as np
 import pytest
 
 from timesformer_ros.clips import NS, ClipBuffer
-from timesformer_ros.frames import FrameError, decode
+from timesformer_ros.frames import MAX_PIXELS, MAX_SIDE, FrameError, decode
 
 hypothesis = pytest.importorskip('hypothesis', reason='property tests need hypothesis '
                                  '(requirements/test.txt; python3-hypothesis on a robot)')
@@ -79,6 +81,39 @@ def test_decoder_never_crashes_on_garbage_compressed_images(data, fmt):
     try:
         rgb, _ = decode(msg)
     except FrameError as exc:
-        assert exc.reason in ('empty', 'decode_failed')
+        assert exc.reason in ('empty', 'decode_failed', 'too_large')
     else:
         assert rgb.ndim == 3 and rgb.shape[2] == 3
+
+
+_PEAK_AT_START = []
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fmt=st.sampled_from(['png', 'jpeg']), width=st.integers(1, 65535),
+       height=st.integers(1, 65535), depth=st.sampled_from([8, 16]),
+       colour=st.sampled_from([0, 2, 6]), tail=st.binary(max_size=64))
+def test_compressed_decoder_memory_is_bounded_whatever_the_header_declares(
+        fmt, width, height, depth, colour, tail):
+    """Decode or refuse headers declaring any size up to 65535 a side, in bounded memory.
+
+    A frame within the limits or a refusal, and the process's peak memory never more than
+    300 MB above where the test started.
+    """
+    from test_frames import jpeg_header_bomb, png_header_bomb
+    if not _PEAK_AT_START:
+        _PEAK_AT_START.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    data = png_header_bomb(width, height, depth, colour) if fmt == 'png' \
+        else jpeg_header_bomb(width, height)
+    msg = sensor_msgs.CompressedImage(format=fmt)
+    msg.data = data + tail
+    try:
+        rgb, _ = decode(msg)
+    except FrameError as exc:
+        assert exc.reason in ('decode_failed', 'too_large')
+        if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+            assert exc.reason == 'too_large'
+    else:
+        assert rgb.shape[:2] == (height, width)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - _PEAK_AT_START[0]
+    assert grown_kib < 300 * 1024

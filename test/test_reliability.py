@@ -80,13 +80,18 @@ def test_a_failed_inference_is_counted_and_skipped_and_repeats_turn_diagnostics_
 
 
 def test_health_levels():
-    base = {'failed_consecutive': 0, 'frames_failed': 0, 'frames_refused': 0,
-            'refused_by_reason': {}}
+    base = {'failed_consecutive': 0, 'frames_failed': 0, 'failed_by_reason': {},
+            'publish_failed': 0, 'frames_refused': 0, 'refused_by_reason': {}}
     assert health(base, 3) == (OK, 'running')
     level, message = health({**base, 'frames_refused': 2,
                              'refused_by_reason': {'short_data': 2}}, 3)
     assert level == WARN and 'short_data: 2' in message
     assert health({**base, 'failed_consecutive': 3, 'frames_failed': 3}, 3)[0] == ERROR
+    level, message = health({**base, 'frames_failed': 1, 'failed_by_reason': {'non_finite': 1}},
+                            3)
+    assert level == WARN and 'non_finite: 1' in message
+    level, message = health({**base, 'publish_failed': 2}, 3)
+    assert level == WARN and 'publishing failed for 2 windows' in message
 
 
 # -- bad frames over DDS ------------------------------------------------------------------------

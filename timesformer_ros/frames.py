@@ -14,18 +14,18 @@ copied and normalised exactly once however many windows it belongs to.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 import torch
 
+# The limits of an accepted frame, raw or compressed: `timesformer_ros/__init__.py` says why and
+# hands them to OpenCV before anything imports it.
+from . import MAX_PIXELS, MAX_SIDE
 from .messages import is_compressed
-
-# Largest accepted side; a larger frame is refused rather than resized (it is almost certainly
-# a driver fault, and decoding it would stall the node).
-MAX_SIDE = 8192
 
 _FLOAT_ENCODINGS = {'32FC1': np.float32, '64FC1': np.float64}
 # OpenCV-style generic names with a conventional colour meaning (as cv_bridge reads them).
@@ -65,17 +65,84 @@ def _raw_bytes(msg) -> np.ndarray:
     return np.frombuffer(memoryview(data).cast('B'), dtype=np.uint8)
 
 
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def declared_size(data: bytes) -> Optional[tuple]:
+    """Return the (width, height) a PNG or JPEG header declares, None for other formats.
+
+    Read from the header alone (PNG's IHDR chunk; JPEG's first start-of-frame segment), so
+    nothing is decoded or allocated.
+    """
+    if data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) >= 24 and data[12:16] == b'IHDR':
+        return struct.unpack('>II', data[16:24])
+    if data[:2] != b'\xff\xd8':
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None                 # not a marker where one must be: not a JPEG we read
+        marker = data[i + 1]
+        if marker == 0xFF:              # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = struct.unpack('>H', data[i + 2:i + 4])[0]
+        if marker in _JPEG_SOF and i + 9 <= len(data):
+            height, width = struct.unpack('>HH', data[i + 5:i + 9])
+            return width, height
+        if marker == 0xDA:              # start of scan before any frame header
+            return None
+        i += 2 + length
+    return None
+
+
+def check_size(height: int, width: int, what: str):
+    """Raise FrameError unless a `what` image of `width` x `height` is within the limits."""
+    if height <= 0 or width <= 0:
+        raise FrameError('empty', f'{what} image has zero size ({width}x{height})')
+    if max(height, width) > MAX_SIDE or height * width > MAX_PIXELS:
+        raise FrameError('too_large', f'{what} image of {width}x{height} exceeds the limits of '
+                                      f'{MAX_SIDE} pixels a side and {MAX_PIXELS} pixels')
+
+
+def _to_uint8(image: np.ndarray, what: str) -> np.ndarray:
+    """Convert a decoded image of any depth to uint8, without a float64 copy."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return cv2.convertScaleAbs(image, alpha=1 / 257)     # rounds, saturates
+    if image.dtype in (np.float32, np.float64):
+        if not np.isfinite(image).all():
+            raise FrameError('non_finite', f'{what} image contains NaN or inf values')
+        return cv2.convertScaleAbs(np.clip(image, 0.0, 1.0), alpha=255)
+    raise FrameError('unsupported_encoding', f'{what} image decodes to {image.dtype} pixels')
+
+
 def _decode_compressed(msg) -> tuple:
     data = _raw_bytes(msg)
+    what = f'compressed ({str(msg.format)[:40]!r})'
     if data.size == 0:
-        raise FrameError('empty', f'compressed image ({msg.format!r}) has no data')
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        raise FrameError('empty', f'{what} image has no data')
+    size = declared_size(data[:65536].tobytes())
+    if size is not None:
+        check_size(size[1], size[0], f'{what} (declared in its header)')
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        detail = str(exc).strip().splitlines()[-1]
+        if 'validateInputImageSize' in detail:
+            raise FrameError('too_large', f'{what} image declares more than {MAX_PIXELS} '
+                                          f'pixels or {MAX_SIDE} a side') from None
+        raise FrameError('decode_failed', f'{what} image ({data.size} bytes) could not be '
+                                          f'decoded: {detail}') from None
     if image is None:
         raise FrameError('decode_failed',
-                         f'compressed image ({msg.format!r}, {data.size} bytes) could not be '
-                         f'decoded')
-    if image.dtype == np.uint16:
-        image = (image / 257.0).round().astype(np.uint8)
+                         f'{what} image ({data.size} bytes) could not be decoded')
+    check_size(image.shape[0], image.shape[1], what)
+    image = _to_uint8(image, what)
     if image.ndim == 2:
         rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     elif image.shape[2] == 4:
@@ -84,14 +151,6 @@ def _decode_compressed(msg) -> tuple:
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     fmt = str(msg.format).split(';')[0].strip() or 'compressed'
     return rgb, FrameKey(fmt, rgb.shape[0], rgb.shape[1])
-
-
-def _check_size(height: int, width: int, encoding: str):
-    if height <= 0 or width <= 0:
-        raise FrameError('empty', f'{encoding} image has zero size ({width}x{height})')
-    if max(height, width) > MAX_SIDE:
-        raise FrameError('too_large', f'{encoding} image of {width}x{height} exceeds the '
-                                      f'largest accepted side of {MAX_SIDE} pixels')
 
 
 def _packed_rows(msg, bytes_per_pixel: int, rows: int = 0) -> np.ndarray:
@@ -140,15 +199,13 @@ def decode(msg) -> tuple:
 
     key = frame_key(msg)
     encoding = _ALIASES.get(key.encoding, key.encoding)
-    _check_size(key.height, key.width, key.encoding)
+    check_size(key.height, key.width, key.encoding)
     if encoding in _FLOAT_ENCODINGS:
         dtype = np.dtype(_FLOAT_ENCODINGS[encoding])
         rows = _packed_rows(msg, dtype.itemsize)
         dtype = dtype.newbyteorder('>' if msg.is_bigendian else '<')
         values = np.ascontiguousarray(rows).view(dtype).reshape(key.height, key.width)
-        if not np.isfinite(values).all():
-            raise FrameError('non_finite', f'{key.encoding} image contains NaN or inf values')
-        gray = (np.clip(values, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        gray = _to_uint8(values.astype(values.dtype.newbyteorder('=')), key.encoding)
         return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB), key
     try:
         depth, _, _, channels = to_cvtype(encoding)

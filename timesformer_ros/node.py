@@ -16,6 +16,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
@@ -93,7 +94,8 @@ class TimeSformerNode(Node):
             raise StartupError(str(exc)) from None
         self.reporter = Reporter(self.decoder)
         self._reporter_lock = threading.Lock()    # the worker's windows, the watchdog's ends
-        self.pipeline = Pipeline(self.engine, buffer, self._publish, self._on_failure)
+        self.pipeline = Pipeline(self.engine, buffer, self._publish, self._on_failure,
+                                 self._on_publish_failure, self._on_refusal)
         self._warned = {}
         self._input_problem = None
 
@@ -112,11 +114,15 @@ class TimeSformerNode(Node):
                          durability=DurabilityPolicy.VOLATILE,
                          reliability=ReliabilityPolicy.RELIABLE if values['qos'] == 'reliable'
                          else ReliabilityPolicy.BEST_EFFORT)
+        # Frames lost inside DDS (a full history queue while a large frame decodes) are counted.
+        events = SubscriptionEventCallbacks(message_lost=self._on_lost)
         if values['input_transport'] == 'compressed':
             self.subscription = self.create_subscription(
-                CompressedImage, 'image/compressed', self._on_image, qos)
+                CompressedImage, 'image/compressed', self.pipeline.offer, qos,
+                event_callbacks=events)
         else:
-            self.subscription = self.create_subscription(Image, 'image', self._on_image, qos)
+            self.subscription = self.create_subscription(Image, 'image', self.pipeline.offer,
+                                                         qos, event_callbacks=events)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -129,11 +135,8 @@ class TimeSformerNode(Node):
 
     # -- callbacks ------------------------------------------------------------------------------
 
-    def _on_image(self, msg):
-        reason = self.pipeline.submit(msg)
-        if reason:
-            self._warn_throttled(reason, f'refused a frame ({reason}): '
-                                         f'{self.pipeline.last_refusal}')
+    def _on_refusal(self, reason: str, message: str):
+        self._warn_throttled(reason, f'refused a frame ({reason}): {message}')
 
     def _warn_throttled(self, key: str, message: str, period_s: float = 5.0):
         now = time.monotonic()
@@ -144,6 +147,13 @@ class TimeSformerNode(Node):
     def _on_failure(self, job, exc):
         self._warn_throttled('inference_failed', f'inference failed for the window ending '
                                                  f'at {job.window.end} ns, skipped: {exc!r}')
+
+    def _on_publish_failure(self, job, exc):
+        self._warn_throttled('publish_failed', f'publishing the results of the window ending '
+                                               f'at {job.window.end} ns failed: {exc!r}')
+
+    def _on_lost(self, info):
+        self.pipeline.count_lost(info.total_count_change)
 
     def _validate_parameters(self, params) -> SetParametersResult:
         """On-set: refuse with a reason, no side effects.
@@ -228,6 +238,7 @@ class TimeSformerNode(Node):
                                   message=message, hardware_id=str(self.engine.device))
         values = {k: v for k, v in snap.items() if not isinstance(v, dict)}
         values.update({f'refused_{k}': v for k, v in snap['refused_by_reason'].items()})
+        values.update({f'failed_{k}': v for k, v in snap['failed_by_reason'].items()})
         values.update({f'resets_{k}': v for k, v in snap['resets_by_reason'].items()})
         values['device'] = str(self.engine.device)
         values['model'] = self.engine.describe()

@@ -182,7 +182,7 @@ class Reporter:
 
 
 def _json(types: MessageTypes, data) -> object:
-    return types.string(json.dumps(data))
+    return types.string(json.dumps(data, allow_nan=False))    # strict JSON: no NaN, no inf
 
 
 def _label(types, result, values):

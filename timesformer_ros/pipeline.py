@@ -1,8 +1,11 @@
-"""Frames in, results out, on a worker thread: what the node runs, without ROS.
+"""Frames in, results out, on two threads: what the node runs, without ROS.
 
-`Pipeline.submit(msg, arrival)` runs in the subscription callback: it decodes and checks the
-message, offers it to the clip buffer (which preprocesses it only when sampled), and hands a
-completed window to a one-slot mailbox. The worker thread takes the newest window, runs the
+`Pipeline.offer(msg)` runs in the subscription callback and only queues the message (at most
+`INTAKE_DEPTH` wait; beyond, the oldest is refused as `backlog`), so no frame, however costly to
+decode, holds up the executor: diagnostics and parameter services keep their pace. The decoder
+thread decodes and checks each message, offers it to the clip buffer (which preprocesses it
+only when sampled), and hands a completed window to a one-slot mailbox (`submit` does the same
+at once, for callers without threads). The worker thread takes the newest window, runs the
 engine and calls `on_result`. When inference is slower than the camera, a window still waiting
 in the mailbox is replaced by the newer one and counted as dropped: nothing queues, latency
 never accumulates.
@@ -10,7 +13,8 @@ never accumulates.
 Every received frame ends in exactly one counter (`Counters.accounted` checks the sum):
 refused (by reason), skipped by sampling, buffered (sampled, but completed no window: the
 window was still filling, or `stride` > 1), or it completed a window that was processed,
-dropped as stale, or failed; at most one window is pending at a time.
+dropped as stale, or failed; at most one window is pending at a time, and at most
+`INTAKE_DEPTH` + 1 frames wait for or are in the decoder.
 """
 
 from __future__ import annotations
@@ -32,6 +36,14 @@ from .messages import stamp_ns
 LOGGER = logging.getLogger(__name__)
 
 
+class NonFiniteResult(ValueError):
+    """The model gave NaN or inf scores: a failed inference, never published."""
+
+
+def _log_publish_failure(job, exc: BaseException):
+    LOGGER.error('publishing the result of window %d failed: %r', job.window.seq, exc)
+
+
 @dataclass
 class Counters:
     """Frame and window outcomes; `refused` and `resets` are by reason."""
@@ -44,6 +56,9 @@ class Counters:
     dropped: int = 0
     failed: int = 0
     failed_consecutive: int = 0
+    failed_by_reason: Counter = field(default_factory=Counter)
+    publish_failed: int = 0          # windows processed whose results could not all be published
+    lost_in_dds: int = 0             # frames DDS reported lost before they reached the node
     resets: Counter = field(default_factory=Counter)
 
     def accounted(self, pending: int) -> bool:
@@ -96,11 +111,14 @@ class Pipeline:
 
     def __init__(self, engine: Engine, buffer: ClipBuffer,
                  on_result: Callable[[Job, Prediction, float], None],
-                 on_failure: Callable[[Job, BaseException], None] = lambda job, exc: None):
+                 on_failure: Callable[[Job, BaseException], None] = lambda job, exc: None,
+                 on_publish_failure: Optional[Callable[[Job, BaseException], None]] = None,
+                 on_refusal: Callable[[str, str], None] = lambda reason, message: None):
         self.engine = engine
         self.buffer = buffer
         self.on_result = on_result
         self.on_failure = on_failure
+        self.on_publish_failure = on_publish_failure or _log_publish_failure
         self.counters = Counters()
         self.input_rate = RateMeter()
         self.inference_rate = RateMeter()
@@ -109,8 +127,14 @@ class Pipeline:
         self._wake = threading.Condition(self._lock)
         self._mailbox: Optional[Job] = None
         self._in_flight = 0
+        self._decoding = 0                     # a frame taken from the intake, being decoded
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name='timesformer-worker')
+        self._intake: deque = deque()          # (message, arrival) waiting to be decoded
+        self._intake_thread = threading.Thread(target=self._decode_loop,
+                                               name='timesformer-decoder')
+        self._buffer_lock = threading.Lock()   # the decoder's push, a parameter's stride
+        self.on_refusal = on_refusal
         self.last_refusal = ''       # the message of the latest refused frame
         self._started = time.monotonic()
         self._first_arrival: Optional[float] = None   # steady clock, for the input watchdog
@@ -118,9 +142,32 @@ class Pipeline:
 
     # -- producer side (subscription callback) ------------------------------------------------
 
+    def offer(self, msg):
+        """Take one image message for the decoder thread; never decodes (the callback returns).
+
+        At most `INTAKE_DEPTH` frames wait: when frames arrive faster than they decode, the
+        oldest waiting one is dropped and refused as `backlog`. Refusals reach `on_refusal`.
+        """
+        arrival = self._arrived()
+        with self._lock:
+            full = len(self._intake) >= INTAKE_DEPTH
+            if full:
+                self._intake.popleft()
+            self._intake.append((msg, arrival))
+            self._wake.notify_all()
+        if full:
+            self._refuse('backlog', f'frames arrive faster than they decode: the oldest of '
+                                    f'{INTAKE_DEPTH} waiting frames was dropped')
+            self.on_refusal('backlog', self.last_refusal)
+
     def submit(self, msg, arrival: Optional[float] = None) -> Optional[str]:
-        """Offer one image message. Returns the refusal reason, or None when accepted."""
-        arrival = time.perf_counter() if arrival is None else arrival
+        """Decode and take one image message now; return the refusal reason, or None."""
+        arrival = self._arrived() if arrival is None else arrival
+        return self._accept(msg, arrival)
+
+    def _arrived(self) -> float:
+        """Count a received frame; return its arrival time (perf_counter)."""
+        arrival = time.perf_counter()
         now = time.monotonic()
         self.input_rate.tick(now)
         with self._lock:
@@ -128,6 +175,26 @@ class Pipeline:
             if self._last_arrival is None or now - self._last_arrival > RATE_SETTLE_S:
                 self._first_arrival = now       # (again) receiving: let the rate settle
             self._last_arrival = now
+        return arrival
+
+    def _decode_loop(self):
+        while not self._stop.is_set():
+            with self._lock:
+                while not self._intake and not self._stop.is_set():
+                    self._wake.wait(0.5)
+                if not self._intake:
+                    continue
+                msg, arrival = self._intake.popleft()
+                self._decoding = 1
+            try:
+                reason = self._accept(msg, arrival)
+            finally:
+                with self._lock:
+                    self._decoding = 0
+            if reason:
+                self.on_refusal(reason, self.last_refusal)
+
+    def _accept(self, msg, arrival: float) -> Optional[str]:
         try:
             rgb, key = decode(msg)
         except FrameError as exc:
@@ -145,7 +212,8 @@ class Pipeline:
         header = msg.header
         stamp = stamp_ns(header)
         try:
-            result = self.buffer.push(stamp, key, header.frame_id, load)
+            with self._buffer_lock:
+                result = self.buffer.push(stamp, key, header.frame_id, load)
         except FrameError as exc:
             return self._refuse(exc.reason, str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad message must not end the node
@@ -169,6 +237,11 @@ class Pipeline:
             self._wake.notify()
         return None
 
+    def count_lost(self, frames: int):
+        """Count frames the middleware reports lost before they reached the subscription."""
+        with self._lock:
+            self.counters.lost_in_dds += frames
+
     def _refuse(self, reason: str, message: str) -> str:
         with self._lock:
             self.counters.refused[reason] += 1
@@ -178,19 +251,22 @@ class Pipeline:
 
     def set_stride(self, stride: int):
         """Run once every `stride` newly sampled frames, from the next frame on."""
-        self.buffer.set_stride(stride)      # the executor thread, as submit
+        with self._buffer_lock:
+            self.buffer.set_stride(stride)
 
     # -- worker ---------------------------------------------------------------------------------
 
     def start(self):
         self._thread.start()
+        self._intake_thread.start()
 
     def stop(self, timeout: float = 2.0):
         self._stop.set()
         with self._lock:
             self._wake.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        for thread in (self._intake_thread, self._thread):
+            if thread.is_alive():
+                thread.join(timeout)
 
     @property
     def pending(self) -> int:
@@ -213,10 +289,14 @@ class Pipeline:
                 continue
             try:
                 (prediction,) = self.engine.infer([job.window.frames])
+                if not np.isfinite(prediction.probabilities).all():
+                    raise NonFiniteResult('the model gave non-finite scores (NaN or inf)')
             except Exception as exc:  # noqa: BLE001 - one bad inference must not end the node
+                reason = 'non_finite' if isinstance(exc, NonFiniteResult) else 'error'
                 with self._lock:
                     self.counters.failed += 1
                     self.counters.failed_consecutive += 1
+                    self.counters.failed_by_reason[reason] += 1
                     self._in_flight = 0
                 self.on_failure(job, exc)
                 continue
@@ -226,10 +306,11 @@ class Pipeline:
             prediction.timings['preprocess_ms'] = job.preprocess_ms
             try:
                 self.on_result(job, prediction, latency)
-            except Exception:  # noqa: BLE001 - a failed publish must not end the worker
+            except Exception as exc:  # noqa: BLE001 - a failed publish must not end the worker
                 if not self._stop.is_set():
-                    LOGGER.exception('publishing the result of window %d failed',
-                                     job.window.seq)
+                    with self._lock:
+                        self.counters.publish_failed += 1
+                    self.on_publish_failure(job, exc)
             with self._lock:
                 self.counters.processed += 1
                 self.counters.failed_consecutive = 0
@@ -245,6 +326,7 @@ class Pipeline:
             latencies = np.array(self.latencies) if self.latencies else np.zeros(1)
             waiting = int(self._mailbox is not None)
             pending = waiting + self._in_flight
+            undecoded = len(self._intake) + self._decoding
             return {
                 'frames_received': c.received,
                 'frames_refused': sum(c.refused.values()),
@@ -255,6 +337,9 @@ class Pipeline:
                 'frames_dropped': c.dropped,
                 'frames_failed': c.failed,
                 'failed_consecutive': c.failed_consecutive,
+                'failed_by_reason': dict(c.failed_by_reason),
+                'publish_failed': c.publish_failed,
+                'frames_lost_in_dds': c.lost_in_dds,
                 'windows_pending': pending,
                 'windows_waiting': waiting,
                 'windows_in_flight': self._in_flight,
@@ -266,11 +351,13 @@ class Pipeline:
                 'inference_rate_hz': self.inference_rate.rate(),
                 'latency_p50_ms': float(np.percentile(latencies, 50)),
                 'latency_p95_ms': float(np.percentile(latencies, 95)),
-                'accounted': c.accounted(pending),
+                'frames_waiting_decode': undecoded,
+                'accounted': c.accounted(pending + undecoded),
             }
 
 
 OK, WARN, ERROR = 0, 1, 2
+INTAKE_DEPTH = 4          # frames waiting for the decoder thread; more: the oldest is dropped
 RATE_SETTLE_S = 2.0       # receive this long before judging the input rate
 
 
@@ -311,7 +398,10 @@ def health(snapshot: dict, error_after: int, input_problem: Optional[str] = None
     if input_problem:
         return WARN, input_problem
     if snapshot['frames_failed']:
-        return WARN, f'{snapshot["frames_failed"]} inferences failed'
+        reasons = ', '.join(f'{k}: {v}' for k, v in sorted(snapshot['failed_by_reason'].items()))
+        return WARN, f'{snapshot["frames_failed"]} inferences failed ({reasons})'
+    if snapshot['publish_failed']:
+        return WARN, f'publishing failed for {snapshot["publish_failed"]} windows'
     if snapshot['frames_refused']:
         reasons = ', '.join(f'{k}: {v}' for k, v in sorted(snapshot['refused_by_reason'].items()))
         return WARN, f'frames refused ({reasons})'
