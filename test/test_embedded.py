@@ -104,6 +104,8 @@ def test_demo_short_run_scores_well_above_chance(tmp_path):
     assert summary['clean_windows'] >= 20, summary
     assert summary['accuracy'] >= 0.8, summary       # 0.953 measured over 30 s
     assert summary['chance'] == pytest.approx(1 / 7)  # from ~/label_info: 7 classes
+    # Bounded memory: only the newest frames are kept for the picture, not all 360.
+    assert summary['frames_kept'] <= 120 < summary['frames_received'], summary
     assert summary['node_exit_code'] == 0
     assert Path(summary['picture']).stat().st_size > 0
     assert 'summary:' in result.stdout
@@ -111,3 +113,17 @@ def test_demo_short_run_scores_well_above_chance(tmp_path):
     segments = summary['segments']
     assert segments['true_segments'] >= 3 and segments['f1@0.1'] >= 0.6, segments
     assert 'action 0 started' in result.stdout and 'actions:' in result.stdout
+
+
+def test_demo_output_failures_are_one_line(tmp_path):
+    """An --out that cannot be a directory: one line, exit 1, before anything starts."""
+    import sys
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('not a directory')
+    result = subprocess.run(
+        [sys.executable, '-m', 'timesformer_ros.demo', '--duration', '1', '--out',
+         str(blocker / 'out')], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('timesformer_demo: error:'), result.stderr
+    assert 'Traceback' not in result.stderr

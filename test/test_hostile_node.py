@@ -75,7 +75,9 @@ def _tiff_declaring(width: int, height: int) -> bytes:
 
 def compressed_attacks():
     """(name, format, data) of hostile compressed frames."""
-    big = np.random.default_rng(1).integers(0, 256, (4096, 4096, 3), dtype=np.uint8)
+    # A camera-like 4096x4096 frame (smooth, so a JPEG of a few MB): the largest accepted.
+    small = np.random.default_rng(1).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    big = cv2.resize(small, (4096, 4096), interpolation=cv2.INTER_CUBIC)
     return [
         ('jpeg bomb 30000x30000', 'jpeg', jpeg_header_bomb(30000, 30000)),
         ('png bomb 30000x30000 gray8', 'png', png_header_bomb(30000, 30000)),

@@ -32,6 +32,22 @@ from .messages import dict_ns, stamp_ns
 from .processes import console_command, keep_dds_on_loopback
 
 REPO = Path(__file__).resolve().parents[1]
+# Camera frames kept for the picture: the last 4 s at 30 Hz (the windows of the embedded model
+# span 0.47 s), so memory stays the same however long the demo runs.
+KEEP_FRAMES = 120
+
+
+class RecentFrames(dict):
+    """The newest `limit` image messages by stamp (ns); older ones are forgotten."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def add(self, stamp: int, msg):
+        self[stamp] = msg
+        while len(self) > self.limit:
+            del self[next(iter(self))]        # insertion order: the oldest first
 
 
 def _env(domain_id: int) -> dict:
@@ -60,7 +76,8 @@ def draw_window(frames: Sequence[np.ndarray], prediction, path: Path, title: str
     cv2.putText(header, title, (8, 21), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1)
     image = np.concatenate([header, strip, bars], axis=0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f'could not write {path}')
 
 
 def run(duration: float, seed: int, domain_id: int, out_dir: Path,
@@ -91,12 +108,13 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain_id)
     listener = rclpy.create_node('demo_listener', context=context)
-    truth, frames, results, diagnostics, events, label_info = {}, {}, [], [], [], []
+    truth, results, diagnostics, events, label_info = {}, [], [], [], []
+    frames = RecentFrames(KEEP_FRAMES)
     listener.create_subscription(
         String, 'motion', lambda m: truth.__setitem__(
             dict_ns(json.loads(m.data)['stamp']), json.loads(m.data)['label']), 200)
     listener.create_subscription(
-        Image, 'image', lambda m: frames.__setitem__(stamp_ns(m.header), m),
+        Image, 'image', lambda m: frames.add(stamp_ns(m.header), m),
         qos_profile_sensor_data)
     listener.create_subscription(String, '/timesformer/window',
                                  lambda m: results.append(json.loads(m.data)), 50)
@@ -178,12 +196,17 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
         'frames_refused': int(last.get('frames_refused', 0)),
         'node_exit_code': node.returncode,
         'actions_started': sum(e['event'] == 'start' for e in events),
+        'frames_kept': len(frames),
     }
     if rows:
         summary['segments'] = _segment_metrics(events, truth, rows)
-    picture = _picture(clean or [(r, t) for r, t, _ in rows], frames, out_dir, checkpoint)
-    if picture:
-        summary['picture'] = str(picture)
+    try:
+        picture = _picture(clean or [(r, t) for r, t, _ in rows], frames, out_dir, checkpoint)
+    except OSError as exc:
+        summary['picture_error'] = str(exc)
+    else:
+        if picture:
+            summary['picture'] = str(picture)
     executor.shutdown()
     listener.destroy_node()
     context.try_shutdown()
@@ -248,7 +271,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--out', type=Path, default=Path('demo_output'))
     parser.add_argument('--checkpoint', help='another checkpoint than the embedded model')
     args = parser.parse_args(argv)
-    summary = run(args.duration, args.seed, args.domain_id, args.out, args.checkpoint)
+    try:
+        summary = run(args.duration, args.seed, args.domain_id, args.out, args.checkpoint)
+    except (OSError, RuntimeError) as exc:
+        print(f'timesformer_demo: error: {exc}', file=sys.stderr)
+        return 1
     print()
     print(f'summary: {summary["windows"]} windows in {summary["duration_s"]:.0f} s, '
           f'accuracy {100 * summary["accuracy"]:.1f}% on {summary["clean_windows"]} clean '
@@ -265,7 +292,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f'{segments["onset_delay_s"]["median"]} s')
     if 'picture' in summary:
         print(f'picture: {summary["picture"]}')
-    (args.out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
+    if 'picture_error' in summary:
+        print(f'timesformer_demo: warning: no picture: {summary["picture_error"]}',
+              file=sys.stderr)
+    try:
+        (args.out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
+    except OSError as exc:
+        print(f'timesformer_demo: error: could not write the summary: {exc}', file=sys.stderr)
+        return 1
     return 0 if summary['windows'] and summary['node_exit_code'] == 0 else 1
 
 
