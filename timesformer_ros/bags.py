@@ -7,42 +7,72 @@
     timesformer_bag play BAG --topic /camera/image_raw [--rate 1.0] [--loop] [--clock]
     timesformer_bag record-synthetic OUT [--storage sqlite3|mcap] [--seconds 20]
 
-Bags are read with `rosbags` (rosbag2 in sqlite3 or MCAP storage, and ROS 1 bags), so none of
-this needs a ROS install. `evaluate` runs exactly the node's windowing (the same ClipBuffer, fed
-the same parameters file) over the bag as fast as the engine allows, batching windows, and
-writes one JSON line per window in the node's `~/window` schema. Ground truth is a
-std_msgs/String topic (the synthetic camera's JSON {"stamp", "label"}, or a plain label per
-message matched to the frame with the nearest bag time) or a CSV of `stamp,label` (stamp in
-seconds or integer nanoseconds).
+Bags are read with `rosbags` (rosbag2 in sqlite3 storage, ROS 1 bags) and `mcap` (MCAP files and
+rosbag2 in MCAP storage), so none of this needs a ROS install. `evaluate` runs exactly the
+node's windowing (the same ClipBuffer, fed the same parameters file) over the bag as fast as the
+engine allows, batching windows, and writes one JSON line per window in the node's `~/window`
+schema. Ground truth is a std_msgs/String topic (the synthetic camera's JSON {"stamp", "label"},
+or a plain label per message matched to the frame with the nearest bag time) or a CSV of
+`stamp,label` (stamp in seconds or integer nanoseconds).
+
+A bag is input from anywhere, so reading it is bounded: a message whose CDR cannot be read is
+skipped and named (`BagMessage.error`, the summary's `skipped_messages`) and the rest of the bag
+is read; an MCAP chunk is inflated piece by piece, never past the size it declares nor past
+`MAX_CHUNK_BYTES`, and `evaluate` refuses a chunk that declares more before the model (and
+torch, half a gigabyte of it) is loaded. Outputs are written under partial names and renamed
+into place at the end (`ResultWriter` says why).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import io
 import json
 import logging
+import os
+import re
+import shutil
+import struct
 import sys
+import tempfile
 import time
 from collections import Counter
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from .clips import ClipBuffer
-from .frames import FrameError, decode
 from .interface import read_params_file
 from .messages import (
     COMPRESSED_IMAGE, IMAGE, STRING, bag_types, convert_image, dict_ns, rclpy_types,
     register_vision_types, split_ns, stamp_dict, stamp_ns)
-from .outputs import OUTPUTS, Reporter
 from .segments import ActionDecoder, DecoderConfig, from_events, runs, segment_metrics
 
 LOGGER = logging.getLogger(__name__)
 
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
+
+# The largest uncompressed size an MCAP chunk may declare: twice the largest frame that
+# `frames.decode` accepts (the package's MAX_PIXELS, 2**24, at 8 bytes a pixel, rgba16 or 64FC1:
+# 128 MiB), so 256 MiB (a test keeps the two tied).
+# Recorders close a chunk after a few MiB (rosbags after 1 MiB) and put a larger message in a
+# chunk of its own, so no chunk of a frame the node would take comes near it, and a chunk that
+# declares more is refused before anything is inflated. Reading inflates piece by piece and
+# holds one record at a time, so a chunk that lies about its size costs at most what it declares.
+MAX_CHUNK_BYTES = 256 << 20
+# Largest top-level MCAP record read into memory (a chunk's compressed data, a message outside
+# chunks): a chunk's compressed data is at most about its declared size.
+MAX_RECORD_BYTES = MAX_CHUNK_BYTES + (1 << 20)
+# How many skipped messages the summary names (all of them are counted).
+MAX_NAMED_SKIPS = 100
+
+_MCAP_MAGIC = b'\x89MCAP0\r\n'
+_OP_FOOTER, _OP_SCHEMA, _OP_CHANNEL, _OP_MESSAGE, _OP_CHUNK = 0x02, 0x03, 0x04, 0x05, 0x06
 
 
 class BagError(RuntimeError):
@@ -51,6 +81,21 @@ class BagError(RuntimeError):
     def __init__(self, message: str, read: int = 0):
         super().__init__(message)
         self.read = read
+
+
+class _NoSummary(BagError):
+    """An MCAP file without a readable summary (a cut-off recording): only its stream tells."""
+
+
+class _McapError(ValueError):
+    """What is wrong with an MCAP chunk; the reader adds the file and the count read."""
+
+
+def _brief(exc: BaseException, limit: int = 200) -> str:
+    """Return an exception as one short line: its type and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    text = f'{type(exc).__name__}: {lines[0]}' if lines else type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + '...'
 
 
 def _typestore(vision: bool = False):
@@ -76,7 +121,14 @@ def open_reader(path: Path):
 
 
 def list_topics(path: Path) -> dict:
-    """{topic: (message type, message count)}."""
+    """{topic: (message type, message count)}.
+
+    MCAP files are read from their summaries (`_mcap_topics`): rosbags would inflate the chunks
+    of a file without one, whatever their size.
+    """
+    files = _mcap_files(path)
+    if files:
+        return _mcap_topics(files)
     reader = open_reader(path)
     try:
         return {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
@@ -103,81 +155,312 @@ def _connections(reader, topic: str, types: Sequence[str], path: Path):
     return [c for c in reader.connections if c.topic == topic]
 
 
-def _mcap_file(path: Path) -> Optional[Path]:
+@dataclass(frozen=True)
+class BagMessage:
+    """One message of a topic: where it is in the bag, and the message or why it is unusable.
+
+    `index` counts the topic's messages from 0 in bag order, unreadable ones included; `error`
+    says why the message could not be deserialised ('' when `msg` holds it).
+    """
+
+    index: int
+    bag_time_ns: int
+    msg: Any = None
+    error: str = ''
+
+
+def _deserialized(index: int, bag_time_ns: int, raw, msgtype: str,
+                  deserialize: Callable) -> BagMessage:
+    try:
+        return BagMessage(index, bag_time_ns, deserialize(raw, msgtype))
+    except Exception as exc:  # noqa: BLE001 - corrupt CDR raises many types
+        return BagMessage(index, bag_time_ns,
+                          error=f'cannot deserialise {msgtype} ({_brief(exc)})')
+
+
+def read_topic(path: Path, topic: str, types: Sequence[str]) -> Iterator[BagMessage]:
+    """Yield every message of `topic` in bag order, each deserialised on its own.
+
+    A message whose CDR cannot be read comes with its `error`, and reading goes on with the
+    next. A bag that breaks off part-way raises BagError after yielding everything before the
+    break, with the count in `read`. MCAP files are read here (`_mcap_records`: bounded
+    inflation, file order, which is time order for a recorder's file), other bags by rosbags.
+    """
+    files = _mcap_files(path)
+    if files:
+        yield from _read_mcap_topic(files, topic, types, path)
+        return
+    reader = open_reader(path)
+    index = 0
+    try:
+        connections = _connections(reader, topic, types, path)
+        messages = reader.messages(connections=connections)
+        while True:
+            try:
+                connection, timestamp, raw = next(messages)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001 - a truncated bag raises from deep inside
+                raise BagError(f'{path}: the bag breaks off after {index} messages of {topic} '
+                               f'({_brief(exc)})', read=index) from None
+            yield _deserialized(index, timestamp, raw, connection.msgtype, reader.deserialize)
+            index += 1
+    finally:
+        try:
+            reader.close()
+        except Exception:  # noqa: BLE001 - closing a broken bag may fail again
+            pass
+
+
+def iter_messages(path: Path, topic: str, types: Sequence[str]) -> Iterator[tuple]:
+    """(bag time ns, message) of `topic` in bag order; unreadable messages are left out.
+
+    Each one left out is logged (`read_topic` yields them too). A bag that breaks off part-way
+    raises BagError after yielding everything that could be read, with the count in `read`.
+    """
+    for item in read_topic(path, topic, types):
+        if item.error:
+            LOGGER.warning('%s: skipped message #%d of %s at bag time %d ns: %s', path,
+                           item.index, topic, item.bag_time_ns, item.error)
+            continue
+        yield item.bag_time_ns, item.msg
+
+
+# -- MCAP, read with bounded inflation ---------------------------------------------------------
+
+def _mcap_files(path: Path) -> list:
+    """Return the MCAP files of a bag (a .mcap file, or a rosbag2 directory of them) in order.
+
+    A split recording's files (NAME_0.mcap ... NAME_10.mcap) come in the order of their numbers.
+    """
     path = Path(path)
     if path.suffix == '.mcap' and path.is_file():
-        return path
-    found = sorted(path.glob('*.mcap')) if path.is_dir() else []
-    return found[0] if found else None
+        return [path]
+    if not path.is_dir():
+        return []
+    return sorted(path.glob('*.mcap'), key=lambda p: [
+        int(part) if part.isdigit() else part for part in re.split(r'(\d+)', p.name)])
 
 
-def _stream_mcap(path: Path, topic: str, types: Sequence[str]) -> Iterator[tuple]:
-    """Read an MCAP file record by record, without its summary.
+def _check_chunk_size(declared: int, where: str):
+    if declared > MAX_CHUNK_BYTES:
+        raise _McapError(f'{where} declares {declared} bytes uncompressed ({declared / 2**30:.1f} '
+                         f'GiB), more than the {MAX_CHUNK_BYTES >> 20} MiB a chunk may hold: '
+                         f'refused before inflating it (a decompression bomb or a corrupt file)')
 
-    A recording that was cut off (no footer) is read up to where it breaks off.
+
+def check_mcap_chunks(path: Path):
+    """Refuse an MCAP bag with a chunk that declares more than MAX_CHUNK_BYTES uncompressed.
+
+    Walks each file's top-level record headers, seeking past their bodies, so nothing is read
+    into memory or inflated: `evaluate` calls it before it loads the model. A file that ends
+    early or holds nonsense is left to the reader, which keeps what it can read. Bags of other
+    storage pass.
+    """
+    for file in _mcap_files(path):
+        with open(file, 'rb') as handle:
+            if handle.read(8) != _MCAP_MAGIC:
+                continue
+            chunks = 0
+            while True:
+                start = handle.tell()
+                head = handle.read(9)
+                if len(head) < 9:
+                    break
+                opcode, length = struct.unpack('<BQ', head)
+                if opcode == _OP_FOOTER:
+                    break
+                if opcode == _OP_CHUNK:
+                    chunks += 1
+                    fields = handle.read(24)
+                    if len(fields) < 24:
+                        break
+                    try:
+                        _check_chunk_size(struct.unpack_from('<Q', fields, 16)[0],
+                                          f'chunk {chunks} (at byte {start})')
+                    except _McapError as exc:
+                        raise BagError(f'{file}: {exc}') from None
+                handle.seek(start + 9 + length)
+
+
+def _mcap_topics(files: Sequence[Path]) -> dict:
+    """{topic: (message type, count)} of MCAP files, from their summaries: nothing is inflated.
+
+    A file whose end cannot be read (a cut-off recording) raises _NoSummary. A complete file
+    written without a summary, or without statistics in it, is counted by reading it
+    (`_scanned_topics`, bounded as all reading is).
+    """
+    from mcap.reader import SeekingReader
+    topics = {}
+    for file in files:
+        try:
+            with open(file, 'rb') as handle:
+                summary = SeekingReader(handle,
+                                        record_size_limit=MAX_RECORD_BYTES).get_summary()
+        except Exception as exc:  # noqa: BLE001 - a cut-off or foreign file, several types
+            raise _NoSummary(f'{file}: cannot open as a bag ({_brief(exc)})') from None
+        if summary is None or summary.statistics is None:
+            found = _scanned_topics(file)
+        else:
+            counts = summary.statistics.channel_message_counts
+            found = {}
+            for channel in summary.channels.values():
+                schema = summary.schemas.get(channel.schema_id)
+                count = counts.get(channel.id, 0) + found.get(channel.topic, ('', 0))[1]
+                found[channel.topic] = (schema.name if schema else '', count)
+        for topic, (msgtype, count) in found.items():
+            topics[topic] = (msgtype, count + topics.get(topic, ('', 0))[1])
+    return topics
+
+
+def _scanned_topics(file: Path) -> dict:
+    """{topic: (message type, count)} of an MCAP file, counted by reading it to its end.
+
+    What cannot be read is left to the reader to report: this counts what comes before it.
     """
     from mcap.records import Channel, Message, Schema
-    from mcap.stream_reader import StreamReader
+    schemas, channels, counts = {}, {}, Counter()
+    try:
+        for record in _mcap_records(file):
+            if isinstance(record, Message):
+                counts[record.channel_id] += 1
+            elif isinstance(record, Schema):
+                schemas[record.id] = record.name
+            elif isinstance(record, Channel):
+                channels[record.id] = (record.topic, schemas.get(record.schema_id, ''))
+    except Exception as exc:  # noqa: BLE001 - as in _read_mcap_topic
+        LOGGER.warning('%s: counted the messages before %s', file, _brief(exc))
+    topics = {}
+    for channel, (topic, msgtype) in channels.items():
+        topics[topic] = (msgtype, counts[channel] + topics.get(topic, ('', 0))[1])
+    return topics
+
+
+def _read_mcap_topic(files: Sequence[Path], topic: str, types: Sequence[str],
+                     path: Path) -> Iterator[BagMessage]:
+    from mcap.exceptions import EndOfFile
+    from mcap.records import Channel, Message, Schema
     store = _typestore()
-    schemas, wanted, count = {}, {}, 0
-    with open(path, 'rb') as handle:
+    index, found = 0, False
+    for file in files:
+        schemas, wanted = {}, {}
         try:
-            for record in StreamReader(handle).records:
+            for record in _mcap_records(file):
                 if isinstance(record, Schema):
                     schemas[record.id] = record.name
                 elif isinstance(record, Channel) and record.topic == topic:
                     msgtype = schemas.get(record.schema_id, '')
                     if msgtype not in types:
                         raise BagError(f'{path}: topic {topic!r} holds {msgtype}, expected one '
-                                       f'of {list(types)}')
+                                       f'of {list(types)}', read=index)
                     wanted[record.id] = msgtype
                 elif isinstance(record, Message) and record.channel_id in wanted:
-                    msg = store.deserialize_cdr(record.data, wanted[record.channel_id])
-                    yield record.log_time, msg
-                    count += 1
+                    yield _deserialized(index, record.log_time, record.data,
+                                        wanted[record.channel_id], store.deserialize_cdr)
+                    index += 1
         except BagError:
             raise
-        except Exception as exc:  # noqa: BLE001 - truncation surfaces as several types
-            raise BagError(f'{path}: the bag breaks off after {count} messages of {topic} '
-                           f'({type(exc).__name__}: {exc})', read=count) from None
-    if not wanted:
-        raise BagError(f'{path}: no topic {topic!r} in the readable part of the file')
-    raise BagError(f'{path}: the bag breaks off after {count} messages of {topic} (no '
-                   f'footer: the recording was cut off)', read=count)
+        except _McapError as exc:
+            raise BagError(f'{file}: {exc}; {index} messages of {topic} were read before it',
+                           read=index) from None
+        except EndOfFile:
+            raise BagError(f'{file}: the bag breaks off after {index} messages of {topic} (the '
+                           f'file ends inside a record: the recording was cut off)',
+                           read=index) from None
+        except Exception as exc:  # noqa: BLE001 - a damaged file surfaces as several types
+            raise BagError(f'{file}: the bag breaks off after {index} messages of {topic} '
+                           f'({_brief(exc)})', read=index) from None
+        found = found or bool(wanted)
+    if not found:
+        raise BagError(f'{path}: no topic {topic!r} in the readable part of the bag')
 
 
-def iter_messages(path: Path, topic: str, types: Sequence[str]) -> Iterator[tuple]:
-    """(bag time ns, message) of `topic` in bag order.
+def _mcap_records(path: Path) -> Iterator:
+    """Yield the Schema, Channel and Message records of an MCAP file in file order.
 
-    A bag that breaks off part-way raises BagError after yielding everything that could be read,
-    with the count in `read`; an MCAP file cut off before its footer is read record by record up to
-    the break.
+    `mcap`'s StreamReader reads the file record by record (none longer than MAX_RECORD_BYTES)
+    and stops after the footer; chunks are opened here (`_chunk_records`), not by `mcap`, which
+    inflates a chunk whole to whatever size it turns out to have.
     """
-    try:
-        reader = open_reader(path)
-    except BagError:
-        mcap = _mcap_file(path)
-        if mcap is None:
-            raise
-        yield from _stream_mcap(mcap, topic, types)
-        return
-    count = 0
-    try:
-        connections = _connections(reader, topic, types, path)
-        try:
-            for connection, timestamp, raw in reader.messages(connections=connections):
-                yield timestamp, reader.deserialize(raw, connection.msgtype)
-                count += 1
-        except BagError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a truncated bag raises from deep inside
-            raise BagError(f'{path}: the bag breaks off after {count} messages of {topic} '
-                           f'({type(exc).__name__}: {exc})', read=count) from None
-    finally:
-        try:
-            reader.close()
-        except Exception:  # noqa: BLE001 - closing a broken bag may fail again
-            pass
+    from mcap.records import Channel, Chunk, Message, Schema
+    from mcap.stream_reader import StreamReader
+    with open(path, 'rb') as handle:
+        reader = StreamReader(handle, emit_chunks=True, record_size_limit=MAX_RECORD_BYTES)
+        start, chunks = len(_MCAP_MAGIC), 0
+        for record in reader.records:
+            if isinstance(record, Chunk):
+                chunks += 1
+                yield from _chunk_records(record, f'chunk {chunks} (at byte {start})')
+            elif isinstance(record, (Schema, Channel, Message)):
+                yield record
+            start = handle.tell()
+
+
+def _chunk_records(chunk, where: str) -> Iterator:
+    """Yield the Schema, Channel and Message records of one MCAP chunk, inflating as it goes.
+
+    A chunk that declares more than MAX_CHUNK_BYTES is refused before anything is inflated;
+    otherwise at most its declared size is inflated (and one byte more, to catch a chunk that
+    holds more than it says), one record at a time. CRCs are not checked (nor are they by
+    `mcap`'s reader, by default): a flipped bit in a frame is that frame's to answer for.
+    """
+    from mcap.data_stream import ReadDataStream
+    from mcap.records import Channel, Message, Schema
+    declared = left = chunk.uncompressed_size
+    _check_chunk_size(declared, where)
+    stream = _inflating(chunk.compression, chunk.data, where)
+    if not left:
+        _check_drained(stream, declared, where)
+    while left:
+        if left < 9:
+            raise _McapError(f'{where} ends inside a record header')
+        opcode, length = struct.unpack('<BQ', _read_exactly(stream, 9, where))
+        left -= 9
+        if opcode == 0:
+            raise _McapError(f'{where} holds an invalid record (opcode 0)')
+        if length > left:
+            raise _McapError(f'{where} holds a record of {length} bytes, more than the {left} '
+                             f'bytes left of the {declared} it declares')
+        body = _read_exactly(stream, length, where)
+        left -= length
+        if not left:
+            _check_drained(stream, declared, where)
+        if opcode == _OP_MESSAGE:
+            channel_id, sequence, log_time, publish_time = struct.unpack_from('<HIQQ', body)
+            yield Message(channel_id=channel_id, log_time=log_time, data=memoryview(body)[22:],
+                          publish_time=publish_time, sequence=sequence)
+        elif opcode in (_OP_SCHEMA, _OP_CHANNEL):
+            kind = Schema if opcode == _OP_SCHEMA else Channel
+            yield kind.read(ReadDataStream(io.BytesIO(body)))
+
+
+def _inflating(compression: str, data: bytes, where: str):
+    """Return a file object that inflates a chunk's data only as far as it is read."""
+    if compression == '':
+        return io.BytesIO(data)
+    if compression == 'zstd':
+        import zstandard
+        return zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True)
+    if compression == 'lz4':
+        import lz4.frame
+        return lz4.frame.LZ4FrameFile(io.BytesIO(data), mode='rb')
+    raise _McapError(f'{where} has an unsupported compression {compression[:20]!r}')
+
+
+def _read_exactly(stream, size: int, where: str) -> bytearray:
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        count = stream.readinto(view[got:])
+        if not count:
+            raise _McapError(f'{where} inflates to less than it declares')
+        got += count
+    return buffer
+
+
+def _check_drained(stream, declared: int, where: str):
+    if stream.read(1):
+        raise _McapError(f'{where} inflates past its declared size of {declared} bytes')
 
 
 # -- ground truth ------------------------------------------------------------------------------
@@ -248,17 +531,24 @@ class EvaluationOutputs:
 def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs()) -> dict:
     """Run the node's windowing, model and outputs over a bag; return a summary.
 
-    Raises BagError (with what was evaluated so far already written) when the bag breaks off.
+    The bag is checked before the model is loaded: its topic, and an MCAP file's chunk sizes
+    (`check_mcap_chunks`). A message that cannot be deserialised, or whose frame cannot be
+    decoded, is refused and counted (`refused`), and evaluation goes on with the next; the
+    summary names the unreadable and undecodable ones (`skipped_messages`: index, bag time,
+    reason; the first MAX_NAMED_SKIPS, all counted in `skipped`). Raises BagError when the bag
+    breaks off, with what was evaluated so far written and kept, and OutputError when an output
+    cannot be written, with no output left behind (`ResultWriter`).
     """
-    from .checkpoints import embedded_checkpoint
-    from .engine import Engine
     bag, topic = run.bag, run.topic
+    check_mcap_chunks(bag)
     try:
         total = check_topic(list_topics(bag), topic, IMAGE_TYPES, bag)
-    except BagError:
-        if _mcap_file(bag) is None:
-            raise
+    except _NoSummary:
         total = 0  # a cut-off MCAP file: its summary is gone, the stream says what is there
+    from .checkpoints import embedded_checkpoint
+    from .engine import Engine
+    from .frames import FrameError
+    from .outputs import Reporter
     params = read_params_file(run.params_file)
     checkpoint = run.checkpoint or params['checkpoint'] or str(embedded_checkpoint())
     engine = Engine(checkpoint, device=run.device if run.device != 'auto' else params['device'],
@@ -267,10 +557,13 @@ def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs()) 
                         sample_every=params['sample_every'], target_fps=params['target_fps'],
                         max_gap_s=params['max_gap_s'])
     reporter = Reporter(ActionDecoder(engine.labels, DecoderConfig.from_values(params)))
-    writer = ResultWriter(outputs, engine.labels, params)
+    writer = ResultWriter(
+        dataclasses.replace(outputs, confusion=outputs.confusion if run.truth else None),
+        engine.labels, params)
     ended = []          # end events: the completed segments
     label_changes, last_labels = Counter(), {}   # of the raw top-1 and the stable label
     refused = Counter()
+    skipped = []        # the unreadable and undecodable messages, named
     pending, frame_times, records = [], {}, []
     started = time.monotonic()
     frames = 0
@@ -300,53 +593,93 @@ def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs()) 
         if result is not None:
             write(result)
 
+    def skip(item: BagMessage, kind: str, reason: str):
+        refused[kind] += 1
+        if len(skipped) < MAX_NAMED_SKIPS:
+            skipped.append({'index': item.index, 'bag_time_ns': item.bag_time_ns,
+                            'reason': reason})
+
     try:
-        for timestamp, msg in iter_messages(bag, topic, IMAGE_TYPES):
-            frames += 1
-            try:
-                rgb, key = decode(msg)
-                stamp = stamp_ns(msg.header)
-                frame_times[timestamp] = stamp
-                result = buffer.push(stamp, key, msg.header.frame_id,
-                                     lambda rgb=rgb: engine.preprocessor(rgb))
-            except FrameError as exc:
-                refused[exc.reason] += 1
-                continue
-            if result.refused:
-                refused[result.refused] += 1
-            if result.window is not None:
-                pending.append((result.window, msg.header.frame_id, rgb))
-                if len(pending) >= run.batch_size:
-                    flush()
-            if run.progress and frames % 50 == 0:
+        try:
+            for item in read_topic(bag, topic, IMAGE_TYPES):
+                frames += 1
+                if item.error:
+                    skip(item, 'unreadable', item.error)
+                    continue
+                msg = item.msg
+                try:
+                    rgb, key, stamp = _decode_frame(msg)
+                    frame_times[item.bag_time_ns] = stamp
+                    result = buffer.push(stamp, key, msg.header.frame_id,
+                                         lambda rgb=rgb: engine.preprocessor(rgb))
+                except FrameError as exc:
+                    if exc.reason == 'decode_error':
+                        skip(item, exc.reason, str(exc))
+                    else:
+                        refused[exc.reason] += 1
+                    continue
+                if result.refused:
+                    refused[result.refused] += 1
+                if result.window is not None:
+                    pending.append((result.window, msg.header.frame_id, rgb))
+                    if len(pending) >= run.batch_size:
+                        flush()
+                if run.progress and frames % 50 == 0:
+                    _progress(frames, total, len(records), started)
+            flush()
+            close_segments()
+        except BagError as exc:
+            flush()
+            close_segments()
+            error = exc
+        finally:
+            if run.progress:
                 _progress(frames, total, len(records), started)
-        flush()
-        close_segments()
-    except BagError as exc:
-        flush()
-        close_segments()
-        error = exc
-    finally:
-        writer.close()
-        if run.progress:
-            _progress(frames, total, len(records), started)
-            sys.stderr.write('\n')
-    elapsed = time.monotonic() - started
-    summary = {'bag': str(bag), 'topic': topic, 'frames': frames, 'windows': len(records),
-               'refused': dict(refused), 'seconds': round(elapsed, 3),
-               'windows_per_s': round(len(records) / elapsed, 2) if elapsed else 0.0,
-               'model': engine.describe()}
-    summary['segments'] = len(ended)
-    summary['label_changes'] = {kind: label_changes[kind] for kind in ('raw', 'decoded')}
-    if run.truth and error is None:
-        true = read_truth(run.truth, bag, frame_times)
-        summary.update(score(records, true, engine.labels, outputs.confusion))
-        summary['segment_metrics'] = segment_metrics(from_events(ended),
-                                                     runs(sorted(true.items())))
+                sys.stderr.write('\n')
+        elapsed = time.monotonic() - started
+        summary = {'bag': str(bag), 'topic': topic, 'frames': frames, 'windows': len(records),
+                   'refused': dict(refused), 'seconds': round(elapsed, 3),
+                   'windows_per_s': round(len(records) / elapsed, 2) if elapsed else 0.0,
+                   'model': engine.describe()}
+        summary['skipped'] = refused['unreadable'] + refused['decode_error']
+        summary['skipped_messages'] = skipped
+        summary['segments'] = len(ended)
+        summary['label_changes'] = {kind: label_changes[kind] for kind in ('raw', 'decoded')}
+        if run.truth and error is None:
+            true = read_truth(run.truth, bag, frame_times)
+            summary.update(score(records, true, engine.labels))
+            summary['segment_metrics'] = segment_metrics(from_events(ended),
+                                                         runs(sorted(true.items())))
+            writer.write_confusion(np.array(summary['confusion']['matrix']), engine.labels,
+                                   summary['accuracy'])
+    except BagError:
+        writer.finish()     # the bag (or its truth) failed: what was written is kept
+        raise
+    except BaseException:
+        writer.discard()    # an output failed, or anything else: nothing is left half-written
+        raise
+    writer.finish()
     if error is not None:
         error.summary = summary
         raise error
     return summary
+
+
+def _decode_frame(msg) -> tuple:
+    """Return (rgb, key, stamp ns) of an image message; every failure is a FrameError.
+
+    `frames.decode` raises FrameError for what it checks; anything else it (or OpenCV beneath
+    it) raises on a frame with nonsense in it becomes FrameError('decode_error'): one frame
+    never ends an evaluation.
+    """
+    from . import frames
+    try:
+        rgb, key = frames.decode(msg)
+        return rgb, key, stamp_ns(msg.header)
+    except frames.FrameError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see above
+        raise frames.FrameError('decode_error', f'decoding failed ({_brief(exc)})') from None
 
 
 def _progress(frames: int, total: int, windows: int, started: float):
@@ -358,8 +691,7 @@ def _progress(frames: int, total: int, windows: int, started: float):
     sys.stderr.flush()
 
 
-def score(records: list, truth: dict, labels: Sequence[str],
-          confusion_png: Optional[Path] = None) -> dict:
+def score(records: list, truth: dict, labels: Sequence[str]) -> dict:
     """Accuracy of the top-1 label against the truth at each window's last frame."""
     index = {name: i for i, name in enumerate(labels)}
     matrix = np.zeros((len(labels), len(labels)), dtype=int)
@@ -372,8 +704,6 @@ def score(records: list, truth: dict, labels: Sequence[str],
         matrix[index[true], int(record['results'][0]['class_id'])] += 1
         scored += 1
     accuracy = float(np.trace(matrix) / scored) if scored else 0.0
-    if confusion_png:
-        draw_confusion(matrix, labels, confusion_png, accuracy)
     return {'scored_windows': scored, 'accuracy': accuracy,
             'confusion': {'labels': list(labels), 'matrix': matrix.tolist()}}
 
@@ -386,7 +716,8 @@ def confusion_text(matrix: Sequence[Sequence[int]], labels: Sequence[str]) -> st
     return '\n'.join(lines)
 
 
-def draw_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path, accuracy: float):
+def confusion_image(matrix: np.ndarray, labels: Sequence[str], accuracy: float) -> np.ndarray:
+    """Draw the confusion matrix (rows: truth, normalised per row) as a BGR image."""
     import cv2
     n, cell, margin = len(labels), 70, 130
     image = np.full((margin + n * cell + 10, margin + n * cell + 10, 3), 255, np.uint8)
@@ -404,69 +735,215 @@ def draw_confusion(matrix: np.ndarray, labels: Sequence[str], path: Path, accura
                     cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
     cv2.putText(image, f'truth (rows) vs predicted, accuracy {100 * accuracy:.1f}%', (4, 24),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), image)
+    return image
+
+
+# -- writing the outputs -----------------------------------------------------------------------
+
+class OutputError(RuntimeError):
+    """An output of `evaluate` that could not be written (the message names its path)."""
+
+
+@contextmanager
+def _writing(path: Path):
+    """Turn any failure while writing `path` into one OutputError that names it."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f'cannot write {path}: {exc.strerror or _brief(exc)}') from None
+    except Exception as exc:  # noqa: BLE001 - sqlite3 errors from the bag writer, cv2.error
+        raise OutputError(f'cannot write {path}: {_brief(exc)}') from None
+
+
+class _StagedFile:
+    """An output file written as NAME.partial beside NAME, renamed to NAME by `publish`.
+
+    A path that exists and is not a regular file (/dev/stdout, a FIFO) is written directly.
+    """
+
+    def __init__(self, final: Path, binary: bool = False):
+        self.final = Path(final)
+        direct = self.final.exists() and not self.final.is_file()
+        self.partial = self.final if direct else self.final.with_name(self.final.name +
+                                                                      '.partial')
+        with _writing(self.final):
+            self.handle = open(self.partial, 'wb' if binary else 'w')
+
+    def write(self, data):
+        with _writing(self.final):
+            self.handle.write(data)
+            self.handle.flush()
+
+    def close(self):
+        with _writing(self.final):
+            self.handle.close()
+
+    def publish(self):
+        with _writing(self.final):
+            if self.partial != self.final:
+                os.replace(self.partial, self.final)
+
+    def discard(self):
+        try:
+            self.handle.close()
+        except Exception:  # noqa: BLE001 - closing flushes, and the disk is still full
+            pass
+        if self.partial != self.final:
+            with suppress(OSError):
+                self.partial.unlink()
+
+
+class _StagedBag:
+    """The output rosbag2, written as NAME.partial-XXXXXX/NAME beside NAME and moved by `publish`.
+
+    The bag keeps its own name inside (rosbag2 names its storage file after its directory).
+    """
+
+    def __init__(self, final: Path):
+        from rosbags.rosbag2 import Writer
+        self.final = Path(final)
+        self.store = _typestore(vision=True)
+        self.types = bag_types(self.store)
+        with _writing(self.final):
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            self.staging = Path(tempfile.mkdtemp(prefix=f'{self.final.name}.partial-',
+                                                 dir=self.final.parent))
+            self.writer = Writer(self.staging / self.final.name, version=9)
+            self.writer.open()
+        self.connections = {}
+
+    def write(self, name: str, topic: str, msgtype: str, stamp: int, msg):
+        """Write one message on `topic`, adding its connection at its first message."""
+        with _writing(self.final):
+            if name not in self.connections:
+                self.connections[name] = self.writer.add_connection(topic, msgtype,
+                                                                    typestore=self.store)
+            self.writer.write(self.connections[name], stamp,
+                              self.store.serialize_cdr(msg, msgtype))
+
+    def close(self):
+        with _writing(self.final):
+            self.writer.close()
+
+    def publish(self):
+        with _writing(self.final):
+            os.rename(self.staging / self.final.name, self.final)
+        with suppress(OSError):
+            self.staging.rmdir()
+
+    def discard(self):
+        try:
+            self.writer.close()
+        except Exception:  # noqa: BLE001 - closing commits, and the disk is still full
+            pass
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 class ResultWriter:
-    """What `evaluate` writes (`EvaluationOutputs`): JSON lines, completed segments, a rosbag2.
+    """What `evaluate` writes (`EvaluationOutputs`): JSON lines, segments, a rosbag2, a PNG.
 
     The rosbag2 holds the node's output topics (`outputs.OUTPUTS`, as the node publishes them under
     `ns`) at the original stamps; latched outputs are written once, at the first window.
+
+    Every output is written under a partial name beside its path (NAME.partial for a file,
+    NAME.partial-XXXXXX/NAME for the bag), all created before the first window, so a place that
+    cannot be written is found before the model runs. `finish` closes them all, then renames
+    them into place; when any output cannot be written (a full disk, a read-only place) the
+    error is one OutputError naming its path, and `discard` removes every partial output. Why
+    partial names rather than writing in place and deleting on failure: a final path holds a
+    complete output or nothing, so no reader (`tail -f`, a script, the next run) takes half an
+    output for a whole one; a run killed outright, with no chance to clean up, leaves only
+    `.partial` names behind, which block nothing, where a half-written bag under its own name
+    would make the next run stop at "exists already"; and the outputs of one run are all there
+    or none is, never a results file beside a bag that failed.
     """
 
     def __init__(self, outputs: EvaluationOutputs, labels: Sequence[str], values: dict,
                  ns: str = '/timesformer'):
+        from .outputs import OUTPUTS
         if outputs.bag and Path(outputs.bag).exists():
             raise BagError(f'output bag {outputs.bag} exists already; remove it or choose '
                            f'another path')
-        self.lines = open(outputs.jsonl, 'w') if outputs.jsonl else None
-        self.segments = open(outputs.segments, 'w') if outputs.segments else None
+        self.outputs = OUTPUTS
         self.labels, self.values, self.ns = list(labels), values, ns
-        self.bag = None
-        self.connections = {}
-        if outputs.bag:
-            from rosbags.rosbag2 import Writer
-            self.store = _typestore(vision=True)
-            self.types = bag_types(self.store)
-            self.bag = Writer(outputs.bag, version=9)
-            self.bag.open()
+        self.lines = self.segments = self.confusion = self.bag = None
+        self.first = True
+        try:
+            if outputs.jsonl:
+                self.lines = _StagedFile(outputs.jsonl)
+            if outputs.segments:
+                self.segments = _StagedFile(outputs.segments)
+            if outputs.confusion:
+                self.confusion = self._open_confusion(Path(outputs.confusion))
+            if outputs.bag:
+                self.bag = _StagedBag(Path(outputs.bag))
+        except BaseException:
+            self.discard()
+            raise
+
+    @staticmethod
+    def _open_confusion(path: Path) -> _StagedFile:
+        import cv2
+        with _writing(path):
+            if not cv2.haveImageWriter(str(path)):
+                raise OutputError(f'cannot write {path}: OpenCV writes no image format named '
+                                  f'{path.suffix!r}')
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return _StagedFile(path, binary=True)
+
+    def _staged(self) -> list:
+        return [s for s in (self.bag, self.lines, self.segments, self.confusion) if s]
 
     def write(self, result):
         """One `outputs.WindowResult`."""
         if self.lines and result.record is not None:
             self.lines.write(json.dumps(result.record) + '\n')
-            self.lines.flush()
         if self.segments:
-            for event in result.events:
-                if event['event'] == 'end':
-                    self.segments.write(json.dumps(event) + '\n')
-            self.segments.flush()
+            ended = [e for e in result.events if e['event'] == 'end']
+            if ended:
+                self.segments.write(''.join(json.dumps(e) + '\n' for e in ended))
         if self.bag is None:
             return
-        first = not self.connections
-        for output in OUTPUTS:
-            messages = output.latched(self.types, self.labels, self.values, result.stamp_ns) \
-                if first and output.latched else []
+        for output in self.outputs:
+            messages = output.latched(self.bag.types, self.labels, self.values, result.stamp_ns) \
+                if self.first and output.latched else []
             if output.per_window:
-                messages += output.per_window(self.types, result, self.values)
+                messages += output.per_window(self.bag.types, result, self.values)
             for msg in messages:
-                self.bag.write(self._connection(output), result.stamp_ns,
-                               self.store.serialize_cdr(msg, output.msgtype))
+                self.bag.write(output.name, f'{self.ns}/{output.name}', output.msgtype,
+                               result.stamp_ns, msg)
+        self.first = False
 
-    def _connection(self, output):
-        """Return the bag's connection of `output`, added at its first message."""
-        if output.name not in self.connections:
-            self.connections[output.name] = self.bag.add_connection(
-                f'{self.ns}/{output.name}', output.msgtype, typestore=self.store)
-        return self.connections[output.name]
+    def write_confusion(self, matrix: np.ndarray, labels: Sequence[str], accuracy: float):
+        """Write the confusion matrix PNG (when one was asked for)."""
+        if self.confusion is None:
+            return
+        import cv2
+        with _writing(self.confusion.final):
+            ok, encoded = cv2.imencode(self.confusion.final.suffix,
+                                       confusion_image(matrix, labels, accuracy))
+            if not ok:
+                raise OutputError(f'cannot write {self.confusion.final}: OpenCV could not '
+                                  f'encode it')
+        self.confusion.write(encoded.tobytes())
 
-    def close(self):
-        for handle in (self.lines, self.segments):
-            if handle:
-                handle.close()
-        if self.bag is not None:
-            self.bag.close()
+    def finish(self):
+        """Close every output, then rename each into place; on any failure, `discard` them."""
+        try:
+            for staged in self._staged():
+                staged.close()
+            for staged in self._staged():
+                staged.publish()
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self):
+        """Remove every partial output (what was already renamed into place stays)."""
+        for staged in self._staged():
+            staged.discard()
 
 
 # -- writing a synthetic bag -----------------------------------------------------------------
@@ -624,6 +1101,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         kept = f' ({summary["windows"]} windows evaluated and kept)' if summary else ''
         print(f'timesformer_bag: error: {exc}{kept}', file=sys.stderr)
         return 1
+    except OutputError as exc:
+        print(f'timesformer_bag: error: {exc} (no output was left behind)', file=sys.stderr)
+        return 1
     except (ValueError, OSError) as exc:
         print(f'timesformer_bag: error: {exc}', file=sys.stderr)
         return 1
@@ -635,6 +1115,13 @@ def _print_summary(summary: dict):
           f'({summary["windows_per_s"]} windows/s), {summary["model"]}')
     if summary['refused']:
         print(f'refused frames: {summary["refused"]}')
+    if summary['skipped']:
+        print(f'skipped {summary["skipped"]} unreadable message(s) (#index in the topic):')
+        for skipped in summary['skipped_messages'][:10]:
+            print(f'  #{skipped["index"]} at bag time {skipped["bag_time_ns"]} ns: '
+                  f'{skipped["reason"]}')
+        if summary['skipped'] > 10:
+            print(f'  ... and {summary["skipped"] - 10} more')
     if 'accuracy' in summary:
         print(f'accuracy {100 * summary["accuracy"]:.1f}% on {summary["scored_windows"]} '
               f'windows')
