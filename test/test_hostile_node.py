@@ -3,8 +3,8 @@
 Decompression bombs of each format, NaN and inf frames, huge declared sizes on the raw and the
 compressed path, and floods of costly frames. Throughout: the node's peak resident memory stays
 within 300 MB of its warmed-up size (VmHWM, reset after warm-up), /diagnostics is never silent
-for 2 periods, nothing it publishes is invalid JSON, and good frames sent after the attack get
-results.
+for 2 periods, its parameter services answer within one, nothing it publishes is invalid JSON,
+and good frames sent after the attack get results.
 """
 
 import json
@@ -22,7 +22,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
-from test_node import Listener, frame, wait_for_subscriber  # noqa: E402
+from test_node import Listener, frame, set_parameters, wait_for_subscriber  # noqa: E402
 
 MB = 1024 * 1024
 PERIOD_S = 1.0          # diagnostics_period_s, the default
@@ -179,6 +179,10 @@ def test_the_node_survives_hostile_frames(ros, start_node, small_checkpoint, tra
         stamp[0] += 33_333_333
         pub.publish(make(stamp[0]))
         ros.spin_for(0.01)
+    # The parameter services answer while the node works through the attack.
+    asked = time.monotonic()
+    assert all(r.successful for r in set_parameters(ros, top_k=2))
+    assert time.monotonic() - asked < PERIOD_S
     ros.spin_for(3 * PERIOD_S)
     assert node.proc.poll() is None, node.stop()[2]
 
