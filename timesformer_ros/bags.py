@@ -50,7 +50,7 @@ from .clips import ClipBuffer
 from .interface import read_params_file
 from .messages import (
     COMPRESSED_IMAGE, IMAGE, STRING, bag_types, convert_image, dict_ns, rclpy_types,
-    register_vision_types, split_ns, stamp_dict, stamp_ns)
+    register_vision_types, split_ns, stamp_dict)
 from .segments import ActionDecoder, DecoderConfig, from_events, runs, segment_metrics
 
 LOGGER = logging.getLogger(__name__)
@@ -545,14 +545,16 @@ def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs()) 
         total = check_topic(list_topics(bag), topic, IMAGE_TYPES, bag)
     except _NoSummary:
         total = 0  # a cut-off MCAP file: its summary is gone, the stream says what is there
-    from .checkpoints import embedded_checkpoint
-    from .engine import Engine
-    from .frames import FrameError
+    from .engine import engine_from_values
     from .outputs import Reporter
+    from .pipeline import take_frame
     params = read_params_file(run.params_file)
-    checkpoint = run.checkpoint or params['checkpoint'] or str(embedded_checkpoint())
-    engine = Engine(checkpoint, device=run.device if run.device != 'auto' else params['device'],
-                    dtype=params['dtype'], max_batch=run.batch_size)
+    # The node's engine, as the parameters file gives it (checkpoint, labels, dtype), with the
+    # command line's checkpoint and device; never compiled for a one-off run.
+    engine = engine_from_values({**params, 'checkpoint': run.checkpoint or params['checkpoint'],
+                                 'device': run.device if run.device != 'auto'
+                                 else params['device'], 'compile': False},
+                                max_batch=run.batch_size)
     buffer = ClipBuffer(engine.num_frames, stride=params['stride'],
                         sample_every=params['sample_every'], target_fps=params['target_fps'],
                         max_gap_s=params['max_gap_s'])
@@ -606,22 +608,17 @@ def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs()) 
                 if item.error:
                     skip(item, 'unreadable', item.error)
                     continue
-                msg = item.msg
-                try:
-                    rgb, key, stamp = _decode_frame(msg)
-                    frame_times[item.bag_time_ns] = stamp
-                    result = buffer.push(stamp, key, msg.header.frame_id,
-                                         lambda rgb=rgb: engine.preprocessor(rgb))
-                except FrameError as exc:
-                    if exc.reason == 'decode_error':
-                        skip(item, exc.reason, str(exc))
-                    else:
-                        refused[exc.reason] += 1
+                intake = take_frame(buffer, item.msg, engine.preprocessor)
+                if intake.stamp is not None:
+                    frame_times[item.bag_time_ns] = intake.stamp
+                if intake.refused in ('decode_error', 'internal_error'):
+                    skip(item, intake.refused, intake.message)
                     continue
-                if result.refused:
-                    refused[result.refused] += 1
-                if result.window is not None:
-                    pending.append((result.window, msg.header.frame_id, rgb))
+                if intake.refused:
+                    refused[intake.refused] += 1
+                    continue
+                if intake.push.window is not None:
+                    pending.append((intake.push.window, item.msg.header.frame_id, intake.rgb))
                     if len(pending) >= run.batch_size:
                         flush()
                 if run.progress and frames % 50 == 0:
@@ -641,7 +638,8 @@ def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs()) 
                    'refused': dict(refused), 'seconds': round(elapsed, 3),
                    'windows_per_s': round(len(records) / elapsed, 2) if elapsed else 0.0,
                    'model': engine.describe()}
-        summary['skipped'] = refused['unreadable'] + refused['decode_error']
+        summary['skipped'] = sum(refused[k] for k in ('unreadable', 'decode_error',
+                                                      'internal_error'))
         summary['skipped_messages'] = skipped
         summary['segments'] = len(ended)
         summary['label_changes'] = {kind: label_changes[kind] for kind in ('raw', 'decoded')}
@@ -663,23 +661,6 @@ def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs()) 
         error.summary = summary
         raise error
     return summary
-
-
-def _decode_frame(msg) -> tuple:
-    """Return (rgb, key, stamp ns) of an image message; every failure is a FrameError.
-
-    `frames.decode` raises FrameError for what it checks; anything else it (or OpenCV beneath
-    it) raises on a frame with nonsense in it becomes FrameError('decode_error'): one frame
-    never ends an evaluation.
-    """
-    from . import frames
-    try:
-        rgb, key = frames.decode(msg)
-        return rgb, key, stamp_ns(msg.header)
-    except frames.FrameError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - see above
-        raise frames.FrameError('decode_error', f'decoding failed ({_brief(exc)})') from None
 
 
 def _progress(frames: int, total: int, windows: int, started: float):

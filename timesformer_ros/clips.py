@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Optional
 
-NS = 1_000_000_000
+from .messages import NS_PER_S as NS
 
 
 @dataclass(frozen=True)

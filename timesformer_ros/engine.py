@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from einops import rearrange, reduce
 
-from .checkpoints import Checkpoint, load_checkpoint
+from .checkpoints import Checkpoint, default_labels, embedded_checkpoint, load_checkpoint
 from .frames import Preprocessor
-from .model import TimeSformer
+from .model import TimeSformer, preset
 
 LOGGER = logging.getLogger(__name__)
 
@@ -211,3 +211,24 @@ class Engine:
                 f'({cfg.depth} blocks, dim {cfg.embed_dim}, {len(self.labels)} classes) on '
                 f'{self.device} in {str(self.dtype).replace("torch.", "")}'
                 f'{" compiled" if self.compiled else ""}')
+
+
+def engine_from_values(values: dict, max_batch: int = 1, logger=LOGGER) -> Engine:
+    """Build the engine the node's parameters describe (`interface.PARAMETERS` values).
+
+    `checkpoint` (empty: the embedded model; `preset:NAME`: random weights, logged), `labels`,
+    `device`, `dtype` and `compile`. The node and `timesformer_bag evaluate` both build theirs
+    here. Raises CheckpointError, EngineError or ValueError with a one-line message.
+    """
+    path = values['checkpoint'] or str(embedded_checkpoint())
+    if path.startswith('preset:'):
+        model = TimeSformer(preset(path.split(':', 1)[1])).eval()
+        checkpoint = Checkpoint(model=model, labels=default_labels(model.config.num_classes),
+                                source=path, path=path)
+        logger.warning(f'checkpoint {path}: random weights, results are meaningless')
+    else:
+        checkpoint = load_checkpoint(path, labels=values['labels'] or None)
+    if values['device'] == 'auto' and not torch.cuda.is_available():
+        logger.info('device auto: no CUDA GPU available, running on the CPU')
+    return Engine(checkpoint, device=values['device'], dtype=values['dtype'],
+                  compile=values['compile'], max_batch=max_batch)

@@ -22,14 +22,12 @@ from rclpy.qos import (
     DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 from sensor_msgs.msg import CompressedImage, Image
 
-from .checkpoints import (
-    Checkpoint, CheckpointError, default_labels, embedded_checkpoint, load_checkpoint)
+from .checkpoints import CheckpointError
 from .clips import ClipBuffer
-from .engine import Engine, EngineError
+from .engine import Engine, EngineError, engine_from_values
 from .interface import (
     BY_NAME, DIAGNOSTIC_NAME, DIAGNOSTICS_TOPIC, INPUT_TOPICS, PARAMETERS, Topic, help_text)
 from .messages import rclpy_types
-from .model import TimeSformer, preset
 from .outputs import BY_OUTPUT, OUTPUTS, Reporter
 from .pipeline import Pipeline, health, input_problem
 from .segments import ActionDecoder, DecoderConfig
@@ -42,21 +40,9 @@ DECODER_PARAMETERS = frozenset(DecoderConfig.__dataclass_fields__)
 
 
 def load_engine(values: dict, logger) -> Engine:
-    path = values['checkpoint'] or str(embedded_checkpoint())
-    labels = values['labels'] or None
+    """Build the engine of the parameters; a mistake is a StartupError (one line, exit 2)."""
     try:
-        if path.startswith('preset:'):
-            model = TimeSformer(preset(path.split(':', 1)[1])).eval()
-            ckpt = Checkpoint(model=model, labels=default_labels(model.config.num_classes),
-                              source=path, path=path)
-            logger.warning(f'checkpoint {path}: random weights, results are meaningless')
-        else:
-            ckpt = load_checkpoint(path, labels=labels)
-        device = values['device']
-        if device == 'auto' and not torch.cuda.is_available():
-            logger.info('device auto: no CUDA GPU available, running on the CPU')
-        return Engine(ckpt, device=device, dtype=values['dtype'], compile=values['compile'],
-                      max_batch=1)
+        return engine_from_values(values, logger=logger)
     except (CheckpointError, EngineError, ValueError) as exc:
         raise StartupError(str(exc)) from None
 
@@ -93,7 +79,9 @@ class TimeSformerNode(Node):
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         self.reporter = Reporter(self.decoder)
-        self._reporter_lock = threading.Lock()    # the worker's windows, the watchdog's ends
+        # The worker's windows and the watchdog's ends: each is built and published under it,
+        # so ~/events and the latched ~/active never go out of order.
+        self._reporter_lock = threading.Lock()
         self.pipeline = Pipeline(self.engine, buffer, self._publish, self._on_failure,
                                  self._on_publish_failure, self._on_refusal)
         self._warned = {}
@@ -205,10 +193,10 @@ class TimeSformerNode(Node):
         if not self.context.ok():
             return  # shutting down: the publishers are gone
         try:
-            with self._reporter_lock:
+            with self._reporter_lock:   # built and published in one go: events stay in order
                 result = self.reporter.window(job.window, prediction, job.header.frame_id,
                                               latency_ms, self.values, job.rgb)
-            self._publish_result(result)
+                self._publish_result(result)
         except Exception:  # noqa: BLE001 - a signal may shut the context down mid-publish
             if self.context.ok():
                 raise
@@ -223,8 +211,8 @@ class TimeSformerNode(Node):
             return
         with self._reporter_lock:
             result = self.reporter.close('input_timeout')
-        if result is not None:
-            self._publish_result(result)
+            if result is not None:
+                self._publish_result(result)
 
     def _publish_diagnostics(self):
         snap = self.pipeline.snapshot()

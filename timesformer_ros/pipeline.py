@@ -28,9 +28,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .clips import ClipBuffer, Window
+from . import frames
+from .clips import ClipBuffer, PushResult, Window
 from .engine import Engine, Prediction
-from .frames import FrameError, decode
+from .frames import FrameError
 from .messages import stamp_ns
 
 LOGGER = logging.getLogger(__name__)
@@ -38,6 +39,47 @@ LOGGER = logging.getLogger(__name__)
 
 class NonFiniteResult(ValueError):
     """The model gave NaN or inf scores: a failed inference, never published."""
+
+
+@dataclass
+class Intake:
+    """What became of one image message offered to a clip buffer (`take_frame`)."""
+
+    rgb: Optional[np.ndarray] = None       # decoded, when it could be
+    stamp: Optional[int] = None            # its header stamp (ns), when decoded
+    push: Optional[PushResult] = None      # the buffer's answer, when pushed
+    refused: Optional[str] = None          # the refusal reason, or None
+    message: str = ''                      # what was wrong, for logs and summaries
+
+
+def take_frame(buffer: ClipBuffer, msg, preprocess: Callable[[np.ndarray], object]) -> Intake:
+    """Decode and check one image message and push it into `buffer`; never raises for a frame.
+
+    The node's decoder thread and `timesformer_bag evaluate` both take frames this way, so a
+    frame is refused for the same reasons on both. `preprocess(rgb)` runs only for frames the
+    buffer samples. Anything a decoder raises besides FrameError is refused as `decode_error`
+    (one frame never ends the node or an evaluation), anything preprocessing raises as
+    `internal_error`.
+    """
+    try:
+        rgb, key = frames.decode(msg)
+    except FrameError as exc:
+        return Intake(refused=exc.reason, message=str(exc))
+    except Exception as exc:  # noqa: BLE001 - see above
+        return Intake(refused='decode_error',
+                      message=f'decoding failed ({type(exc).__name__}: {exc})')
+    stamp = stamp_ns(msg.header)
+    try:
+        result = buffer.push(stamp, key, msg.header.frame_id, lambda: preprocess(rgb))
+    except FrameError as exc:
+        return Intake(rgb, stamp, refused=exc.reason, message=str(exc))
+    except Exception as exc:  # noqa: BLE001 - see above
+        return Intake(rgb, stamp, refused='internal_error',
+                      message=f'preprocessing failed ({type(exc).__name__}: {exc})')
+    if result.refused:
+        return Intake(rgb, stamp, result, result.refused,
+                      f"stamp {stamp} ns repeats the previous frame's")
+    return Intake(rgb, stamp, result)
 
 
 def _log_publish_failure(job, exc: BaseException):
@@ -156,14 +198,16 @@ class Pipeline:
             self._intake.append((msg, arrival))
             self._wake.notify_all()
         if full:
-            self._refuse('backlog', f'frames arrive faster than they decode: the oldest of '
-                                    f'{INTAKE_DEPTH} waiting frames was dropped')
-            self.on_refusal('backlog', self.last_refusal)
+            message = (f'frames arrive faster than they decode: the oldest of {INTAKE_DEPTH} '
+                       f'waiting frames was dropped')
+            self._refuse('backlog', message)
+            self.on_refusal('backlog', message)
 
     def submit(self, msg, arrival: Optional[float] = None) -> Optional[str]:
         """Decode and take one image message now; return the refusal reason, or None."""
         arrival = self._arrived() if arrival is None else arrival
-        return self._accept(msg, arrival)
+        refusal = self._accept(msg, arrival)
+        return refusal[0] if refusal else None
 
     def _arrived(self) -> float:
         """Count a received frame; return its arrival time (perf_counter)."""
@@ -187,40 +231,29 @@ class Pipeline:
                 msg, arrival = self._intake.popleft()
                 self._decoding = 1
             try:
-                reason = self._accept(msg, arrival)
+                refusal = self._accept(msg, arrival)
             finally:
                 with self._lock:
                     self._decoding = 0
-            if reason:
-                self.on_refusal(reason, self.last_refusal)
+            if refusal:
+                self.on_refusal(*refusal)
 
-    def _accept(self, msg, arrival: float) -> Optional[str]:
-        try:
-            rgb, key = decode(msg)
-        except FrameError as exc:
-            return self._refuse(exc.reason, str(exc))
-        except Exception as exc:  # noqa: BLE001 - one bad message must not end the node
-            return self._refuse('internal_error', f'decoding failed: {exc!r}')
+    def _accept(self, msg, arrival: float) -> Optional[tuple]:
+        """Take one message; return (reason, message) when it is refused, else None."""
         timing = {}
 
-        def load():
+        def preprocess(rgb):
             started = time.perf_counter()
             tensor = self.engine.preprocessor(rgb)
             timing['ms'] = (time.perf_counter() - started) * 1000.0
             return tensor
 
-        header = msg.header
-        stamp = stamp_ns(header)
-        try:
-            with self._buffer_lock:
-                result = self.buffer.push(stamp, key, header.frame_id, load)
-        except FrameError as exc:
-            return self._refuse(exc.reason, str(exc))
-        except Exception as exc:  # noqa: BLE001 - one bad message must not end the node
-            return self._refuse('internal_error', f'preprocessing failed: {exc!r}')
-        if result.refused:
-            return self._refuse(result.refused, f'stamp {stamp} ns repeats the previous '
-                                                f'frame\'s')
+        with self._buffer_lock:
+            intake = take_frame(self.buffer, msg, preprocess)
+        if intake.refused:
+            self._refuse(intake.refused, intake.message)
+            return intake.refused, intake.message
+        result, header, rgb = intake.push, msg.header, intake.rgb
         with self._lock:
             if result.reset:
                 self.counters.resets[result.reset] += 1
@@ -237,10 +270,10 @@ class Pipeline:
             self._wake.notify()
         return None
 
-    def count_lost(self, frames: int):
+    def count_lost(self, count: int):
         """Count frames the middleware reports lost before they reached the subscription."""
         with self._lock:
-            self.counters.lost_in_dds += frames
+            self.counters.lost_in_dds += count
 
     def _refuse(self, reason: str, message: str) -> str:
         with self._lock:
@@ -277,6 +310,8 @@ class Pipeline:
         with self._lock:
             while self._mailbox is None and not self._stop.is_set():
                 self._wake.wait(0.5)
+            if self._stop.is_set():
+                return None             # stopping: no new inference (the window is dropped)
             job, self._mailbox = self._mailbox, None
             if job is not None:
                 self._in_flight = 1
