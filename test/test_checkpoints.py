@@ -237,7 +237,7 @@ def test_convert_console_script_reports_a_bad_source_in_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, '-m', 'timesformer_ros.convert', str(bad), str(tmp_path / 'x')],
         capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.startswith('timesformer_convert: error: ')
     assert str(bad) in result.stderr and 'Traceback' not in result.stderr
 
