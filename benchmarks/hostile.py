@@ -49,8 +49,7 @@ def run_attack(name: str, transport: str, make, env: dict) -> dict:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CompressedImage, Image
     from std_msgs.msg import String
-    from test_hostile_node import _compressed, _encoded
-    from test_node import frame
+    from test_hostile_node import good_frame
 
     cmd = console_command('timesformer_node') + [
         '--ros-args', '--params-file', str(REPO / 'config' / 'timesformer.yaml'),
@@ -89,11 +88,7 @@ def run_attack(name: str, transport: str, make, env: dict) -> dict:
     def good(count):
         for i in range(count):
             stamp[0] += 33_333_333
-            msg = frame(i, stamp[0])
-            if transport == 'compressed':
-                rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(48, 64, 3)
-                msg = _compressed('jpeg', _encoded('.jpg', rgb[..., ::-1]), stamp[0])
-            pub.publish(msg)
+            pub.publish(good_frame(i, stamp[0], transport))
             spin(1 / 30)
 
     good(30)

@@ -73,6 +73,15 @@ def _tiff_declaring(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def good_frame(index: int, stamp_ns: int, transport: str):
+    """Return a good 64x48 camera frame: rgb8, or as a JPEG for the compressed transport."""
+    msg = frame(index, stamp_ns)
+    if transport == 'compressed':
+        rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(48, 64, 3)
+        msg = _compressed('jpeg', _encoded('.jpg', rgb[..., ::-1]), stamp_ns)
+    return msg
+
+
 def compressed_attacks():
     """(name, format, data) of hostile compressed frames."""
     # A camera-like 4096x4096 frame (smooth, so a JPEG of a few MB): the largest accepted.
@@ -154,11 +163,7 @@ def test_the_node_survives_hostile_frames(ros, start_node, small_checkpoint, tra
     def good_frames(count: int):
         for i in range(count):
             stamp[0] += 33_333_333
-            msg = frame(i, stamp[0])
-            if transport == 'compressed':
-                rgb = np.frombuffer(bytes(msg.data), np.uint8).reshape(48, 64, 3)
-                msg = _compressed('jpeg', _encoded('.jpg', rgb[..., ::-1]), stamp[0])
-            pub.publish(msg)
+            pub.publish(good_frame(i, stamp[0], transport))
             ros.spin_for(1 / 30)
 
     # Warm up: results flow, then the peak memory starts from here.
