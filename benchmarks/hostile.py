@@ -35,13 +35,6 @@ from timesformer_ros.processes import console_command, keep_dds_on_loopback  # n
 DOMAIN_ID = 141
 
 
-def _kib(pid: int, field: str) -> int:
-    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
-        if line.startswith(field + ':'):
-            return int(line.split()[1])
-    return 0
-
-
 def run_attack(name: str, transport: str, make, env: dict) -> dict:
     """Start a node, warm it up, send `make(stamp)` 5 times; return what happened."""
     import rclpy
@@ -49,6 +42,7 @@ def run_attack(name: str, transport: str, make, env: dict) -> dict:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CompressedImage, Image
     from std_msgs.msg import String
+    from conftest import reset_peak_rss, status_kib
     from test_hostile_node import good_frame
 
     cmd = console_command('timesformer_node') + [
@@ -94,8 +88,8 @@ def run_attack(name: str, transport: str, make, env: dict) -> dict:
     good(30)
     spin(20, lambda: len(windows) >= 3)
     spin(1.0)
-    Path(f'/proc/{node.pid}/clear_refs').write_text('5')
-    warmed = _kib(node.pid, 'VmRSS')
+    reset_peak_rss(node.pid)
+    warmed = status_kib(node.pid, 'VmRSS')
     before = dict(diagnostics[-1]) if diagnostics else {}
     started = time.monotonic()
     for _ in range(5):
@@ -104,7 +98,7 @@ def run_attack(name: str, transport: str, make, env: dict) -> dict:
         spin(0.01)
     spin(3.0)
     alive = node.poll() is None
-    peak = _kib(node.pid, 'VmHWM') if alive else None
+    peak = status_kib(node.pid, 'VmHWM') if alive else None
     after_attack = len(windows)
     stamp[0] += 5_000_000_000
     if alive:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import resource
-import signal
 import sys
 import tempfile
 import time
@@ -25,14 +23,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'test'))     # the attacks are the tests' own
 
 import report  # noqa: E402 - benchmarks/report.py, beside this script
-
-
-def _full_disk(limit: int):
-    """Make writes beyond `limit` bytes fail with EFBIG, as on a full disk."""
-    def apply():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return apply
 
 
 def run(name: str, args: list, preexec=None) -> dict:
@@ -85,7 +75,7 @@ def main() -> int:
             name += f' ({path.stat().st_size // 1024} KiB file)'
         rows.append(run(name, [*evaluate, path]))
     out_bag = [*evaluate, work / 'truth_bag', '--out-bag', work / 'out_bag']
-    rows.append(run('--out-bag on a full disk', out_bag, _full_disk(64 << 10)))
+    rows.append(run('--out-bag on a full disk', out_bag, t.full_disk(64 << 10)))
     rows[-1]['left_behind'] = sorted(p.name for p in work.iterdir() if p.name.startswith('out'))
     rows.append(run('--out-bag again after that', out_bag))
     confusion = [*evaluate, work / 'truth_bag', '--truth', '/motion', '--confusion',

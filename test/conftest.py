@@ -144,6 +144,19 @@ def small_checkpoint(tmp_path_factory):
                            ['left', 'right', 'still'], source='test fixture')
 
 
+def status_kib(pid: int, field: str) -> int:
+    """Return a kB field of /proc/PID/status (VmRSS, VmHWM: the peak RSS)."""
+    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith(field + ':'):
+            return int(line.split()[1])
+    raise AssertionError(f'no {field} in /proc/{pid}/status')
+
+
+def reset_peak_rss(pid: int):
+    """Reset the process's VmHWM (peak RSS) to its current RSS (Linux clear_refs 5)."""
+    Path(f'/proc/{pid}/clear_refs').write_text('5')
+
+
 class NodeProcess:
     """`timesformer_node` started as users start it, with --ros-args."""
 
@@ -167,10 +180,7 @@ class NodeProcess:
         return code, elapsed, self.proc.stdout.read()
 
     def rss_mb(self) -> float:
-        for line in Path(f'/proc/{self.proc.pid}/status').read_text().splitlines():
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return status_kib(self.proc.pid, 'VmRSS') / 1024
 
     def kill(self):
         if self.proc.poll() is None:

@@ -194,6 +194,20 @@ def jpeg_header_bomb(width, height):
     return bytes(data)
 
 
+def tiff_header_bomb(width, height):
+    """Return a 16x16 TIFF whose first IFD's ImageWidth and ImageLength (SHORT) are patched."""
+    ok, buf = cv2.imencode('.tiff', np.zeros((16, 16), np.uint8))
+    data = bytearray(buf.tobytes())
+    ifd = struct.unpack('<I', data[4:8])[0]
+    for k in range(struct.unpack('<H', data[ifd:ifd + 2])[0]):
+        entry = ifd + 2 + 12 * k
+        tag, kind = struct.unpack('<HH', data[entry:entry + 4])
+        if tag in (256, 257):
+            assert kind == 3
+            data[entry + 8:entry + 10] = struct.pack('<H', width if tag == 256 else height)
+    return bytes(data)
+
+
 def _compressed(fmt, data):
     msg = sensor_msgs.CompressedImage(format=fmt)
     msg.data = data
@@ -219,20 +233,8 @@ def test_decompression_bombs_are_refused_from_their_header(fmt, data, declared):
 
 def test_formats_without_a_header_check_are_bounded_by_opencv():
     """TIFF and others: OpenCV refuses the declared size before it allocates."""
-    image = np.zeros((16, 16), np.uint8)
-    ok, buf = cv2.imencode('.tiff', image)
-    data = bytearray(buf.tobytes())
-    # The TIFF's ImageWidth and ImageLength entries (tags 256, 257 of its first IFD, SHORT
-    # values here) claim 30000 pixels.
-    ifd = struct.unpack('<I', data[4:8])[0]
-    for k in range(struct.unpack('<H', data[ifd:ifd + 2])[0]):
-        entry = ifd + 2 + 12 * k
-        tag, kind = struct.unpack('<HH', data[entry:entry + 4])
-        if tag in (256, 257):
-            assert kind == 3
-            data[entry + 8:entry + 10] = struct.pack('<H', 30000)
     with pytest.raises(FrameError) as info:
-        decode(_compressed('tiff', bytes(data)))
+        decode(_compressed('tiff', tiff_header_bomb(30000, 30000)))
     assert info.value.reason == 'too_large'
 
 

@@ -14,13 +14,13 @@ import struct
 import subprocess
 import sys
 import tempfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import REPO
+from test_frames import png_header_bomb
 from timesformer_ros import bags
 from timesformer_ros.bags import (
     Evaluation, EvaluationOutputs, evaluate, list_topics, record_synthetic)
@@ -48,16 +48,6 @@ def stamp(i: int) -> int:
 def _store():
     from rosbags.typesys import Stores, get_typestore
     return get_typestore(Stores.ROS2_KILTED)
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """Return a valid PNG header (checksums right) that declares width x height, and no image."""
-    def chunk(kind, data):
-        return (struct.pack('>I', len(data)) + kind + data
-                + struct.pack('>I', zlib.crc32(kind + data)))
-    ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
-    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr)
-            + chunk(b'IDAT', zlib.compress(b'\0' * 100)) + chunk(b'IEND', b''))
 
 
 def camera_bag(path: Path, storage: str = 'sqlite3', compressed: bool = False,
@@ -99,7 +89,7 @@ def compressed_frame_declaring(width: int, height: int):
     def raw(ns_: int) -> bytes:
         msg = store.types[COMPRESSED_IMAGE](
             header=types.header(ns_, 'camera'), format='png',
-            data=np.frombuffer(png_declaring(width, height), np.uint8))
+            data=np.frombuffer(png_header_bomb(width, height, colour_type=2), np.uint8))
         return bytes(store.serialize_cdr(msg, COMPRESSED_IMAGE))
     return raw
 

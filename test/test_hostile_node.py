@@ -9,13 +9,13 @@ and good frames sent after the attack get results.
 
 import json
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from test_frames import jpeg_header_bomb, png_header_bomb
+from conftest import reset_peak_rss, status_kib
+from test_frames import jpeg_header_bomb, png_header_bomb, tiff_header_bomb
 
 rclpy = pytest.importorskip('rclpy')
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -35,18 +35,6 @@ def _strict_json(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def _status_kib(pid: int, field: str) -> int:
-    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
-        if line.startswith(field + ':'):
-            return int(line.split()[1])
-    raise AssertionError(f'no {field} in /proc/{pid}/status')
-
-
-def _reset_peak(pid: int):
-    """Reset the process's VmHWM (peak RSS) to its current RSS (Linux clear_refs 5)."""
-    Path(f'/proc/{pid}/clear_refs').write_text('5')
-
-
 def _compressed(fmt: str, data: bytes, stamp_ns: int) -> CompressedImage:
     msg = CompressedImage(format=fmt)
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
@@ -59,18 +47,6 @@ def _encoded(ext: str, image: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(ext, image)
     assert ok
     return buf.tobytes()
-
-
-def _tiff_declaring(width: int, height: int) -> bytes:
-    data = bytearray(_encoded('.tiff', np.zeros((16, 16), np.uint8)))
-    ifd = int.from_bytes(data[4:8], 'little')
-    for k in range(int.from_bytes(data[ifd:ifd + 2], 'little')):
-        entry = ifd + 2 + 12 * k
-        tag = int.from_bytes(data[entry:entry + 2], 'little')
-        if tag in (256, 257):
-            value = width if tag == 256 else height
-            data[entry + 8:entry + 10] = value.to_bytes(2, 'little')
-    return bytes(data)
 
 
 def good_frame(index: int, stamp_ns: int, transport: str):
@@ -91,7 +67,7 @@ def compressed_attacks():
         ('jpeg bomb 30000x30000', 'jpeg', jpeg_header_bomb(30000, 30000)),
         ('png bomb 30000x30000 gray8', 'png', png_header_bomb(30000, 30000)),
         ('png bomb 12000x12000 16-bit', 'png', png_header_bomb(12000, 12000, depth=16)),
-        ('tiff declaring 30000x30000', 'tiff', _tiff_declaring(30000, 30000)),
+        ('tiff declaring 30000x30000', 'tiff', tiff_header_bomb(30000, 30000)),
         ('float tiff of NaN', 'tiff', _encoded('.tiff', np.full((48, 64), np.nan, np.float32))),
         ('garbage', 'jpeg', b'\xff\xd8' + bytes(range(256)) * 4),
         ('valid 4096x4096 jpeg (costly)', 'jpeg', _encoded('.jpg', big)),
@@ -170,8 +146,8 @@ def test_the_node_survives_hostile_frames(ros, start_node, small_checkpoint, tra
     good_frames(30)
     assert ros.spin_until(lambda: len(watch.listener.windows) >= 3, 20.0), 'no results'
     ros.spin_for(1.0)
-    _reset_peak(node.proc.pid)
-    warmed_kib = _status_kib(node.proc.pid, 'VmRSS')
+    reset_peak_rss(node.proc.pid)
+    warmed_kib = status_kib(node.proc.pid, 'VmRSS')
     attack_started = time.monotonic()
 
     # The attack: each hostile frame 5 times, as fast as DDS takes them, then a flood.
@@ -198,7 +174,7 @@ def test_the_node_survives_hostile_frames(ros, start_node, small_checkpoint, tra
     assert ros.spin_until(lambda: len(watch.listener.windows) >= before + 3, 20.0), \
         'no results after the attack'
 
-    peak_kib = _status_kib(node.proc.pid, 'VmHWM')
+    peak_kib = status_kib(node.proc.pid, 'VmHWM')
     assert (peak_kib - warmed_kib) * 1024 < 300 * MB, (warmed_kib, peak_kib)
     assert watch.longest_diagnostics_silence(attack_started) < 2 * PERIOD_S
     assert not watch.invalid, watch.invalid
