@@ -85,7 +85,15 @@ keep_dds_on_loopback()
 os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 
 _domain_counter = itertools.count()
+# Test domains: FIRST:COUNT, so that suites run side by side (two checkouts) never share one.
+_DOMAIN_FIRST, _DOMAIN_COUNT = (int(part) for part in
+                                os.environ.get('TIMESFORMER_TEST_DOMAINS', '20:80').split(':'))
 console_script = console_command
+
+
+def fresh_domain() -> int:
+    """Return a ROS_DOMAIN_ID for one test, from TIMESFORMER_TEST_DOMAINS."""
+    return _DOMAIN_FIRST + (os.getpid() * 7 + next(_domain_counter)) % _DOMAIN_COUNT
 
 
 class Ros:
@@ -125,8 +133,7 @@ class Ros:
 @pytest.fixture
 def ros():
     pytest.importorskip('rclpy')
-    domain = 20 + (os.getpid() * 7 + next(_domain_counter)) % 80
-    handle = Ros(domain)
+    handle = Ros(fresh_domain())
     yield handle
     handle.close()
 

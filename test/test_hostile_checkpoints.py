@@ -23,7 +23,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import console_script, randomise_
+from conftest import console_script, fresh_domain, randomise_
 from timesformer_ros.checkpoints import (
     CheckpointError, convert_main, load_checkpoint, official_to_hf_key, save_checkpoint)
 from timesformer_ros.model import TimeSformer, TimeSformerConfig
@@ -475,7 +475,7 @@ def node_baseline_mb(tmp_path_factory):
     """Peak RSS of the node stopping at a checkpoint that does not exist."""
     pytest.importorskip('rclpy')
     missing = tmp_path_factory.mktemp('node') / 'none.json'
-    env = {**os.environ, 'ROS_DOMAIN_ID': str(20 + os.getpid() % 80)}
+    env = {**os.environ, 'ROS_DOMAIN_ID': str(fresh_domain())}
     code, output, peak = run_measured(
         console_script('timesformer_node') + ['--ros-args', '-p', f'checkpoint:={missing}'],
         env=env)
