@@ -20,7 +20,7 @@ setup(
     install_requires=['setuptools'],
     # colcon test runs pytest (not unittest) for packages that declare it here; recent
     # setuptools drop `tests_require`, so it goes in the `test` extra, as in ros2/examples.
-    extras_require={'test': ['pytest']},
+    extras_require={'test': ['pytest'], 'train': ['scikit-image']},
     zip_safe=False,
     maintainer='timesformer_ros maintainers',
     maintainer_email='maintainers@timesformer-ros.invalid',

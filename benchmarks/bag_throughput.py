@@ -49,7 +49,7 @@ def main() -> int:
         # The node's default parameters file, but a window for every frame.
         params = Path(tmp) / 'params.yaml'
         params.write_text((REPO / 'config' / 'timesformer.yaml').read_text().replace(
-            'target_fps: 15.0', 'target_fps: 0.0'))
+            'sample_every: 0 ', 'sample_every: 1 '))
         summary = evaluate(Evaluation(bag, '/camera/image_raw', checkpoint=args.checkpoint,
                                       params_file=params, device=args.device,
                                       batch_size=args.batch_size, progress=False))

@@ -1,9 +1,9 @@
 """Node latency at a camera rate: frame stamp -> result received, and drops.
 
-    python benchmarks/node_latency.py                         # embedded tiny model, CPU
+    python benchmarks/node_latency.py                         # embedded motion model, CPU
     python benchmarks/node_latency.py --checkpoint preset:base_8x224 --device cuda
 
-Starts `timesformer_node` as its own process (a window for every frame: target_fps 0,
+Starts `timesformer_node` as its own process (a window for every frame: sample_every 1,
 stride 1), publishes 640x480 rgb8 frames at --rate Hz stamped with the wall clock, and measures,
 for each result, the time from its frame's stamp to its arrival here, over DDS on loopback.
 Drops come from the node's diagnostics. Writes benchmarks/results/node_latency_<device>.json.
@@ -55,7 +55,7 @@ def main() -> int:
 
     cmd = console_command('timesformer_node') + [
         '--ros-args', '--params-file', str(REPO / 'config' / 'timesformer.yaml'),
-        '-p', f'device:={args.device}', '-p', 'target_fps:=0.0', '-p', 'stride:=1']
+        '-p', f'device:={args.device}', '-p', 'sample_every:=1', '-p', 'stride:=1']
     if args.checkpoint:
         cmd += ['-p', f'checkpoint:={args.checkpoint}']
     for item in args.extra:

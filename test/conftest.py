@@ -140,7 +140,11 @@ def ros():
 
 @pytest.fixture(scope='session')
 def small_checkpoint(tmp_path_factory):
-    """Save a small random model in the project's format: fast enough for 30 Hz on one core."""
+    """Save a small random model in the project's format: fast enough for 30 Hz on one core.
+
+    It records a clip rate of 15 fps, so that the default parameters sample 30 Hz cameras at
+    every second frame (the checkpoint's rate).
+    """
     from timesformer_ros.checkpoints import save_checkpoint
     from timesformer_ros.model import TimeSformer, TimeSformerConfig
     torch.manual_seed(0)
@@ -148,7 +152,7 @@ def small_checkpoint(tmp_path_factory):
                                num_heads=4, num_classes=3)
     model = randomise_(TimeSformer(config))
     return save_checkpoint(tmp_path_factory.mktemp('ckpt') / 'small', model,
-                           ['left', 'right', 'still'], source='test fixture')
+                           ['left', 'right', 'still'], source='test fixture', clip_fps=15.0)
 
 
 def status_kib(pid: int, field: str) -> int:

@@ -35,7 +35,7 @@ def bags(tmp_path_factory):
 
 
 def expected_windows(count: int, num_frames: int = 8, every: int = 2):
-    """config/timesformer.yaml samples 15 of the 30 frames per second (target_fps 15).
+    """config/timesformer.yaml samples at the checkpoint's clip rate: 15 of 30 frames a second.
 
     It runs at every sampled frame (stride 1) once 8 are held.
     """

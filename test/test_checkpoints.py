@@ -383,3 +383,69 @@ def test_own_format_with_missing_weights_file(tmp_path):
     Path(tmp_path / 'm.safetensors').unlink()
     with pytest.raises(CheckpointError, match='weights file .*m.safetensors is missing'):
         load_checkpoint(meta)
+
+
+# -- the clip rate ----------------------------------------------------------------------------
+
+def _tiny_model():
+    config = TimeSformerConfig(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=2,
+                               num_heads=4, num_classes=3)
+    return randomise_(TimeSformer(config)).eval()
+
+
+def test_the_clip_rate_is_written_read_and_checked(tmp_path):
+    meta = save_checkpoint(tmp_path / 'rated', _tiny_model(), ['a', 'b', 'c'], clip_fps=10.0)
+    assert json.loads(meta.read_text())['clip_fps'] == 10.0
+    assert load_checkpoint(meta).clip_fps == 10.0
+    unrated = save_checkpoint(tmp_path / 'unrated', _tiny_model(), ['a', 'b', 'c'])
+    assert 'clip_fps' not in json.loads(unrated.read_text())
+    assert load_checkpoint(unrated).clip_fps is None
+    for bad in (0, -5, 'fast', True, 1e6):
+        description = json.loads(meta.read_text())
+        description['clip_fps'] = bad
+        meta.write_text(json.dumps(description))
+        with pytest.raises(CheckpointError, match=r'rated\.json: clip_fps must be a number'):
+            load_checkpoint(meta)
+    with pytest.raises(CheckpointError, match='clip_fps must be'):
+        save_checkpoint(tmp_path / 'nan', _tiny_model(), ['a', 'b', 'c'], clip_fps=float('nan'))
+
+
+def test_an_official_name_states_the_clip_rate(tmp_path, make_hf_model):
+    state = {'model_state': official_state_from_hf(make_hf_model())}     # 4 frames
+    for name, fps in [('TimeSformer_divST_4x32_224_K400.pyth', 30 / 32),
+                      ('TimeSformer_divST_4x16_448_K600.pyth', 30 / 16),
+                      ('TimeSformer_divST_8x32_224_K400.pyth', None),   # not its 4 frames
+                      ('k400.pyth', None)]:
+        torch.save(state, tmp_path / name)
+        assert load_checkpoint(tmp_path / name, num_heads=4).clip_fps == fps, name
+
+
+def convert(*args):
+    return subprocess.run([sys.executable, '-m', 'timesformer_ros.convert', *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_convert_records_the_clip_rate_from_the_name_or_a_flag(tmp_path, make_hf_model):
+    hf_model = make_hf_model()
+    official = tmp_path / 'TimeSformer_divST_4x32_224_K400.pyth'
+    torch.save({'model_state': official_state_from_hf(hf_model)}, official)
+    hf_dir = tmp_path / 'hf'
+    hf_model.save_pretrained(hf_dir)
+    cases = [((official,), 0.9375),                                  # from the name
+             ((official, '--clip-fps', '2.5'), 2.5),                  # the flag wins
+             ((hf_dir, '--frame-interval', '4', '--camera-fps', '25'), 6.25),
+             ((hf_dir,), None)]
+    for i, (args, fps) in enumerate(cases):
+        result = convert(*args, tmp_path / f'out{i}', '--num-heads', '4')
+        assert result.returncode == 0, result.stderr
+        assert load_checkpoint(tmp_path / f'out{i}.json').clip_fps == fps, args
+        assert (f'{fps:g} fps clips' if fps else 'clip rate unknown') in result.stdout
+    for flags, message in [(('--clip-fps', '0'), 'clip_fps must be'),
+                           (('--frame-interval', '0'), 'frame interval must be a positive'),
+                           (('--frame-interval', '4', '--camera-fps', '-1'), 'camera rate')]:
+        result = convert(hf_dir, tmp_path / 'bad', *flags)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    # A converted copy keeps the rate of its source.
+    assert convert(tmp_path / 'out1.json', tmp_path / 'again').returncode == 0
+    assert load_checkpoint(tmp_path / 'again.json').clip_fps == 2.5

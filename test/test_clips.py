@@ -3,7 +3,8 @@
 import pytest
 
 from conftest import REPO
-from timesformer_ros.clips import NS, ClipBuffer
+from timesformer_ros.checkpoints import clip_fps_from_name
+from timesformer_ros.clips import NS, ClipBuffer, Sampling
 from timesformer_ros.interface import read_params_file
 
 MS = 1_000_000
@@ -126,10 +127,27 @@ def test_the_kinetics_config_samples_as_the_official_8x32_models_were_trained():
     One window per sampled frame (0.94 windows/s), as its comment says (it once sampled every 8th).
     """
     params = read_params_file(REPO / 'config' / 'kinetics400_gpu.yaml')
-    buffer = ClipBuffer(8, stride=params['stride'], sample_every=params['sample_every'],
-                        target_fps=params['target_fps'], max_gap_s=params['max_gap_s'])
+    sampling = Sampling.resolve(params['target_fps'], params['sample_every'],
+                                clip_fps_from_name(params['checkpoint'], 8))
+    assert sampling.reason == "the checkpoint's clip rate"
+    buffer = sampling.buffer(8, stride=params['stride'], max_gap_s=params['max_gap_s'])
     frame = NS // 30
     windows, _ = feed(buffer, [i * frame for i in range(30 * 60)])   # a minute at 30 Hz
     assert {b - a for w in windows for a, b in zip(w, w[1:])} == {32 * frame}
     span_s = (windows[-1][-1] - windows[0][-1]) / NS
     assert (len(windows) - 1) / span_s == pytest.approx(0.94, abs=0.01)
+
+
+def test_sampling_is_the_parameters_else_the_checkpoints_clip_rate():
+    cases = [((0.0, 0, 10.0), (1, 10.0), "10 fps by header stamps (the checkpoint's clip rate)"),
+             ((0.0, 0, None), (1, 0.0), 'every frame (the checkpoint records no clip rate)'),
+             ((15.0, 0, 10.0), (1, 15.0), '15 fps by header stamps (target_fps)'),
+             ((0.0, 3, 10.0), (3, 0.0), 'every 3 frames (sample_every)'),
+             ((0.0, 1, 10.0), (1, 0.0), 'every frame (sample_every)'),
+             ((12.0, 3, None), (1, 12.0), '12 fps by header stamps (target_fps)')]
+    for args, (every, fps), text in cases:
+        sampling = Sampling.resolve(*args)
+        assert (sampling.sample_every, sampling.target_fps) == (every, fps), args
+        assert sampling.describe() == text
+        buffer = sampling.buffer(4, stride=2, max_gap_s=0.5)
+        assert (buffer.sample_every, buffer.target_fps, buffer.stride) == (every, fps, 2)

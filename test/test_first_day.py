@@ -115,7 +115,7 @@ def test_the_shipped_config_is_the_declared_defaults():
 @pytest.mark.parametrize('args, message', [
     (['--params-file', 'config/no_such_file.yaml'], 'parameters file not found: config/'),
     (['-p', 'no_assignment'], 'invalid ROS arguments'),
-    (['-p', 'target_fps:=15'], 'parameter target_fps (float (write 15.0'),   # an int
+    (['-p', 'target_fps:=15'], 'parameter target_fps (float (write 0.0'),    # an int
     (['-p', 'enter_threshold:=1.5'], 'parameter enter_threshold'),            # out of range
     (['-p', 'smoothing:=median'], "smoothing must be one of ['none', 'ema', 'vote']"),
 ])

@@ -122,7 +122,7 @@ def test_node_end_to_end_at_30hz(ros, start_node, small_checkpoint):
         assert abs(sum(result['temporal_weights']) - 1) < 1e-3
         assert [r['class_name'] for r in result['results']] and \
             result['results'][0]['score'] >= result['results'][-1]['score']
-        # target_fps 15 from the default config: a window spans 3 periods of 1/15 s.
+        # The checkpoint's 15 fps (the default config): a window spans 3 periods of 1/15 s.
         span = end - stamp_of(result['window']['start'])
         assert abs(span - 3 * 2 * 33_333_333) < 2_000_000
     seqs = [r['seq'] for r in listener.windows]
@@ -201,7 +201,7 @@ def test_backpressure_drops_stale_windows_and_accounts_for_every_frame(ros, star
     slow = TimeSformerConfig(img_size=96, patch_size=8, num_frames=8, embed_dim=128, depth=6,
                              num_heads=4, num_classes=3)
     ckpt = save_checkpoint(tmp_path / 'slow', TimeSformer(slow), ['a', 'b', 'c'])
-    node = start_node('-p', f'checkpoint:={ckpt}', '-p', 'target_fps:=0.0', '-p',
+    node = start_node('-p', f'checkpoint:={ckpt}', '-p', 'sample_every:=1', '-p',
                       'qos:=reliable', '-p', 'max_gap_s:=5.0')
     listener = Listener(ros)
     pub = ros.node.create_publisher(Image, 'image', QoSProfile(
@@ -249,7 +249,7 @@ def set_parameters(ros, **values):
 
 def test_runtime_parameters_take_effect_and_invalid_ones_are_refused(ros, start_node,
                                                                      small_checkpoint):
-    start_node('-p', f'checkpoint:={small_checkpoint}', '-p', 'target_fps:=0.0', *TOP1_LABEL)
+    start_node('-p', f'checkpoint:={small_checkpoint}', '-p', 'sample_every:=1', *TOP1_LABEL)
     listener = Listener(ros)
     pub = ros.node.create_publisher(Image, 'image', qos_profile_sensor_data)
     wait_for_subscriber(ros, pub)

@@ -115,7 +115,7 @@ def bad(kind: str, stamp_ns: int):
 
 
 def test_bad_frames_are_refused_counted_and_never_enter_a_window(ros, small_checkpoint):
-    node = NodeProcess(ros, '-p', f'checkpoint:={small_checkpoint}', '-p', 'target_fps:=0.0',
+    node = NodeProcess(ros, '-p', f'checkpoint:={small_checkpoint}', '-p', 'sample_every:=1',
                        '-p', 'qos:=reliable', '-p', 'max_gap_s:=0.5')
     try:
         listener = Listener(ros)
@@ -179,7 +179,7 @@ def test_bad_frames_are_refused_counted_and_never_enter_a_window(ros, small_chec
 
 
 def test_sigint_while_flooding_ends_the_node_within_2s(ros, small_checkpoint):
-    node = NodeProcess(ros, '-p', f'checkpoint:={small_checkpoint}', '-p', 'target_fps:=0.0')
+    node = NodeProcess(ros, '-p', f'checkpoint:={small_checkpoint}', '-p', 'sample_every:=1')
     try:
         listener = Listener(ros)
         pub = ros.node.create_publisher(Image, 'image', 10)
@@ -216,7 +216,7 @@ def test_soak_memory_accounting_and_no_backlog(ros, small_checkpoint):
     memory stays flat after warm-up, every frame is accounted for, and at most one window ever
     waits.
     """
-    node = NodeProcess(ros, '-p', f'checkpoint:={small_checkpoint}', '-p', 'target_fps:=0.0',
+    node = NodeProcess(ros, '-p', f'checkpoint:={small_checkpoint}', '-p', 'sample_every:=1',
                        '-p', 'qos:=reliable', '-p', 'qos_depth:=2000', '-p',
                        'max_gap_s:=5.0', '-p', 'diagnostics_period_s:=0.2')
     try:

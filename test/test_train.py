@@ -28,7 +28,8 @@ def test_augmented_labels_match_the_motion_in_the_pixels():
     rng = np.random.default_rng(4)
     checked = 0
     for _ in range(6):
-        clips, labels = augment(rng, *synthetic_batch(rng, 8, 48, 6, synthetic.EASY_STYLE))
+        clips, labels = augment(rng, *synthetic_batch(rng, 8, 48, 6, synthetic.EASY_STYLE,
+                                                      clip_fps=16.0))
         assert len(clips) == 16
         for clip, label in zip(clips, labels):
             name = synthetic.CLASSES[label]
@@ -77,11 +78,14 @@ def test_curriculum_zero_trains_on_the_training_style_from_the_first_step(tmp_pa
     phases = [r.getMessage() for r in caplog.records if r.getMessage().startswith('step 1:')]
     assert phases == ['step 1: all classes']
     training = load_checkpoint(tmp_path / 'model.json').extra['training']
-    assert training['curriculum'] == 0.0 and training['directions_first'] == 0.2
+    assert training['curriculum'] == 0.0 and training['directions_first'] == 0.12
 
 
 @pytest.mark.parametrize('changes, message', [
-    (dict(curriculum=1.5), 'curriculum must be a share of the steps in \\[0, 1\\], got 1.5'),
+    (dict(curriculum=1.5), 'curriculum must be a share in \\[0, 1\\], got 1.5'),
+    (dict(wide=2.0), 'wide must be a share'),
+    (dict(clip_fps=None), 'clip_fps is needed for synthetic motion'),
+    (dict(clip_fps=0.0), 'clip_fps must be a rate'),
     (dict(directions_first=-0.1), 'directions_first must be'),
     (dict(steps=0), 'steps must be a positive integer, got 0'),
     (dict(batch_size=1), 'batch_size must be at least 2 on synthetic motion'),
@@ -97,6 +101,7 @@ def test_a_short_training_run_writes_a_loadable_checkpoint(tmp_path):
                  '--val-every', '3', '--threads', '1', '--out', str(out)]) == 0
     ckpt = load_checkpoint(out.with_suffix('.json'))
     assert ckpt.labels == list(synthetic.CLASSES)
+    assert ckpt.clip_fps == 10.0        # the default rate, which the node will sample at
     training = ckpt.extra['training']
     assert training['steps'] == 3 and training['history'][-1]['step'] == 3
     assert training['command'].startswith('timesformer_train train --preset tiny')
@@ -104,7 +109,8 @@ def test_a_short_training_run_writes_a_loadable_checkpoint(tmp_path):
     again = tmp_path / 'again'
     assert main(['train', '--init', str(out.with_suffix('.json')), '--steps', '2',
                  '--batch-size', '4', '--val-every', '2', '--out', str(again)]) == 0
-    assert load_checkpoint(again.with_suffix('.json')).extra['training']['init']
+    again = load_checkpoint(again.with_suffix('.json'))
+    assert again.extra['training']['init'] and again.clip_fps == 10.0   # kept from --init
 
 
 def test_training_on_a_folder_of_labelled_clips(tmp_path):
@@ -122,6 +128,12 @@ def test_training_on_a_folder_of_labelled_clips(tmp_path):
     # The synthetic class names keep the synthetic order, as before folders named classes.
     assert ckpt.labels == list(synthetic.CLASSES)
     assert set(ckpt.extra['training']['history'][-1]) == {'step', 'loss', 'train_accuracy'}
+    assert ckpt.clip_fps is None        # a folder's rate is the user's to state
+    rated = tmp_path / 'rated_model'
+    assert main(['train', '--preset', 'tiny', '--steps', '1', '--batch-size', '4',
+                 '--val-every', '1', '--data', str(tmp_path / 'clips'), '--clip-fps', '6',
+                 '--out', str(rated)]) == 0
+    assert load_checkpoint(rated.with_suffix('.json')).clip_fps == 6.0
     with pytest.raises(ValueError, match='no clips found'):
         main(['train', '--steps', '1', '--data', str(tmp_path / 'empty'), '--out',
               str(tmp_path / 'x')])

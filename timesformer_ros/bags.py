@@ -46,7 +46,6 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from .clips import ClipBuffer
 from .interface import read_params_file
 from .messages import (
     COMPRESSED_IMAGE, IMAGE, STRING, bag_types, convert_image, dict_ns, rclpy_types,
@@ -555,9 +554,9 @@ def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs()) 
                                  'device': run.device if run.device != 'auto'
                                  else params['device'], 'compile': False},
                                 max_batch=run.batch_size)
-    buffer = ClipBuffer(engine.num_frames, stride=params['stride'],
-                        sample_every=params['sample_every'], target_fps=params['target_fps'],
-                        max_gap_s=params['max_gap_s'])
+    if run.progress:
+        sys.stderr.write(f'sampling: {engine.sampling(params).describe()}\n')
+    buffer = engine.clip_buffer(params)
     reporter = Reporter(ActionDecoder(engine.labels, DecoderConfig.from_values(params)))
     writer = ResultWriter(
         dataclasses.replace(outputs, confusion=outputs.confusion if run.truth else None),
@@ -637,7 +636,7 @@ def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs()) 
         summary = {'bag': str(bag), 'topic': topic, 'frames': frames, 'windows': len(records),
                    'refused': dict(refused), 'seconds': round(elapsed, 3),
                    'windows_per_s': round(len(records) / elapsed, 2) if elapsed else 0.0,
-                   'model': engine.describe()}
+                   'model': engine.describe(), 'sampling': engine.sampling(params).describe()}
         summary['skipped'] = sum(refused[k] for k in ('unreadable', 'decode_error',
                                                       'internal_error'))
         summary['skipped_messages'] = skipped
@@ -1093,7 +1092,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _print_summary(summary: dict):
     print(f'{summary["frames"]} frames, {summary["windows"]} windows in {summary["seconds"]} s '
-          f'({summary["windows_per_s"]} windows/s), {summary["model"]}')
+          f'({summary["windows_per_s"]} windows/s), {summary["model"]}, sampling '
+          f'{summary["sampling"]}')
     if summary['refused']:
         print(f'refused frames: {summary["refused"]}')
     if summary['skipped']:

@@ -121,6 +121,7 @@ class Checkpoint:
     source: str = ''
     path: str = ''
     extra: dict = field(default_factory=dict)
+    clip_fps: Optional[float] = None    # the rate of the clips it was trained on; None: unknown
 
     @property
     def config(self) -> TimeSformerConfig:
@@ -144,6 +145,54 @@ class CheckpointContents:
     extra: dict = field(default_factory=dict)   # further metadata, 'source' among it
     read: Optional[Callable[[], dict]] = None   # the weights; None: `state_dict` holds them
     origin: str = ''                            # the weights in messages; '': the path
+    clip_fps: Optional[float] = None            # frames per second of the training clips
+
+
+# -- the clip rate ----------------------------------------------------------------------------
+
+# Kinetics videos, which the official models were trained on, are about 30 fps.
+KINETICS_FPS = 30.0
+MAX_CLIP_FPS = 1000.0
+_OFFICIAL_NAME = re.compile(r'_(\d+)x(\d+)_')
+
+
+def check_clip_fps(value: object, origin: str) -> float:
+    """Return a clip rate (frames per second of the sampled clip) or raise CheckpointError."""
+    number = _number(value)
+    if number is None or not 0 < number <= MAX_CLIP_FPS:
+        raise CheckpointError(f'{origin}: clip_fps must be a number of frames per second in '
+                              f'(0, {MAX_CLIP_FPS:g}], got {_show(value)}')
+    return number
+
+
+def clip_fps_from_interval(interval: object, camera_fps: object = KINETICS_FPS,
+                           origin: str = 'frame interval') -> float:
+    """Return the clip rate of taking every `interval`-th frame of a `camera_fps` video."""
+    if type(interval) is not int or interval < 1:
+        raise CheckpointError(f'{origin}: the frame interval must be a positive whole number, '
+                              f'got {_show(interval)}')
+    fps = _number(camera_fps)
+    if fps is None or fps <= 0:
+        raise CheckpointError(f'{origin}: the camera rate must be a positive number, got '
+                              f'{_show(camera_fps)}')
+    return check_clip_fps(fps / interval, origin)
+
+
+def clip_fps_from_name(path: Path, num_frames: int) -> Optional[float]:
+    """Return the clip rate an official checkpoint's file name states, or None.
+
+    The official names say FRAMESxINTERVAL (TimeSformer_divST_8x32_224_K400.pyth: 8 frames,
+    every 32nd frame of the ~30 fps Kinetics videos, 0.9375 fps); a name whose frame count is
+    not the model's says nothing.
+    """
+    match = _OFFICIAL_NAME.search(Path(path).name)
+    if not match or int(match.group(1)) != num_frames:
+        return None
+    interval = int(match.group(2))
+    fps = clip_fps_from_interval(interval, KINETICS_FPS, str(path))
+    LOGGER.info('%s: clip rate from the file name: every %dth frame at %g fps = %g fps',
+                path, interval, KINETICS_FPS, fps)
+    return fps
 
 
 # -- messages -------------------------------------------------------------------------------
@@ -829,7 +878,8 @@ def _read_official(path: Path, overrides: dict) -> CheckpointContents:
     shapes = _stand_ins(state)
     with _about(path):
         config = config_from_state_dict(shapes, num_heads=overrides.get('num_heads'))
-    return CheckpointContents(shapes, config, read=lambda: state)
+    return CheckpointContents(shapes, config, read=lambda: state,
+                              clip_fps=clip_fps_from_name(path, config.num_frames))
 
 
 def _per_channel(value: object, channels: int) -> object:
@@ -911,12 +961,15 @@ def _read_own(path: Path, overrides: dict) -> CheckpointContents:
                                    meta.get('std', OFFICIAL_STD), config.in_chans)
         if not isinstance(meta.get('source', ''), str):
             raise CheckpointError(f'source must be a string, got {_show(meta["source"])}')
+    clip_fps = meta.get('clip_fps')
+    if clip_fps is not None:
+        clip_fps = check_clip_fps(clip_fps, str(meta_path))
     state = _safetensors_header(weights)
-    extra = {k: v for k, v in meta.items()
-             if k not in ('format', 'version', 'config', 'labels', 'mean', 'std', 'weights')}
+    extra = {k: v for k, v in meta.items() if k not in (
+        'format', 'version', 'config', 'labels', 'mean', 'std', 'weights', 'clip_fps')}
     return CheckpointContents(state, config, labels, mean, std, extra,
                               read=lambda: _safetensors_load(weights),
-                              origin=f'{meta_path} (weights {weights.name})')
+                              origin=f'{meta_path} (weights {weights.name})', clip_fps=clip_fps)
 
 
 _READERS = {
@@ -961,7 +1014,7 @@ def load_checkpoint(path: PathLike, labels: Union[None, PathLike, Sequence[str]]
     source = contents.extra.get('source', f'{fmt}:{path}')
     extra = {k: v for k, v in contents.extra.items() if k != 'source'}
     return Checkpoint(model=model, labels=labels, mean=mean, std=std, source=source,
-                      path=str(path), extra=extra)
+                      path=str(path), extra=extra, clip_fps=contents.clip_fps)
 
 
 def load_model(path: PathLike, **kwargs):
@@ -972,10 +1025,12 @@ def load_model(path: PathLike, **kwargs):
 
 def save_checkpoint(path: PathLike, model: TimeSformer, labels: Sequence[str],
                     mean: Sequence[float] = OFFICIAL_MEAN, std: Sequence[float] = OFFICIAL_STD,
-                    source: str = '', **extra) -> Path:
+                    source: str = '', clip_fps: Optional[float] = None, **extra) -> Path:
     """Write the project's own format, NAME.safetensors and NAME.json; return the JSON path.
 
-    Labels and mean/std are checked as `load_checkpoint` checks them, so what is written loads.
+    Labels, mean/std and the clip rate `clip_fps` (frames per second of the clips the model
+    was trained on; None: unknown, not written) are checked as `load_checkpoint` checks them,
+    so what is written loads.
     """
     from safetensors.torch import save_file
     path = Path(path)
@@ -985,6 +1040,8 @@ def save_checkpoint(path: PathLike, model: TimeSformer, labels: Sequence[str],
     meta_path = path.with_name(path.name + '.json')
     labels = check_labels(labels, model.config.num_classes, 'labels')
     mean, std = check_normalisation(mean, std, model.config.in_chans, 'mean/std')
+    if clip_fps is not None:
+        clip_fps = check_clip_fps(clip_fps, 'clip_fps')
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to('cpu').contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights), metadata={'format': FORMAT_NAME})
@@ -996,6 +1053,7 @@ def save_checkpoint(path: PathLike, model: TimeSformer, labels: Sequence[str],
         'labels': labels,
         'mean': list(mean),
         'std': list(std),
+        **({'clip_fps': clip_fps} if clip_fps is not None else {}),
         'source': source,
         **extra,
     }
@@ -1060,13 +1118,29 @@ def convert_main(argv: Optional[Sequence[str]] = None) -> int:
                              'default embed_dim / 64)')
     parser.add_argument('--mean', type=float, nargs='+', help='normalisation mean per channel')
     parser.add_argument('--std', type=float, nargs='+', help='normalisation std per channel')
+    rate = parser.add_mutually_exclusive_group()
+    rate.add_argument('--clip-fps', type=float,
+                      help='frames per second of the clips the model was trained on (the node '
+                           'samples at this rate); official checkpoints: read from a name '
+                           'such as ..._8x32_... when not given')
+    rate.add_argument('--frame-interval', type=int,
+                      help='the model was trained on every Nth frame of --camera-fps video')
+    parser.add_argument('--camera-fps', type=float, default=KINETICS_FPS,
+                        help='the video rate --frame-interval refers to (default: %(default)g, '
+                             'as Kinetics)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     overrides = {'num_heads': args.num_heads} if args.num_heads is not None else {}
     try:
+        clip_fps = (clip_fps_from_interval(args.frame_interval, args.camera_fps,
+                                           '--frame-interval')
+                    if args.frame_interval is not None else
+                    check_clip_fps(args.clip_fps, '--clip-fps')
+                    if args.clip_fps is not None else None)
         ckpt = load_checkpoint(args.src, labels=args.labels, **overrides)
+        clip_fps = clip_fps or ckpt.clip_fps
         out = save_checkpoint(args.dst, ckpt.model, ckpt.labels, mean=args.mean or ckpt.mean,
-                              std=args.std or ckpt.std, source=ckpt.source)
+                              std=args.std or ckpt.std, source=ckpt.source, clip_fps=clip_fps)
     except CheckpointError as exc:
         print(f'timesformer_convert: error: {exc}', file=sys.stderr)
         return 2
@@ -1075,6 +1149,7 @@ def convert_main(argv: Optional[Sequence[str]] = None) -> int:
               file=sys.stderr)
         return 2
     cfg = ckpt.config
+    rate = f'{clip_fps:g} fps clips' if clip_fps else 'clip rate unknown: give --clip-fps'
     print(f'wrote {out} ({cfg.attention_type}, {cfg.num_frames}x{cfg.img_size}, '
-          f'{cfg.num_classes} classes)')
+          f'{cfg.num_classes} classes, {rate})')
     return 0

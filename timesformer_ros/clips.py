@@ -18,6 +18,9 @@ Rules, in order:
   regular camera, robust to jitter; a slower camera has every frame sampled;
 * once T sampled frames are held, a window is emitted, then again every `stride` newly
   sampled frames.
+
+`Sampling.resolve` decides the sampling from the parameters and the checkpoint's clip rate: a
+model only works at the clip rate it was trained on, so that is the default.
 """
 
 from __future__ import annotations
@@ -64,6 +67,46 @@ class PushResult:
     refused: Optional[str] = None   # reason the frame was refused (it changed nothing)
     reset: Optional[str] = None     # reason the window was emptied before this frame
     window: Optional[Window] = None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How frames are sampled into clips, and why (for the log and diagnostics)."""
+
+    sample_every: int = 1
+    target_fps: float = 0.0
+    reason: str = ''
+
+    @classmethod
+    def resolve(cls, target_fps: float, sample_every: int,
+                clip_fps: Optional[float]) -> 'Sampling':
+        """Return the sampling of the parameters `target_fps` and `sample_every` (0: unset).
+
+        The first set one wins; with neither set, the checkpoint's clip rate `clip_fps` (by
+        header stamps); with no rate recorded either, every frame.
+        """
+        if target_fps > 0:
+            return cls(target_fps=target_fps, reason='target_fps')
+        if sample_every > 0:
+            return cls(sample_every=sample_every, reason='sample_every')
+        if clip_fps:
+            return cls(target_fps=clip_fps, reason="the checkpoint's clip rate")
+        return cls(reason='the checkpoint records no clip rate')
+
+    def describe(self) -> str:
+        """Return, for example, '10 fps by header stamps (the checkpoint's clip rate)'."""
+        if self.target_fps > 0:
+            how = f'{self.target_fps:g} fps by header stamps'
+        elif self.sample_every == 1:
+            how = 'every frame'
+        else:
+            how = f'every {self.sample_every} frames'
+        return f'{how} ({self.reason})' if self.reason else how
+
+    def buffer(self, num_frames: int, stride: int = 1, max_gap_s: float = 1.0) -> 'ClipBuffer':
+        """Return a ClipBuffer that samples this way."""
+        return ClipBuffer(num_frames, stride=stride, sample_every=self.sample_every,
+                          target_fps=self.target_fps, max_gap_s=max_gap_s)
 
 
 class ClipBuffer:

@@ -69,11 +69,11 @@ PARAMETERS = (
     Param('compile', False, 'torch.compile the model (CUDA graphs on a GPU); slower start.'),
     Param('stride', 1, 'Run once every `stride` newly sampled frames.', read_only=False,
           low=1, high=1000),
-    Param('sample_every', 1, 'Sample every k-th frame (ignored when target_fps > 0).',
-          low=1, high=1000),
-    Param('target_fps', 15.0, 'Sample frames at this rate by header stamps (0: use '
-          'sample_every). The embedded motion model was trained on 12-20 fps clips.',
-          low=0.0, high=1000.0),
+    Param('sample_every', 0, 'Sample every k-th frame (ignored when target_fps > 0). 0 '
+          "with target_fps 0: the checkpoint's clip rate.", low=0, high=1000),
+    Param('target_fps', 0.0, 'Sample frames at this rate by header stamps. 0 with '
+          "sample_every 0: the checkpoint's clip rate (the rate its clips were trained at; "
+          'every frame when it records none).', low=0.0, high=1000.0),
     Param('max_gap_s', 0.5, 'A stamp gap longer than this, a stamp going backwards, or a '
           'change of size, encoding or frame_id restarts the window.', low=0.001,
           high=3600.0),

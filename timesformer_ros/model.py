@@ -115,9 +115,13 @@ PRESETS = {
     'hr_16x448': TimeSformerConfig(img_size=448, num_frames=16),
     # TimeSformer-L: 96 frames at 224 px.
     'large_96x224': TimeSformerConfig(num_frames=96),
-    # Milliseconds on a CPU: the embedded motion model and the tests.
+    # Milliseconds on a CPU: the tests.
     'tiny': TimeSformerConfig(img_size=32, patch_size=8, num_frames=8, embed_dim=64, depth=2,
                               num_heads=4, num_classes=7),
+    # A few milliseconds on one CPU core: the embedded motion model (48 px, so that a slow
+    # motion still moves whole pixels over a clip).
+    'motion': TimeSformerConfig(img_size=48, patch_size=8, num_frames=8, embed_dim=64, depth=3,
+                                num_heads=4, num_classes=7),
 }
 
 

@@ -23,7 +23,6 @@ from rclpy.qos import (
 from sensor_msgs.msg import CompressedImage, Image
 
 from .checkpoints import CheckpointError
-from .clips import ClipBuffer
 from .engine import Engine, EngineError, engine_from_values
 from .interface import (
     BY_NAME, DIAGNOSTIC_NAME, DIAGNOSTICS_TOPIC, INPUT_TOPICS, PARAMETERS, Topic, help_text)
@@ -71,9 +70,9 @@ class TimeSformerNode(Node):
         self.values = values = declare(self, PARAMETERS)
         self.engine = load_engine(values, self.get_logger())
         self.get_logger().info(f'model: {self.engine.describe()}')
-        buffer = ClipBuffer(self.engine.num_frames, stride=values['stride'],
-                            sample_every=values['sample_every'],
-                            target_fps=values['target_fps'], max_gap_s=values['max_gap_s'])
+        self.sampling = self.engine.sampling(values)
+        self.get_logger().info(f'sampling: {self.sampling.describe()}')
+        buffer = self.engine.clip_buffer(values)
         try:
             self.decoder = ActionDecoder(self.engine.labels, DecoderConfig.from_values(values))
         except ValueError as exc:
@@ -230,6 +229,7 @@ class TimeSformerNode(Node):
         values.update({f'resets_{k}': v for k, v in snap['resets_by_reason'].items()})
         values['device'] = str(self.engine.device)
         values['model'] = self.engine.describe()
+        values['sampling'] = self.sampling.describe()
         if self.engine.device.type == 'cuda':
             values['gpu_memory_mb'] = round(torch.cuda.memory_allocated(self.engine.device)
                                             / 2 ** 20, 1)

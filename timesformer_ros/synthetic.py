@@ -277,12 +277,14 @@ def make_clip(rng: np.random.Generator, label: str, size: int = 64, num_frames: 
 
 
 def make_dataset(seed: int, count: int, size: int = 64, num_frames: int = 8,
-                 style: Style = Style(), classes: Sequence[str] = CLASSES):
+                 style: Style = Style(), classes: Sequence[str] = CLASSES,
+                 fps: tuple = (12.0, 20.0)):
     """`count` clips with balanced classes: (clips (N, T, H, W, 3) uint8, labels (N,) int)."""
     rng = np.random.default_rng(seed)
     labels = np.arange(count) % len(classes)
     rng.shuffle(labels)
-    clips = np.stack([make_clip(rng, classes[i], size, num_frames, style) for i in labels])
+    clips = np.stack([make_clip(rng, classes[i], size, num_frames, style, fps)
+                      for i in labels])
     return clips, labels
 
 

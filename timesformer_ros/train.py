@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import synthetic
+from . import synthetic, world
 from .checkpoints import OFFICIAL_MEAN, OFFICIAL_STD, load_checkpoint, save_checkpoint
 from .frames import Normaliser, resize_and_crop
 from .model import ATTENTION_TYPES, TimeSformer, preset
@@ -37,6 +37,9 @@ LOGGER = logging.getLogger(__name__)
 # from REPORT_SEED; they never overlap.
 VAL_SEED = 10 ** 7
 REPORT_SEED = 2 * 10 ** 7
+# The clip rate the embedded model is trained for (frames per second of the sampled clip):
+# 8 frames span 0.7 s, long enough for a slow motion to move several input pixels.
+DEFAULT_CLIP_FPS = 10.0
 
 
 def folder_classes(root: Path, known: Sequence[str] = ()) -> list:
@@ -109,12 +112,20 @@ DIRECTIONS = tuple(_INDEX[c] for c in ('moving_left', 'moving_right', 'moving_up
 
 def synthetic_batch(rng: np.random.Generator, count: int, size: int, num_frames: int,
                     style: synthetic.Style,
-                    classes: Sequence[int] = range(len(synthetic.CLASSES))):
-    """Draw `count` clips of the given class indices (uniformly): (clips, labels)."""
+                    classes: Sequence[int] = range(len(synthetic.CLASSES)),
+                    clip_fps: float = DEFAULT_CLIP_FPS, wide: float = 0.0):
+    """Draw `count` clips of the given class indices (uniformly): (clips, labels).
+
+    A share `wide` of them comes from the wide training world (`world.py`), the rest from
+    `synthetic.py` in `style`; both at clip rates drawn around `clip_fps`.
+    """
     labels = rng.choice(np.asarray(classes), size=count)
-    clips = np.stack([synthetic.make_clip(rng, synthetic.CLASSES[i], size, num_frames, style)
-                      for i in labels])
-    return clips, labels
+    rates = _rates(clip_fps)
+    clips = [world.make_clip(rng, synthetic.CLASSES[i], size, num_frames, clip_fps)
+             if rng.random() < wide else
+             synthetic.make_clip(rng, synthetic.CLASSES[i], size, num_frames, style, rates)
+             for i in labels]
+    return np.stack(clips), labels
 
 
 def augment(rng: np.random.Generator, clips: np.ndarray, labels: np.ndarray):
@@ -174,6 +185,11 @@ def _lr(step: int, steps: int, base: float, constant: int) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _rates(clip_fps: float) -> tuple:
+    """Return the range of clip rates drawn in training around `clip_fps`."""
+    return clip_fps * world.RATE_SPREAD[0], clip_fps * world.RATE_SPREAD[1]
+
+
 def curriculum_phase(step: int, steps: int, curriculum: float, directions_first: float,
                      style: synthetic.Style = synthetic.TRAIN_STYLE):
     """Return what training step `step` draws: (class indices, style, phase name).
@@ -207,18 +223,23 @@ def _progress(step: int, steps: int, loss: float, started: float, extra: str = '
 class TrainConfig:
     """A training run; the defaults are the embedded model's recipe."""
 
-    preset_name: str = 'tiny'           # the architecture when not starting from `init`
+    preset_name: str = 'motion'         # the architecture when not starting from `init`
     overrides: dict = field(default_factory=dict)   # TimeSformerConfig fields over the preset's
-    steps: int = 8000
+    steps: int = 12000
     batch_size: int = 32                # synthetic: half drawn, half their time reversals
+    # The clip rate (frames per second) trained for, recorded in the checkpoint. Synthetic
+    # clips are drawn around it; a folder's clips are taken as they are, at their own rate,
+    # which only the user knows (None: the starting checkpoint's, else not recorded).
+    clip_fps: Optional[float] = DEFAULT_CLIP_FPS
+    wide: float = 0.8                   # share of clips from world.py after the curriculum
     lr: float = 1e-3                    # AdamW
     weight_decay: float = 0.01
     seed: int = 0
     val_every: int = 500                # steps between validations (and checkpoint writes)
     val_clips: int = 350
     style: synthetic.Style = synthetic.TRAIN_STYLE
-    curriculum: float = 0.3             # share of the steps on easy scenes first; 0: none
-    directions_first: float = 0.2       # share of the steps, within those, on directions only
+    curriculum: float = 0.2             # share of the steps on easy scenes first; 0: none
+    directions_first: float = 0.12      # share of the steps, within those, on directions only
     data: Optional[Path] = None         # DIR/<class>/*.npy clips instead of synthetic motion
     init: Optional[Path] = None         # start from this checkpoint (fine-tuning)
     out: Optional[Path] = None          # the checkpoint, written at every validation
@@ -232,14 +253,20 @@ class TrainConfig:
         if self.data is None and self.batch_size < 2:
             raise ValueError(f'batch_size must be at least 2 on synthetic motion (clips and '
                              f'their reversals), got {self.batch_size}')
-        for name in ('curriculum', 'directions_first'):
+        if self.clip_fps is None and self.data is None:
+            raise ValueError('clip_fps is needed for synthetic motion (the rate its clips are '
+                             'drawn around)')
+        if self.clip_fps is not None and not 0 < self.clip_fps <= 1000:
+            raise ValueError(f'clip_fps must be a rate in (0, 1000] frames per second, got '
+                             f'{self.clip_fps!r}')
+        for name in ('curriculum', 'directions_first', 'wide'):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f'{name} must be a share of the steps in [0, 1], got {value!r}')
+                raise ValueError(f'{name} must be a share in [0, 1], got {value!r}')
 
 
 def _starting_model(config: TrainConfig) -> tuple:
-    """Return (model, classes, mean, std) that training starts from.
+    """Return (model, classes, mean, std, clip_fps) that training starts from.
 
     The classes are the data's: the synthetic motions, or the clip folder's. A checkpoint
     `init` whose labels are not those classes gets a new head for them (logged).
@@ -250,12 +277,13 @@ def _starting_model(config: TrainConfig) -> tuple:
     if start is None:
         architecture = preset(config.preset_name, num_classes=len(classes), **config.overrides)
         return (TimeSformer(architecture, weight_init='scratch'), classes, OFFICIAL_MEAN,
-                OFFICIAL_STD)
+                OFFICIAL_STD, config.clip_fps)
     if start.labels != classes:
         LOGGER.info('%s has the classes %s, the data %s: its head is replaced by a new one '
                     'for %d classes', config.init, start.labels, classes, len(classes))
         start.model.reset_classifier(len(classes))
-    return start.model, classes, start.mean, start.std
+    return (start.model, classes, start.mean, start.std,
+            config.clip_fps if config.clip_fps is not None else start.clip_fps)
 
 
 def train(config: TrainConfig = TrainConfig()):
@@ -270,16 +298,18 @@ def train(config: TrainConfig = TrainConfig()):
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model, classes, mean, std = _starting_model(config)
+    model, classes, mean, std, clip_fps = _starting_model(config)
     size, frames = model.config.img_size, model.config.num_frames
     normaliser = Normaliser(mean, std)
     folder = FolderClips(config.data, classes, size, frames) if config.data else None
     if folder:
         val_clips_arr, val_labels = folder.first_windows(config.val_clips)
     else:
-        val_clips_arr, val_labels = synthetic.make_dataset(VAL_SEED + config.seed,
-                                                           config.val_clips, size, frames,
-                                                           config.style)
+        val_clips_arr, val_labels = synthetic.make_dataset(
+            VAL_SEED + config.seed, config.val_clips, size, frames, config.style,
+            fps=_rates(config.clip_fps))
+        val_world = world.make_dataset(VAL_SEED + config.seed, config.val_clips, size, frames,
+                                       config.clip_fps)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     constant = 0 if folder else int(config.curriculum * config.steps)
@@ -298,8 +328,10 @@ def train(config: TrainConfig = TrainConfig()):
                 sys.stderr.write('\n')
                 LOGGER.info('step %d: %s', step + 1, name)
                 phase = name
+            wide = config.wide if name == 'all classes' else 0.0
             clips, labels = augment(rng, *synthetic_batch(
-                rng, config.batch_size // 2, size, frames, step_style, step_classes))
+                rng, config.batch_size // 2, size, frames, step_style, step_classes,
+                config.clip_fps, wide))
         for group in optimiser.param_groups:
             group['lr'] = _lr(step, config.steps, config.lr, constant)
         logits = model(normaliser(torch.from_numpy(clips)))
@@ -320,13 +352,15 @@ def train(config: TrainConfig = TrainConfig()):
                 score = f'train {acc:.3f}'
             else:
                 rev = reversal_rate(model, val_clips_arr, val_labels, normaliser)
+                wide_acc = accuracy(model, *val_world, normaliser)
                 history.append({'step': step + 1, 'loss': round(loss, 4),
-                                'val_accuracy': round(acc, 4), 'val_reversal': round(rev, 4)})
-                LOGGER.info('step %d: loss %.3f, validation accuracy %.3f, reversal %.3f',
-                            step + 1, loss, acc, rev)
-                score = f'val {acc:.3f}'
+                                'val_accuracy': round(acc, 4), 'val_reversal': round(rev, 4),
+                                'val_world_accuracy': round(wide_acc, 4)})
+                LOGGER.info('step %d: loss %.3f, validation accuracy %.3f, reversal %.3f, '
+                            'world %.3f', step + 1, loss, acc, rev, wide_acc)
+                score = f'val {acc:.3f} world {wide_acc:.3f}'
             if config.out:
-                _save(config, model, classes, mean, std, step + 1, started, history)
+                _save(config, model, classes, mean, std, clip_fps, step + 1, started, history)
         _progress(step, config.steps, loss, started, score)
     sys.stderr.write('\n')
     model.eval()
@@ -335,16 +369,17 @@ def train(config: TrainConfig = TrainConfig()):
     return model, history
 
 
-def _save(config: TrainConfig, model: TimeSformer, classes: list, mean, std, steps: int,
-          started: float, history: list):
+def _save(config: TrainConfig, model: TimeSformer, classes: list, mean, std,
+          clip_fps: Optional[float], steps: int, started: float, history: list):
     """Write the checkpoint with what the run was and how far it got."""
     save_checkpoint(
-        config.out, model, classes, mean, std,
+        config.out, model, classes, mean, std, clip_fps=clip_fps,
         source=f'timesformer_train ({config.data or "synthetic motion"})',
         training={'command': config.command, 'steps': steps, 'of_steps': config.steps,
                   'batch_size': config.batch_size, 'lr': config.lr,
                   'weight_decay': config.weight_decay, 'seed': config.seed,
                   'curriculum': config.curriculum, 'directions_first': config.directions_first,
+                  'clip_fps': config.clip_fps, 'wide': config.wide,
                   'init': str(config.init) if config.init else None,
                   'seconds': round(time.monotonic() - started),
                   'history': history})
@@ -385,17 +420,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)
     tr = sub.add_parser('train', help='train a preset on synthetic motion (or --data)')
-    tr.add_argument('--preset', default='tiny')
+    tr.add_argument('--preset', default='motion')
     tr.add_argument('--attention-type', choices=ATTENTION_TYPES)
-    tr.add_argument('--steps', type=int, default=8000)
+    tr.add_argument('--steps', type=int, default=12000)
+    tr.add_argument('--clip-fps', type=float,
+                    help='the clip rate (frames per second of the sampled clip) to train for, '
+                         'recorded in the checkpoint: the node samples at it (synthetic: '
+                         f'default {DEFAULT_CLIP_FPS:g}; --data: the rate of your clips)')
+    tr.add_argument('--wide', type=float, default=0.8,
+                    help="share of the clips from the wide world (world.py) after the "
+                         "curriculum; the rest from synthetic.py")
     tr.add_argument('--batch-size', type=int, default=32)
     tr.add_argument('--lr', type=float, default=1e-3)
     tr.add_argument('--seed', type=int, default=0)
     tr.add_argument('--weight-decay', type=float, default=0.01)
     tr.add_argument('--val-every', type=int, default=500)
-    tr.add_argument('--curriculum', type=float, default=0.3,
+    tr.add_argument('--curriculum', type=float, default=0.2,
                     help='share of the steps on easy scenes first (0: no curriculum)')
-    tr.add_argument('--directions-first', type=float, default=0.2,
+    tr.add_argument('--directions-first', type=float, default=0.12,
                     help='share of the steps, at the start of the curriculum, on the four '
                          'directions only')
     tr.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: default)')
@@ -422,7 +464,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             preset_name=args.preset, overrides=overrides, steps=args.steps,
             batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
             seed=args.seed, val_every=args.val_every, curriculum=args.curriculum,
-            directions_first=args.directions_first, data=args.data, init=args.init,
+            directions_first=args.directions_first, wide=args.wide,
+            clip_fps=args.clip_fps or (None if args.data else DEFAULT_CLIP_FPS),
+            data=args.data, init=args.init,
             out=args.out, command=command))
         return 0
     results = report(args.checkpoint, args.clips)
