@@ -34,8 +34,10 @@ def bags(tmp_path_factory):
     return out
 
 
-def expected_windows(count: int, num_frames: int = 8, every: int = 2):
-    """config/timesformer.yaml samples at the checkpoint's clip rate: 15 of 30 frames a second.
+def expected_windows(count: int, num_frames: int = 8, every: int = 3):
+    """config/timesformer.yaml samples at the checkpoint's clip rate.
+
+    The embedded model's is 10 fps: every third frame of the 30 Hz bag.
 
     It runs at every sampled frame (stride 1) once 8 are held.
     """

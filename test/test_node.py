@@ -175,11 +175,15 @@ def test_node_end_to_end_at_30hz(ros, start_node, small_checkpoint):
     diag = listener.diagnostics[-1]
     assert diag['device'] == 'cpu' and int(diag['frames_received']) > 0
     assert diag['accounted'] == 'True'
+    # The sampling it uses, and why: the checkpoint's clip rate, as the start-up log said.
+    sampling = "15 fps by header stamps (the checkpoint's clip rate)"
+    assert diag['sampling'] == sampling
 
     code, elapsed, output = node.stop(signal.SIGINT)
     assert code == 0, output
     assert elapsed < 2.0
     assert 'Traceback' not in output
+    assert f'sampling: {sampling}' in output
 
 
 def test_sigterm_ends_the_node_with_exit_code_0(ros, start_node, small_checkpoint):

@@ -42,7 +42,7 @@ from collections import Counter
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -928,34 +928,47 @@ class ResultWriter:
 
 # -- writing a synthetic bag -----------------------------------------------------------------
 
+def write_camera_bag(out: Path, frames: Iterable[tuple], storage: str = 'sqlite3',
+                     topic: str = '/camera/image_raw', truth_topic: str = '/motion',
+                     frame_id: str = 'camera') -> int:
+    """Write a rosbag2 of rgb8 frames and their truth topic; return the frame count.
+
+    `frames` yields (stamp ns, rgb uint8 (H, W, 3), label); each label goes out as the
+    synthetic camera's JSON {"stamp", "frame_id", "label"} on `truth_topic`, which `evaluate
+    --truth` reads.
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    plugin = {'sqlite3': StoragePlugin.SQLITE3, 'mcap': StoragePlugin.MCAP}.get(storage)
+    if plugin is None:
+        raise ValueError(f'storage must be sqlite3 or mcap, got {storage!r}')
+    store = _typestore()
+    types = bag_types(store)
+    count = 0
+    with Writer(Path(out), version=9, storage_plugin=plugin) as writer:
+        images = writer.add_connection(topic, IMAGE, typestore=store)
+        motion = writer.add_connection(truth_topic, STRING, typestore=store)
+        for stamp, rgb, label in frames:
+            msg = types.image(types.header(stamp, frame_id), rgb, 'rgb8')
+            writer.write(images, stamp, store.serialize_cdr(msg, IMAGE))
+            truth = json.dumps({'stamp': stamp_dict(stamp), 'frame_id': frame_id,
+                                'label': label})
+            writer.write(motion, stamp, store.serialize_cdr(types.string(truth), STRING))
+            count += 1
+    return count
+
+
 def record_synthetic(out: Path, storage: str = 'sqlite3', seconds: float = 20.0,
                      fps: float = 30.0, seed: int = 0, width: int = 320, height: int = 240,
                      topic: str = '/camera/image_raw', truth_topic: str = '/motion',
                      start_ns: int = 1_700_000_000_000_000_000,
                      script: Optional[Sequence[str]] = None) -> int:
     """Write a rosbag2 of the synthetic camera and its truth topic; return the frame count."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
     from .synthetic import SyntheticStream
-    plugin = {'sqlite3': StoragePlugin.SQLITE3, 'mcap': StoragePlugin.MCAP}.get(storage)
-    if plugin is None:
-        raise ValueError(f'storage must be sqlite3 or mcap, got {storage!r}')
-    store = _typestore()
-    types = bag_types(store)
     stream = SyntheticStream(seed=seed, width=width, height=height, fps=fps,
                              script=script).frames()
     count = int(round(seconds * fps))
-    with Writer(Path(out), version=9, storage_plugin=plugin) as writer:
-        images = writer.add_connection(topic, IMAGE, typestore=store)
-        motion = writer.add_connection(truth_topic, STRING, typestore=store)
-        for i in range(count):
-            rgb, label = next(stream)
-            stamp = start_ns + int(round(i * 1e9 / fps))
-            msg = types.image(types.header(stamp, 'camera'), rgb, 'rgb8')
-            writer.write(images, stamp, store.serialize_cdr(msg, IMAGE))
-            truth = json.dumps({'stamp': stamp_dict(stamp), 'frame_id': 'camera',
-                                'label': label})
-            writer.write(motion, stamp, store.serialize_cdr(types.string(truth), STRING))
-    return count
+    frames = ((start_ns + int(round(i * 1e9 / fps)), *next(stream)) for i in range(count))
+    return write_camera_bag(out, frames, storage, topic, truth_topic)
 
 
 # -- replay -----------------------------------------------------------------------------------

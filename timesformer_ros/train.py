@@ -1,12 +1,15 @@
 """Training the embedded motion model, and the quality report written into the README.
 
-    timesformer_train train --preset tiny --out timesformer_ros/data/motion_tiny
-    timesformer_train report timesformer_ros/data/motion_tiny.json
+    timesformer_train train --threads 1 --seed 0 --out timesformer_ros/data/motion
+    timesformer_train report timesformer_ros/data/motion.json \
+        --independent test/independent_clips.py
 
-Training clips are generated on the fly from `synthetic.py` (seeded per step); a folder of
-labelled clips (`--data DIR` with DIR/<class>/*.npy, each a (T, H, W, 3) uint8 array) trains
-on a user's own recordings instead, with the folder's classes. Validation and the report use
-seeds the training never draws from.
+Training clips are generated on the fly (seeded per step) from `world.py`, a wide world of real
+photographs and many shapes, and `synthetic.py`, after a curriculum on easy synthetic scenes;
+a folder of labelled clips (`--data DIR` with DIR/<class>/*.npy, each a (T, H, W, 3) uint8
+array) trains on a user's own recordings instead, with the folder's classes. Validation and the
+report use seeds the training never draws from; the report also scores an independent clip
+generator that training never sees (the tests' `independent_clips.py`).
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ def synthetic_batch(rng: np.random.Generator, count: int, size: int, num_frames:
     `synthetic.py` in `style`; both at clip rates drawn around `clip_fps`.
     """
     labels = rng.choice(np.asarray(classes), size=count)
-    rates = _rates(clip_fps)
+    rates = clip_rates(clip_fps)
     clips = [world.make_clip(rng, synthetic.CLASSES[i], size, num_frames, clip_fps)
              if rng.random() < wide else
              synthetic.make_clip(rng, synthetic.CLASSES[i], size, num_frames, style, rates)
@@ -185,7 +188,7 @@ def _lr(step: int, steps: int, base: float, constant: int) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _rates(clip_fps: float) -> tuple:
+def clip_rates(clip_fps: float) -> tuple:
     """Return the range of clip rates drawn in training around `clip_fps`."""
     return clip_fps * world.RATE_SPREAD[0], clip_fps * world.RATE_SPREAD[1]
 
@@ -307,7 +310,7 @@ def train(config: TrainConfig = TrainConfig()):
     else:
         val_clips_arr, val_labels = synthetic.make_dataset(
             VAL_SEED + config.seed, config.val_clips, size, frames, config.style,
-            fps=_rates(config.clip_fps))
+            fps=clip_rates(config.clip_fps))
         val_world = world.make_dataset(VAL_SEED + config.seed, config.val_clips, size, frames,
                                        config.clip_fps)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr,
@@ -385,21 +388,115 @@ def _save(config: TrainConfig, model: TimeSformer, classes: list, mean, std,
                   'history': history})
 
 
-def report(checkpoint: Path, clips: int = 2100, seed: int = REPORT_SEED) -> dict:
-    """Measure held-out accuracy, reversal rate, held-out styles and CPU time per window."""
+# Bins of the independent generator's parameters for the operating envelope.
+SPEED_BINS = (0.2, 0.3, 0.45, 0.7, 1.0, 1.6)         # short sides per second (translations)
+GROWTH_BINS = (1.4, 2.0, 3.0, 4.5, 6.5)              # size factor per second (scaling)
+SIZE_BINS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.35)       # diameter, fraction of the short side
+
+
+def confusion(truth: np.ndarray, predicted: np.ndarray, classes: int) -> list:
+    """Return the confusion matrix as lists: rows are the truth, columns the prediction."""
+    matrix = np.zeros((classes, classes), dtype=int)
+    np.add.at(matrix, (truth, predicted), 1)
+    return matrix.tolist()
+
+
+def _binned(values: np.ndarray, correct: np.ndarray, edges: Sequence[float]) -> dict:
+    """Return accuracy and count per bin [edge, next edge) of `values`."""
+    out = {}
+    for low, high in zip(edges, edges[1:]):
+        inside = (values >= low) & (values < high)
+        if inside.any():
+            out[f'{low:g}-{high:g}'] = {'accuracy': round(float(correct[inside].mean()), 4),
+                                        'clips': int(inside.sum())}
+    return out
+
+
+def load_generator(path: Path):
+    """Import an independent clip generator from its file (the tests' independent_clips.py).
+
+    It provides `make_set(seed, count, frames, fps, height, width, return_params=True)`
+    returning (clips, label names, params with 'size', 'speed' and 'growth').
+    """
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('independent_generator', path)
+    if spec is None or not Path(path).is_file():
+        raise FileNotFoundError(f'no clip generator at {path}')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def independent_report(ckpt, generator, clips: int, seed: int, clip_fps: float,
+                       height: int = 120, width: int = 160) -> dict:
+    """Score a motion checkpoint on clips of an independent generator, as the node sees them.
+
+    The clips are rendered at the clip rate (what the node samples from a faster camera), at
+    the camera's size, and centre-cropped and resized as the node does. Returns accuracy,
+    reversal, the confusion matrix and accuracy by speed, growth and object size.
+    """
+    cfg = ckpt.config
+    normaliser = Normaliser(ckpt.mean, ckpt.std)
+    data, names, params = generator.make_set(seed, clips, frames=cfg.num_frames, fps=clip_fps,
+                                             height=height, width=width, return_params=True)
+    data = np.stack([[resize_and_crop(frame, cfg.img_size) for frame in clip]
+                     for clip in data])
+    labels = np.array([list(ckpt.labels).index(name) for name in names])
+    predicted = predict(ckpt.model, data, normaliser)
+    correct = predicted == labels
+    translating = np.array([name.startswith('moving_') for name in names])
+    scaling = np.array([name in ('approaching', 'receding') for name in names])
+    speed = np.array([p['speed'] for p in params])
+    growth = np.array([max(p['growth'], 1 / p['growth']) for p in params])
+    size = np.array([p['size'] for p in params])
+    return {
+        'generator': str(getattr(generator, '__file__', generator)), 'clips': clips,
+        'seed': seed, 'camera': f'{width}x{height}', 'clip_fps': clip_fps,
+        'accuracy': round(float(correct.mean()), 4),
+        'reversal': round(reversal_rate(ckpt.model, data, labels, normaliser,
+                                        tuple(ckpt.labels)), 4),
+        'confusion': {'labels': list(ckpt.labels),
+                      'matrix': confusion(labels, predicted, len(ckpt.labels))},
+        'by_speed_short_sides_per_s': _binned(speed[translating], correct[translating],
+                                              SPEED_BINS),
+        'by_growth_per_s': _binned(growth[scaling], correct[scaling], GROWTH_BINS),
+        'by_size_short_side': _binned(size, correct, SIZE_BINS),
+    }
+
+
+def report(checkpoint: Path, clips: int = 2100, seed: int = REPORT_SEED,
+           independent: Optional[Path] = None, independent_clips: int = 700) -> dict:
+    """Measure a motion checkpoint on held-out synthetic clips and an independent generator.
+
+    Synthetic: accuracy, reversal, confusion matrix and held-out styles, at the checkpoint's
+    clip rate; the generator (`independent`, a file): see `independent_report`; and CPU time
+    per window at batch 1 on one thread.
+    """
     ckpt = load_checkpoint(checkpoint)
     model, cfg = ckpt.model, ckpt.config
     normaliser = Normaliser(ckpt.mean, ckpt.std)
-    results = {'checkpoint': str(checkpoint), 'attention_type': cfg.attention_type}
+    clip_fps = ckpt.clip_fps or DEFAULT_CLIP_FPS
+    results = {'checkpoint': str(checkpoint), 'attention_type': cfg.attention_type,
+               'clip_fps': ckpt.clip_fps}
     data, labels = synthetic.make_dataset(seed, clips, cfg.img_size, cfg.num_frames,
-                                          synthetic.TRAIN_STYLE)
-    results['accuracy'] = accuracy(model, data, labels, normaliser)
-    results['reversal'] = reversal_rate(model, data, labels, normaliser)
+                                          synthetic.TRAIN_STYLE, fps=clip_rates(clip_fps))
+    predicted = predict(model, data, normaliser)
+    results['accuracy'] = round(float((predicted == labels).mean()), 4)
+    results['reversal'] = round(reversal_rate(model, data, labels, normaliser), 4)
+    results['confusion'] = {'labels': list(ckpt.labels),
+                            'matrix': confusion(labels, predicted, len(ckpt.labels))}
     for name, style in (('held_out_background_clutter', synthetic.HELD_OUT_BACKGROUND),
                         ('held_out_noise_0.06_0.08', synthetic.HELD_OUT_NOISE)):
         d, lab = synthetic.make_dataset(seed + 1, clips // 3, cfg.img_size, cfg.num_frames,
-                                        style)
-        results[name] = accuracy(model, d, lab, normaliser)
+                                        style, fps=clip_rates(clip_fps))
+        results[name] = round(accuracy(model, d, lab, normaliser), 4)
+    results['clips'] = clips
+    if independent is not None:
+        generator = load_generator(independent)
+        results['independent'] = independent_report(
+            ckpt, generator, independent_clips, seed, clip_fps)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     one = normaliser(torch.from_numpy(data[:1]))
     with torch.inference_mode():
         for _ in range(5):
@@ -409,8 +506,8 @@ def report(checkpoint: Path, clips: int = 2100, seed: int = REPORT_SEED) -> dict
             start = time.perf_counter()
             model(one)
             times.append(time.perf_counter() - start)
-    results['cpu_ms_per_window_p50'] = round(float(np.median(times)) * 1000, 2)
-    results['clips'] = clips
+    torch.set_num_threads(threads)
+    results['cpu_ms_per_window_p50_one_thread'] = round(float(np.median(times)) * 1000, 2)
     return results
 
 
@@ -451,6 +548,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rep = sub.add_parser('report', help='quality figures of a trained motion model')
     rep.add_argument('checkpoint', type=Path)
     rep.add_argument('--clips', type=int, default=2100)
+    rep.add_argument('--independent', type=Path,
+                     help="an independent clip generator's file (test/independent_clips.py) "
+                          'to score the model on as well')
+    rep.add_argument('--independent-clips', type=int, default=700)
     rep.add_argument('--json', type=Path, help='also write the figures to this file')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
@@ -469,7 +570,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             data=args.data, init=args.init,
             out=args.out, command=command))
         return 0
-    results = report(args.checkpoint, args.clips)
+    results = report(args.checkpoint, args.clips, independent=args.independent,
+                     independent_clips=args.independent_clips)
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
