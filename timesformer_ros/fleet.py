@@ -66,7 +66,7 @@ _ENGINES = {}       # engines built in this worker process, by their values
 # -- which bags ---------------------------------------------------------------------------------
 
 def is_bag(path: Path) -> bool:
-    """A rosbag2 directory (metadata.yaml, or MCAP files in it) or a bag file."""
+    """Tell whether `path` is a bag: a rosbag2 directory (metadata.yaml or MCAP files) or file."""
     path = Path(path)
     if path.is_dir():
         return (path / 'metadata.yaml').is_file() or any(path.glob('*.mcap'))
@@ -159,7 +159,7 @@ class FleetConfig:
 
 
 def local_engine(config: FleetConfig):
-    """The engine of `config`, built once per worker process (the node's `engine_from_values`)."""
+    """Return the engine of `config`, built once per worker process (`engine_from_values`)."""
     from .engine import engine_from_values
     values = engine_values(config.evaluation(None, ''), read_params_file(config.params_file))
     key = json.dumps(values, sort_keys=True, default=str), config.batch_size
@@ -301,6 +301,15 @@ class Fleet:
     progress: bool = True
 
 
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ValueError('evaluating several bags needs Ray: pip install -r '
+                         'requirements/fleet.txt (or the package\'s fleet extra)') from None
+    return ray
+
+
 def _is_loopback(address: Optional[str]) -> bool:
     host = (address or '').split('://')[-1].rsplit(':', 1)[0]
     return host in ('127.0.0.1', 'localhost', '[::1]')
@@ -317,7 +326,7 @@ def start_local(num_cpus: Optional[int] = None, num_gpus: Optional[int] = None):
     os.environ['RAY_USAGE_STATS_ENABLED'] = '0'
     if 'ray' not in sys.modules:
         os.environ['RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'] = '0'
-    import ray
+    ray = _import_ray()
     if not ray.is_initialized():
         from ray._private import ray_constants      # what the variable above set
         if ray_constants.ENABLE_RAY_CLUSTER:
@@ -344,7 +353,7 @@ def connect(address: Optional[str], workers: Optional[int]) -> tuple:
         return start_local(workers), True
     if _is_loopback(address) and 'ray' not in sys.modules:
         os.environ['RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'] = '0'
-    import ray
+    ray = _import_ray()
     ray.init(address=address, configure_logging=False, log_to_driver=False)
     return ray, True
 
@@ -393,7 +402,7 @@ def evaluate_many(fleet: Fleet) -> dict:
         actors = fleet.model_actors if fleet.model_actors is not None \
             else int(resources.get('GPU', 0))
         servers, spec = _start_servers(ray, fleet.config, actors, int(resources.get('GPU', 0)))
-        workers = fleet.workers or max(1, int(resources.get('CPU', 1)) - len(servers))
+        workers = fleet.workers or max(1, int(resources.get('CPU', 1)))
         task = ray.remote(num_cpus=1, max_retries=RETRIES)(evaluate_unit)
         done_ref = ray.put(done)
         progress = _Progress(len(units), fleet.progress)
@@ -433,7 +442,9 @@ def evaluate_many(fleet: Fleet) -> dict:
 def _start_servers(ray, config: FleetConfig, count: int, gpus: int) -> tuple:
     if not count:
         return [], None
-    server = ray.remote(num_cpus=0 if gpus else 1, num_gpus=gpus / count if gpus else 0,
+    # No CPU reserved: with a GPU the actor mostly waits on it; on CPUs it shares the cores with
+    # the decoding workers (which is why the CPU default is no actor).
+    server = ray.remote(num_cpus=0, num_gpus=gpus / count if gpus else 0,
                         max_restarts=RETRIES, max_task_retries=RETRIES)(ModelServer)
     servers = [server.remote(config, max(config.batch_size, 4 * config.batch_size))
                for _ in range(count)]
@@ -536,7 +547,7 @@ def add_arguments(parser):
 
 
 def wants_fleet(args) -> bool:
-    """True when `evaluate` was given more than one bag, a directory of bags, or Ray options."""
+    """Tell whether `evaluate` was given several bags, a directory of bags, or Ray options."""
     return (len(args.bag) > 1 or args.out_dir is not None or args.address is not None
             or not is_bag(args.bag[0]))
 
