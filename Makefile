@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) -m timesformer_ros.bench
 	$(PY) benchmarks/node_latency.py
 	$(PY) benchmarks/bag_throughput.py
+	$(PY) benchmarks/fleet_throughput.py
 	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/segments.py
 
