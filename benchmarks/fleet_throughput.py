@@ -59,16 +59,23 @@ def main() -> int:
             'target_fps: 15.0', 'target_fps: 0.0'))
         config = fleet.FleetConfig(args.checkpoint, params, '/motion', args.device,
                                    args.batch_size)
-        started = time.monotonic()
-        windows = 0
-        for bag in bags:
-            summary = evaluate(Evaluation(bag, TOPIC, args.checkpoint, params, '/motion',
-                                          args.device, args.batch_size, progress=False))
-            windows += summary['windows']
-        single_s = time.monotonic() - started
-        runs = [{'workers': 'single process (bags.evaluate, one bag after another)',
-                 'model_actors': 0, 'seconds': round(single_s, 2), 'windows': windows,
-                 'windows_per_s': round(windows / single_s, 1)}]
+        runs = []
+        # One process, torch's default threads (one per core), then one thread as a Ray worker
+        # has (Ray sets OMP_NUM_THREADS to a task's CPUs): the speed-ups are against the first.
+        for threads in (torch.get_num_threads(), 1):
+            torch.set_num_threads(threads)
+            started = time.monotonic()
+            windows = 0
+            for bag in bags:
+                summary = evaluate(Evaluation(bag, TOPIC, args.checkpoint, params, '/motion',
+                                              args.device, args.batch_size, progress=False))
+                windows += summary['windows']
+            elapsed = time.monotonic() - started
+            runs.append({'workers': f'single process (bags.evaluate, one bag after another, '
+                                    f'{threads} torch threads)',
+                         'model_actors': 0, 'seconds': round(elapsed, 2), 'windows': windows,
+                         'windows_per_s': round(windows / elapsed, 1)})
+        single_s = runs[0]['seconds']
         for workers, actors in [(w, 0) for w in args.workers] + [(max(args.workers), 1)]:
             started = time.monotonic()
             summary = fleet.evaluate_many(fleet.Fleet(
