@@ -8,6 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQUIREMENTS := requirements/runtime.txt requirements/ros-wheels.txt requirements/ros-build.txt \
+	requirements/fleet.txt \
 	requirements/test.txt
 INTERFACES := $(shell find dev/interfaces -type f) dev/build_interfaces.py
 DURATION ?= 30
@@ -42,6 +43,7 @@ bench: $(STAMP)
 	$(PY) -m timesformer_ros.bench
 	$(PY) benchmarks/node_latency.py
 	$(PY) benchmarks/bag_throughput.py
+	$(PY) benchmarks/fleet_throughput.py
 	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/segments.py
 

@@ -20,7 +20,9 @@ setup(
     install_requires=['setuptools'],
     # colcon test runs pytest (not unittest) for packages that declare it here; recent
     # setuptools drop `tests_require`, so it goes in the `test` extra, as in ros2/examples.
-    extras_require={'test': ['pytest'], 'train': ['scikit-image']},
+    # 'train': the embedded model's training world (real photographs); 'fleet': many bags on
+    # Ray (timesformer_ros.fleet), pinned in requirements/fleet.txt.
+    extras_require={'test': ['pytest'], 'train': ['scikit-image'], 'fleet': ['ray==2.60.0']},
     zip_safe=False,
     maintainer='timesformer_ros maintainers',
     maintainer_email='maintainers@timesformer-ros.invalid',

@@ -23,7 +23,7 @@ LAYERS = {
     'runtime': {'interface', 'messages', 'frames', 'clips', 'engine', 'pipeline', 'segments',
                 'outputs', 'synthetic'},
     'ros': {'node', 'camera', 'spin', 'entry'},
-    'tools': {'bags', 'train', 'world', 'demo', 'bench', 'convert', 'processes'},
+    'tools': {'bags', 'fleet', 'train', 'world', 'demo', 'bench', 'convert', 'processes'},
 }
 MAY_IMPORT = {'model': {'model'}, 'runtime': {'model', 'runtime'},
               'ros': {'model', 'runtime', 'ros'}, 'tools': {'model', 'runtime', 'tools'}}

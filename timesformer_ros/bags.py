@@ -4,6 +4,7 @@
     timesformer_bag evaluate BAG --topic /camera/image_raw [--checkpoint C] [--truth T]
                              [--params-file config/timesformer.yaml] [--out results.jsonl]
                              [--out-bag results_bag] [--confusion confusion.png]
+    timesformer_bag evaluate BAG|DIR|GLOB ... --topic T --out-dir DIR [--address A]  (`fleet`)
     timesformer_bag play BAG --topic /camera/image_raw [--rate 1.0] [--loop] [--clock]
     timesformer_bag record-synthetic OUT [--storage sqlite3|mcap] [--seconds 20]
 
@@ -527,8 +528,13 @@ class EvaluationOutputs:
     confusion: Optional[Path] = None
 
 
-def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs()) -> dict:
+def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs(),
+             engine=None) -> dict:
     """Run the node's windowing, model and outputs over a bag; return a summary.
+
+    `engine` is the engine the parameters file describes, built here when not given; the fleet
+    (`fleet`, many bags on Ray) passes one built once per worker, or one whose `infer` runs in a
+    shared model actor, so that every bag goes through this one function.
 
     The bag is checked before the model is loaded: its topic, and an MCAP file's chunk sizes
     (`check_mcap_chunks`). A message that cannot be deserialised, or whose frame cannot be
@@ -548,12 +554,8 @@ def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs()) 
     from .outputs import Reporter
     from .pipeline import take_frame
     params = read_params_file(run.params_file)
-    # The node's engine, as the parameters file gives it (checkpoint, labels, dtype), with the
-    # command line's checkpoint and device; never compiled for a one-off run.
-    engine = engine_from_values({**params, 'checkpoint': run.checkpoint or params['checkpoint'],
-                                 'device': run.device if run.device != 'auto'
-                                 else params['device'], 'compile': False},
-                                max_batch=run.batch_size)
+    if engine is None:
+        engine = engine_from_values(engine_values(run, params), max_batch=run.batch_size)
     if run.progress:
         sys.stderr.write(f'sampling: {engine.sampling(params).describe()}\n')
     buffer = engine.clip_buffer(params)
@@ -660,6 +662,16 @@ def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs()) 
         error.summary = summary
         raise error
     return summary
+
+
+def engine_values(run: Evaluation, params: dict) -> dict:
+    """Return the values `engine_from_values` gets for `run`: the parameters file's engine.
+
+    The node's engine as the parameters file gives it (checkpoint, labels, dtype), with the
+    command line's checkpoint and device; never compiled for a one-off run.
+    """
+    return {**params, 'checkpoint': run.checkpoint or params['checkpoint'],
+            'device': run.device if run.device != 'auto' else params['device'], 'compile': False}
 
 
 def _progress(frames: int, total: int, windows: int, started: float):
@@ -1038,7 +1050,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     top = sub.add_parser('topics', help='list topics, types and counts')
     top.add_argument('bag', type=Path)
     ev = sub.add_parser('evaluate', help="run the node's windows and model over a bag")
-    ev.add_argument('bag', type=Path)
+    ev.add_argument('bag', type=Path, nargs='+',
+                    help='a bag; several bags, directories or globs run on Ray (--out-dir)')
     ev.add_argument('--topic', required=True)
     ev.add_argument('--checkpoint')
     ev.add_argument('--params-file', type=Path, help="the node's parameters file")
@@ -1051,6 +1064,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                   'segment (the end events of ~/events)')
     ev.add_argument('--device', default='auto')
     ev.add_argument('--batch-size', type=int, default=8)
+    from .fleet import add_arguments, wants_fleet
+    add_arguments(ev)
     pl = sub.add_parser('play', help='publish the images at the recorded pace')
     pl.add_argument('bag', type=Path)
     pl.add_argument('--topic', required=True)
@@ -1083,9 +1098,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             count = play(args.bag, args.topic, args.rate, args.loop, args.clock,
                          args.reliable, args.remap)
             print(f'published {count} frames')
+        elif wants_fleet(args):
+            from .fleet import main as fleet_main
+            return fleet_main(args)
         else:
             summary = evaluate(
-                Evaluation(args.bag, args.topic, args.checkpoint, args.params_file, args.truth,
+                Evaluation(args.bag[0], args.topic, args.checkpoint, args.params_file, args.truth,
                            args.device, args.batch_size),
                 EvaluationOutputs(args.out, args.out_bag, args.segments, args.confusion))
             _print_summary(summary)

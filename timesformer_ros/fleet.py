@@ -1,0 +1,582 @@
+"""Many recordings: `timesformer_bag evaluate` over many bags on Ray, one machine by default.
+
+    timesformer_bag evaluate BAG|DIR|GLOB ... --topic /camera/image_raw --out-dir DIR
+        [--truth /motion] [--params-file config/timesformer.yaml] [--checkpoint C]
+        [--address HOST:PORT] [--workers N] [--model-actors N] [--device auto]
+
+One unit of work is one (bag, camera topic). Each unit is a Ray task that runs `bags.evaluate`,
+the single-bag evaluation itself (the same parameters file, ClipBuffer, Reporter, scoring and
+JSON schema), so both paths are one piece of code and give the same numbers. What differs is
+only where `evaluate`'s engine runs:
+
+- `--model-actors 0` (the default without a GPU): the engine is built once in each worker
+  process and a bag's windows are inferred where they were decoded. On the CPU, decoding and
+  inference share the same cores, so a separate model actor would only add a copy of every
+  window through the object store (T x 3 x S x S float32: 4.8 MB for 8 frames at 224) and take
+  a core away from decoding; batching across bags buys nothing there, as a bag already fills
+  the batch (`--batch-size`) on its own. Throughput scales with workers (BENCHMARKS.md).
+- `--model-actors N` (the default with GPUs: one per GPU): N `ModelServer` actors hold the
+  engine; the bag tasks, on CPU workers, decode and window the frames and send each batch of
+  windows to an actor, which runs every request that arrived while the previous batch ran as
+  one batch: windows of many bags share a GPU forward pass, with no timer.
+
+Why Ray tasks and actors rather than Ray Data `map_batches`: a bag's windows must go through
+its own stateful `Reporter` and action decoder in order, and a corrupt bag must end as one
+named failure in the summary, not as a failed block of a dataset; a task per unit keeps both as
+they are in `evaluate`, and Ray retries it (`max_retries`) when its worker dies. Model actors
+are restarted by Ray (`max_restarts`, `max_task_retries`) when they die.
+
+Results go to `--out-dir`: `bags/KEY.jsonl` (the unit's windows in the `~/window` schema, each
+with `bag` and `topic` added) and `bags/KEY.json` (the unit's single-bag summary), where KEY is
+the SHA-256 of the bag's bytes and of the run (checkpoint bytes, parameters, topic, truth,
+device). A unit whose KEY is there already is not evaluated again, so an interrupted run started
+again with the same checkpoint and parameters resumes. `summary.json` aggregates every unit
+(`aggregate`) and names the failed ones; progress for the whole run goes to stderr.
+
+Without `--address` a local Ray runtime is started with this machine's cores (and GPUs),
+bound to 127.0.0.1 only, with usage statistics and the dashboard off (`start_local`).
+Ray is imported here, lazily: the single-bag path never imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import glob
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .bags import (
+    BagError, Evaluation, EvaluationOutputs, OutputError, _brief, engine_values, evaluate)
+from .interface import read_params_file
+
+BAG_SUFFIXES = ('.mcap', '.bag', '.db3')
+RETRIES = 3         # Ray retries a unit whose worker died, restarts a model actor that died
+_ENGINES = {}       # engines built in this worker process, by their values
+
+
+# -- which bags ---------------------------------------------------------------------------------
+
+def is_bag(path: Path) -> bool:
+    """Tell whether `path` is a bag: a rosbag2 directory (metadata.yaml or MCAP files) or file."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / 'metadata.yaml').is_file() or any(path.glob('*.mcap'))
+    return path.is_file() and path.suffix in BAG_SUFFIXES
+
+
+def find_bags(specs: Sequence) -> list:
+    """Expand paths, directories and globs into bags, each once, in the order given.
+
+    A directory that is not itself a bag is searched for bags; a pattern (`*`, `?`, `[`) that
+    names no existing path is expanded. Raises ValueError naming a spec that gives no bag.
+    """
+    found = []
+    for spec in map(str, specs):
+        if not Path(spec).exists() and any(c in spec for c in '*?['):
+            paths = sorted(Path(p) for p in glob.glob(spec, recursive=True))
+        else:
+            paths = [Path(spec)]
+        bags = []
+        for path in paths:
+            if is_bag(path) or not path.is_dir():
+                bags.append(path)
+            else:
+                bags += _bags_under(path)
+        if not bags:
+            raise ValueError(f'{spec}: no bag there (a rosbag2 directory, or a .mcap, .bag or '
+                             f'.db3 file)')
+        found += [b.resolve() for b in bags]
+    return list(dict.fromkeys(found))
+
+
+def _bags_under(root: Path) -> list:
+    bags = []
+    for path in sorted(root.iterdir()):
+        if is_bag(path):
+            bags.append(path)
+        elif path.is_dir():
+            bags += _bags_under(path)
+    return bags
+
+
+# -- keys: what a result was computed from --------------------------------------------------------
+
+def digest(path: Path) -> str:
+    """SHA-256 of a file, or of a directory's files (their relative names and bytes)."""
+    path = Path(path)
+    sha = hashlib.sha256()
+    files = sorted(p for p in path.rglob('*') if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        sha.update(str(file.relative_to(path) if path.is_dir() else '').encode() + b'\0')
+        with open(file, 'rb') as handle:
+            for block in iter(lambda: handle.read(1 << 20), b''):
+                sha.update(block)
+    return sha.hexdigest()
+
+
+def run_digest(config: 'FleetConfig', topic: str) -> str:
+    """SHA-256 of everything besides the bag that a unit's results depend on.
+
+    The checkpoint's bytes (not its path), the parameters the file gives, the topic, the truth
+    (a CSV's bytes) and the device. The batch size is left out: it changes no result.
+    """
+    from .checkpoints import embedded_checkpoint
+    values = engine_values(config.evaluation(None, topic), read_params_file(config.params_file))
+    checkpoint = values['checkpoint'] or str(embedded_checkpoint())
+    values['checkpoint'] = digest(Path(checkpoint)) if Path(checkpoint).exists() else checkpoint
+    truth = config.truth or ''
+    if truth and Path(truth).is_file():
+        truth = digest(Path(truth))
+    text = json.dumps({'values': values, 'topic': topic, 'truth': truth}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- the unit of work, in a Ray worker ------------------------------------------------------------
+
+@dataclass
+class FleetConfig:
+    """What every unit shares: `bags.Evaluation` without the bag and topic."""
+
+    checkpoint: Optional[str] = None
+    params_file: Optional[Path] = None
+    truth: Optional[str] = None
+    device: str = 'auto'
+    batch_size: int = 8
+
+    def evaluation(self, bag: Optional[Path], topic: str) -> Evaluation:
+        return Evaluation(bag, topic, self.checkpoint, self.params_file, self.truth,
+                          self.device, self.batch_size, progress=False)
+
+
+def local_engine(config: FleetConfig):
+    """Return the engine of `config`, built once per worker process (`engine_from_values`)."""
+    from .engine import engine_from_values
+    values = engine_values(config.evaluation(None, ''), read_params_file(config.params_file))
+    key = json.dumps(values, sort_keys=True, default=str), config.batch_size
+    if key not in _ENGINES:
+        _ENGINES[key] = engine_from_values(values, max_batch=config.batch_size)
+    return _ENGINES[key]
+
+
+class RemoteEngine:
+    """What `evaluate` uses of an engine, with `infer` run by a `ModelServer` actor.
+
+    Frames are preprocessed here, on the worker's CPU, in float32 (the server casts them to its
+    dtype on its device), and a batch goes to the server as one array.
+    """
+
+    def __init__(self, server, spec: dict):
+        from .frames import Preprocessor
+        self.server = server
+        self.labels = spec['labels']
+        self.num_frames = spec['num_frames']
+        self.model = spec['describe']
+        self.preprocessor = Preprocessor(spec['img_size'], spec['mean'], spec['std'])
+
+    def infer(self, clips) -> list:
+        import ray
+        import torch
+        video = torch.stack([torch.stack(list(frames)) for frames in clips]).float()
+        return ray.get(self.server.infer.remote(video.numpy()))
+
+    def describe(self) -> str:
+        return self.model
+
+
+class ModelServer:
+    """A Ray actor holding the engine; it batches the windows of every bag that asks.
+
+    Requests wait in a queue while a batch runs (in one inference thread, so the event loop keeps
+    taking them); the next batch is everything that waited, up to `max_batch` windows.
+    """
+
+    def __init__(self, config: FleetConfig, max_batch: int):
+        self.engine = local_engine(config)
+        self.max_batch = max_batch
+        self.queue = []
+        self.busy = False
+        self.thread = concurrent.futures.ThreadPoolExecutor(1)
+        self.batches = Counter()       # batch size -> count
+
+    def spec(self) -> dict:
+        engine = self.engine
+        return {'labels': engine.labels, 'num_frames': engine.num_frames,
+                'img_size': engine.config.img_size, 'mean': list(engine.checkpoint.mean),
+                'std': list(engine.checkpoint.std), 'describe': engine.describe()}
+
+    def batch_sizes(self) -> dict:
+        return dict(self.batches)
+
+    async def infer(self, video) -> list:
+        future = asyncio.get_running_loop().create_future()
+        self.queue.append((video, future))
+        if not self.busy:
+            self.busy = True
+            asyncio.ensure_future(self._drain())
+        return await future
+
+    async def _drain(self):
+        import numpy as np
+        import torch
+        loop = asyncio.get_running_loop()
+        try:
+            while self.queue:
+                taken, size = [], 0
+                while self.queue and (not taken or size + len(self.queue[0][0]) <=
+                                      self.max_batch):
+                    taken.append(self.queue.pop(0))
+                    size += len(taken[-1][0])
+                video = torch.from_numpy(np.concatenate([v for v, _ in taken]))
+                self.batches[size] += 1
+                try:
+                    predictions = await loop.run_in_executor(
+                        self.thread, self.engine.infer_tensor, video)
+                except Exception as exc:  # noqa: BLE001 - every waiting bag hears of it
+                    for _, future in taken:
+                        future.set_exception(exc)
+                    continue
+                start = 0
+                for v, future in taken:
+                    future.set_result(predictions[start:start + len(v)])
+                    start += len(v)
+        finally:
+            self.busy = False
+
+
+def evaluate_unit(bag: str, topic: str, run_key: str, config: FleetConfig, done,
+                  server=None, spec: Optional[dict] = None) -> dict:
+    """Evaluate one (bag, topic) as `timesformer_bag evaluate` does; the Ray task of a unit.
+
+    Returns {'key', 'status': 'reused' | 'done' | 'failed', ...}: for 'done' the single-bag
+    summary and the window JSON lines, for 'failed' the one-line error. `done` holds the keys
+    already in the output directory.
+    """
+    started = time.monotonic()
+    unit = {'bag': bag, 'topic': topic}
+    try:
+        key = f'{digest(Path(bag))[:20]}-{run_key[:20]}'
+    except OSError as exc:
+        return {**unit, 'key': None, 'status': 'failed',
+                'error': f'{bag}: cannot read ({exc.strerror or _brief(exc)})'}
+    if key in done:
+        return {**unit, 'key': key, 'status': 'reused'}
+    engine = local_engine(config) if server is None else RemoteEngine(server, spec)
+    with tempfile.TemporaryDirectory(prefix='timesformer_fleet_') as tmp:
+        lines = Path(tmp) / 'windows.jsonl'
+        try:
+            summary = evaluate(config.evaluation(Path(bag), topic),
+                               EvaluationOutputs(jsonl=lines), engine=engine)
+        except (BagError, OutputError, ValueError, OSError) as exc:
+            windows = (getattr(exc, 'summary', None) or {}).get('windows', 0)
+            return {**unit, 'key': key, 'status': 'failed', 'error': str(exc),
+                    'windows': windows}
+        text = lines.read_text()
+    return {**unit, 'key': key, 'status': 'done', 'summary': summary, 'lines': text,
+            'seconds': time.monotonic() - started}
+
+
+# -- the driver -----------------------------------------------------------------------------------
+
+@dataclass
+class Fleet:
+    """A run over many bags: the units (bags x topics), where results go, how Ray runs it."""
+
+    bags: list
+    topics: list
+    out_dir: Path
+    config: FleetConfig = field(default_factory=FleetConfig)
+    address: Optional[str] = None
+    workers: Optional[int] = None       # concurrent units; default: the cluster's free CPUs
+    model_actors: Optional[int] = None  # default: one per GPU of the cluster (0 without)
+    progress: bool = True
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ValueError('evaluating several bags needs Ray: pip install -r '
+                         'requirements/fleet.txt (or the package\'s fleet extra)') from None
+    return ray
+
+
+def _is_loopback(address: Optional[str]) -> bool:
+    host = (address or '').split('://')[-1].rsplit(':', 1)[0]
+    return host in ('127.0.0.1', 'localhost', '[::1]')
+
+
+def start_local(num_cpus: Optional[int] = None, num_gpus: Optional[int] = None):
+    """Start a local Ray runtime on 127.0.0.1 only; return the `ray` module.
+
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes Ray take the loopback address as the node's (as it
+    does on a laptop), so the GCS, raylet, object manager and worker servers all listen on
+    127.0.0.1; it is read when `ray` is imported, hence set before. The dashboard is off, and so
+    is usage-statistics reporting.
+    """
+    os.environ['RAY_USAGE_STATS_ENABLED'] = '0'
+    if 'ray' not in sys.modules:
+        os.environ['RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'] = '0'
+    ray = _import_ray()
+    if not ray.is_initialized():
+        from ray._private import ray_constants      # what the variable above set
+        if ray_constants.ENABLE_RAY_CLUSTER:
+            raise RuntimeError('ray was imported before timesformer_ros.fleet could set '
+                               'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: a local runtime would '
+                               'listen on every interface, so none is started')
+        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
+                 _node_ip_address='127.0.0.1', include_dashboard=False,
+                 configure_logging=False, log_to_driver=False)
+    address = ray.util.get_node_ip_address()
+    if address != '127.0.0.1':
+        raise RuntimeError(f'the local Ray runtime took node address {address}, not 127.0.0.1: '
+                           f'ray was imported before timesformer_ros.fleet could set '
+                           f'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0')
+    return ray
+
+
+def connect(address: Optional[str], workers: Optional[int]) -> tuple:
+    """(ray, started here): a running runtime, the cluster at `address`, or a local one."""
+    os.environ['RAY_USAGE_STATS_ENABLED'] = '0'
+    if 'ray' in sys.modules and sys.modules['ray'].is_initialized():
+        return sys.modules['ray'], False
+    if address is None:
+        return start_local(workers), True
+    if _is_loopback(address) and 'ray' not in sys.modules:
+        os.environ['RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'] = '0'
+    ray = _import_ray()
+    ray.init(address=address, configure_logging=False, log_to_driver=False)
+    return ray, True
+
+
+class _Progress:
+    """The whole run's progress on stderr: units done, windows/s, ETA."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled = total, enabled
+        self.started = time.monotonic()
+        self.counts = Counter()
+        self.windows = 0
+
+    def add(self, result: dict):
+        self.counts[result['status']] += 1
+        self.windows += result.get('summary', {}).get('windows', 0)
+        if not self.enabled:
+            return
+        done = sum(self.counts.values())
+        elapsed = time.monotonic() - self.started
+        evaluated = self.counts['done'] + self.counts['failed']
+        left = self.total - done
+        eta = f'{left * elapsed / evaluated:.0f} s' if evaluated else '?'
+        sys.stderr.write(f'\r{done}/{self.total} bags ({self.counts["failed"]} failed, '
+                         f'{self.counts["reused"]} reused), {self.windows} windows, '
+                         f'{self.windows / elapsed if elapsed else 0.0:.1f} windows/s, '
+                         f'ETA {eta}   ')
+        if done == self.total:
+            sys.stderr.write('\n')
+        sys.stderr.flush()
+
+
+def evaluate_many(fleet: Fleet) -> dict:
+    """Evaluate every (bag, topic) of `fleet` on Ray; return (and write) the summary.
+
+    See the module docstring for the layout of `out_dir` and how work is spread.
+    """
+    units = [(str(bag), topic) for bag in fleet.bags for topic in fleet.topics]
+    results_dir = Path(fleet.out_dir) / 'bags'
+    results_dir.mkdir(parents=True, exist_ok=True)
+    done = {p.stem for p in results_dir.glob('*.json') if p.with_suffix('.jsonl').is_file()}
+    run_keys = {topic: run_digest(fleet.config, topic) for topic in fleet.topics}
+    ray, started_here = connect(fleet.address, fleet.workers)
+    try:
+        resources = ray.available_resources()
+        actors = fleet.model_actors if fleet.model_actors is not None \
+            else int(resources.get('GPU', 0))
+        servers, spec = _start_servers(ray, fleet.config, actors, int(resources.get('GPU', 0)))
+        workers = fleet.workers or max(1, int(resources.get('CPU', 1)))
+        task = ray.remote(num_cpus=1, max_retries=RETRIES)(evaluate_unit)
+        done_ref = ray.put(done)
+        progress = _Progress(len(units), fleet.progress)
+        pending, results, queue = {}, [], list(enumerate(units))
+        started = time.monotonic()
+        while queue or pending:
+            while queue and len(pending) < workers:
+                index, (bag, topic) = queue.pop(0)
+                server = servers[index % len(servers)] if servers else None
+                ref = task.remote(bag, topic, run_keys[topic], fleet.config, done_ref, server,
+                                  spec)
+                pending[ref] = (bag, topic)
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                bag, topic = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as exc:     # the worker died RETRIES + 1 times
+                    result = {'bag': bag, 'topic': topic, 'key': None, 'status': 'failed',
+                              'error': f'{bag}: {_brief(exc)}'}
+                if result['status'] == 'done':
+                    _store(results_dir, result)
+                results.append(result)
+                progress.add(result)
+        batches = ray.get([s.batch_sizes.remote() for s in servers])
+    finally:
+        if started_here:
+            ray.shutdown()
+    summary = _summary(fleet, results, results_dir, time.monotonic() - started)
+    summary['model_actors'] = len(servers)
+    summary['workers'] = workers
+    summary['server_batches'] = [{str(k): v for k, v in sorted(b.items())} for b in batches]
+    _write_json(Path(fleet.out_dir) / 'summary.json', summary)
+    return summary
+
+
+def _start_servers(ray, config: FleetConfig, count: int, gpus: int) -> tuple:
+    if not count:
+        return [], None
+    # No CPU reserved: with a GPU the actor mostly waits on it; on CPUs it shares the cores with
+    # the decoding workers (which is why the CPU default is no actor).
+    server = ray.remote(num_cpus=0, num_gpus=gpus / count if gpus else 0,
+                        max_restarts=RETRIES, max_task_retries=RETRIES)(ModelServer)
+    servers = [server.remote(config, max(config.batch_size, 4 * config.batch_size))
+               for _ in range(count)]
+    specs = ray.get([s.spec.remote() for s in servers])
+    return servers, specs[0]
+
+
+def _write_json(path: Path, data, lines: Optional[str] = None):
+    """Write JSON (or `lines` as they are) under a partial name, then rename it into place."""
+    partial = path.with_name(path.name + '.partial')
+    partial.write_text(lines if lines is not None else json.dumps(data, indent=1) + '\n')
+    os.replace(partial, path)
+
+
+def _store(results_dir: Path, result: dict):
+    """Write a unit's window lines (with its bag and topic), then its summary: then it is done."""
+    tagged = ''.join(json.dumps({**json.loads(line), 'bag': result['bag'],
+                                 'topic': result['topic']}) + '\n'
+                     for line in result['lines'].splitlines())
+    _write_json(results_dir / f'{result["key"]}.jsonl', None, tagged)
+    _write_json(results_dir / f'{result["key"]}.json',
+                {'bag': result['bag'], 'topic': result['topic'], 'key': result['key'],
+                 'summary': result['summary']})
+
+
+def _summary(fleet: Fleet, results: list, results_dir: Path, seconds: float) -> dict:
+    counts = Counter(r['status'] for r in results)
+    finished = [r for r in results if r['status'] != 'failed']
+    per_unit = []
+    for result in finished:
+        stored = json.loads((results_dir / f'{result["key"]}.json').read_text())
+        per_unit.append({'bag': result['bag'], 'topic': result['topic'], 'key': result['key'],
+                         'status': result['status'], 'summary': stored['summary']})
+    evaluated = [r for r in results if r['status'] == 'done']
+    windows = sum(r['summary']['windows'] for r in evaluated)
+    summary = {'units': len(results), 'evaluated': counts['done'], 'reused': counts['reused'],
+               'failed': [{'bag': r['bag'], 'topic': r['topic'], 'error': r['error']}
+                          for r in results if r['status'] == 'failed'],
+               'seconds': round(seconds, 3), 'windows_evaluated': windows,
+               'windows_per_s': round(windows / seconds, 2) if seconds else 0.0}
+    summary.update(aggregate([u['summary'] for u in per_unit]))
+    summary['per_bag'] = per_unit
+    return summary
+
+
+def aggregate(summaries: Sequence[dict]) -> dict:
+    """Pool single-bag summaries: counts summed, one confusion matrix, pooled segment metrics.
+
+    Accuracy is over every scored window of every bag (the summed confusion matrix's trace over
+    its total). Segmental F1 at each IoU is pooled as 2 TP / (predicted + true) over all bags (a
+    bag's TP is recovered exactly from its F1, 2 TP / (P + T)); the edit score is the mean over
+    bags; onset delays stay per bag (a median does not pool).
+    """
+    import numpy as np
+    total = {'bags': len(summaries),
+             'frames': sum(s['frames'] for s in summaries),
+             'windows': sum(s['windows'] for s in summaries),
+             'refused': dict(sum((Counter(s['refused']) for s in summaries), Counter())),
+             'skipped': sum(s['skipped'] for s in summaries),
+             'segments': sum(s['segments'] for s in summaries),
+             'label_changes': {k: sum(s['label_changes'][k] for s in summaries)
+                               for k in ('raw', 'decoded')}}
+    scored = [s for s in summaries if 'confusion' in s]
+    if not scored:
+        return total
+    labels = scored[0]['confusion']['labels']
+    matrix = sum(np.array(s['confusion']['matrix']) for s in scored)
+    windows = int(matrix.sum())
+    total.update({'scored_windows': windows,
+                  'accuracy': float(np.trace(matrix) / windows) if windows else 0.0,
+                  'confusion': {'labels': labels, 'matrix': matrix.tolist()}})
+    metrics = [s['segment_metrics'] for s in scored]
+    pooled = {k: sum(m[k] for m in metrics) for k in (
+        'true_segments', 'predicted_segments', 'false_segments', 'over_segmented',
+        'under_segmented')}
+    both = pooled['true_segments'] + pooled['predicted_segments']
+    for iou in ('0.1', '0.25', '0.5'):
+        hits = sum(round(m[f'f1@{iou}'] * (m['true_segments'] + m['predicted_segments']) / 2)
+                   for m in metrics)
+        pooled[f'f1@{iou}'] = 2 * hits / both if both else 0.0
+    pooled['edit'] = float(np.mean([m['edit'] for m in metrics]))
+    total['segment_metrics'] = pooled
+    return total
+
+
+# -- command line (`timesformer_bag evaluate` with several bags) -------------------------------
+
+def add_arguments(parser):
+    """Add the many-bag options to `timesformer_bag evaluate`."""
+    group = parser.add_argument_group('many bags (on Ray; README, "Many recordings")')
+    group.add_argument('--out-dir', type=Path, help='results of every bag, kept between runs: '
+                                                    'a run started again skips finished bags')
+    group.add_argument('--address', help='a running Ray cluster (default: a local runtime '
+                                         'on 127.0.0.1 with this machine\'s cores and GPUs)')
+    group.add_argument('--workers', type=int, help='bags evaluated at once (default: the '
+                                                   'free CPUs)')
+    group.add_argument('--model-actors', type=int, help='model actors that batch windows '
+                                                        'across bags (default: one per GPU, '
+                                                        'none on CPUs)')
+
+
+def wants_fleet(args) -> bool:
+    """Tell whether `evaluate` was given several bags, a directory of bags, or Ray options."""
+    return (len(args.bag) > 1 or args.out_dir is not None or args.address is not None
+            or not is_bag(args.bag[0]))
+
+
+def main(args) -> int:
+    """Run `timesformer_bag evaluate` over many bags; print the summary; 1 if any failed."""
+    for option in ('out', 'out_bag', 'segments', 'confusion'):
+        if getattr(args, option) is not None:
+            raise ValueError(f'--{option.replace("_", "-")} is for one bag; with several, '
+                             f'results go to --out-dir')
+    if args.out_dir is None:
+        raise ValueError('several bags need --out-dir (results of each bag, and summary.json)')
+    for name, value in (('--workers', args.workers), ('--model-actors', args.model_actors)):
+        if value is not None and value < (1 if name == '--workers' else 0):
+            raise ValueError(f'{name} must be at least {1 if name == "--workers" else 0}, '
+                             f'got {value}')
+    topics = args.topic if isinstance(args.topic, list) else [args.topic]
+    absolute = (lambda p: str(Path(p).resolve()) if p and Path(p).exists() else p)
+    config = FleetConfig(absolute(args.checkpoint), absolute(args.params_file),
+                         absolute(args.truth), args.device, args.batch_size)
+    summary = evaluate_many(Fleet(find_bags(args.bag), topics, args.out_dir, config,
+                                  args.address, args.workers, args.model_actors))
+    print(f'{summary["units"]} bags: {summary["evaluated"]} evaluated, {summary["reused"]} '
+          f'reused, {len(summary["failed"])} failed; {summary["windows"]} windows; '
+          f'{summary["windows_evaluated"]} evaluated at {summary["windows_per_s"]} windows/s')
+    if 'accuracy' in summary:
+        print(f'accuracy {100 * summary["accuracy"]:.1f}% on {summary["scored_windows"]} '
+              f'windows')
+    print(f'summary: {Path(args.out_dir) / "summary.json"}')
+    for failed in summary['failed']:
+        print(f'timesformer_bag: error: {failed["error"]}', file=sys.stderr)
+    return 1 if summary['failed'] else 0
