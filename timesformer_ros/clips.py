@@ -220,3 +220,26 @@ class ClipBuffer:
             self._since_window = 0
             self._emitted = True
         return PushResult(sampled=True, reset=reset, window=window)
+
+
+class ClipRate:
+    """The windowing a model needs: its clip rate unless the parameters say otherwise.
+
+    For engines (`engine.Engine`) and what stands in for one (`fleet.RemoteEngine`): they
+    give `clip_fps` (the checkpoint's, None when unknown) and `num_frames`.
+    """
+
+    clip_fps: Optional[float]
+    num_frames: int
+
+    def sampling(self, values: dict) -> Sampling:
+        """Return the sampling that the parameters `target_fps`/`sample_every` ask for.
+
+        With neither set it is the checkpoint's clip rate: the model works at that rate.
+        """
+        return Sampling.resolve(values['target_fps'], values['sample_every'], self.clip_fps)
+
+    def clip_buffer(self, values: dict) -> ClipBuffer:
+        """Return the window buffer of the parameters, sampling as `sampling` says."""
+        return self.sampling(values).buffer(self.num_frames, stride=values['stride'],
+                                            max_gap_s=values['max_gap_s'])

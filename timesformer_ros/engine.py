@@ -20,7 +20,7 @@ import torch
 from einops import rearrange, reduce
 
 from .checkpoints import Checkpoint, default_labels, embedded_checkpoint, load_checkpoint
-from .clips import ClipBuffer, Sampling
+from .clips import ClipRate
 from .frames import Preprocessor
 from .model import TimeSformer, preset
 
@@ -123,7 +123,7 @@ def attention_summary(model: TimeSformer, weights, frames: int, grid: tuple):
     return rearrange(spatial, 'b t (gh gw) -> b t gh gw', gh=gh, gw=gw), temporal
 
 
-class Engine:
+class Engine(ClipRate):
     """Runs a checkpoint on clips of preprocessed frames (T, 3, S, S) from `preprocessor`."""
 
     def __init__(self, checkpoint: Union[str, Checkpoint], device: str = 'auto',
@@ -206,18 +206,9 @@ class Engine:
         video = torch.stack([torch.stack(list(frames)) for frames in clips])
         return self.infer_tensor(video, with_attention)
 
-    def sampling(self, values: dict) -> Sampling:
-        """Return the sampling that the parameters `target_fps`/`sample_every` ask for.
-
-        With neither set it is the checkpoint's clip rate: the model works at that rate.
-        """
-        return Sampling.resolve(values['target_fps'], values['sample_every'],
-                                self.checkpoint.clip_fps)
-
-    def clip_buffer(self, values: dict) -> ClipBuffer:
-        """Return the window buffer of the parameters, sampling as `sampling` says."""
-        return self.sampling(values).buffer(self.num_frames, stride=values['stride'],
-                                            max_gap_s=values['max_gap_s'])
+    @property
+    def clip_fps(self) -> Optional[float]:
+        return self.checkpoint.clip_fps
 
     def describe(self) -> str:
         cfg = self.config

@@ -56,6 +56,7 @@ from typing import Optional, Sequence
 
 from .bags import (
     BagError, Evaluation, EvaluationOutputs, OutputError, _brief, engine_values, evaluate)
+from .clips import ClipRate
 from .interface import read_params_file
 
 BAG_SUFFIXES = ('.mcap', '.bag', '.db3')
@@ -131,8 +132,12 @@ def run_digest(config: 'FleetConfig', topic: str) -> str:
     """
     from .checkpoints import embedded_checkpoint
     values = engine_values(config.evaluation(None, topic), read_params_file(config.params_file))
-    checkpoint = values['checkpoint'] or str(embedded_checkpoint())
-    values['checkpoint'] = digest(Path(checkpoint)) if Path(checkpoint).exists() else checkpoint
+    checkpoint = Path(values['checkpoint'] or str(embedded_checkpoint()))
+    if checkpoint.suffix in ('.json', '.safetensors'):     # the own format: both files
+        files = [checkpoint.with_suffix('.json'), checkpoint.with_suffix('.safetensors')]
+        values['checkpoint'] = [digest(f) for f in files if f.exists()] or str(checkpoint)
+    elif checkpoint.exists():
+        values['checkpoint'] = digest(checkpoint)
     truth = config.truth or ''
     if truth and Path(truth).is_file():
         truth = digest(Path(truth))
@@ -168,7 +173,7 @@ def local_engine(config: FleetConfig):
     return _ENGINES[key]
 
 
-class RemoteEngine:
+class RemoteEngine(ClipRate):
     """What `evaluate` uses of an engine, with `infer` run by a `ModelServer` actor.
 
     Frames are preprocessed here, on the worker's CPU, in float32 (the server casts them to its
@@ -180,6 +185,7 @@ class RemoteEngine:
         self.server = server
         self.labels = spec['labels']
         self.num_frames = spec['num_frames']
+        self.clip_fps = spec['clip_fps']
         self.model = spec['describe']
         self.preprocessor = Preprocessor(spec['img_size'], spec['mean'], spec['std'])
 
@@ -211,6 +217,7 @@ class ModelServer:
     def spec(self) -> dict:
         engine = self.engine
         return {'labels': engine.labels, 'num_frames': engine.num_frames,
+                'clip_fps': engine.clip_fps,
                 'img_size': engine.config.img_size, 'mean': list(engine.checkpoint.mean),
                 'std': list(engine.checkpoint.std), 'describe': engine.describe()}
 
