@@ -286,3 +286,12 @@ def test_evaluate_several_camera_topics_batched_as_each_alone(tmp_path):
     assert '/timesformer/rear_camera/window' in topics and '/timesformer/label' not in topics
     assert topics['/timesformer/label_info'][1] == 1
     assert topics['/timesformer/front/active'][0] == STRING
+
+
+def test_camera_names_of_topics_are_ros_name_tokens_and_distinct():
+    from timesformer_ros.bags import camera_name
+    assert camera_name('/front/image_raw') == 'front'
+    assert camera_name('/rear/color/image_raw/compressed') == 'rear_color'
+    assert camera_name('/image_raw') == 'camera0'
+    assert camera_name('/3d/image', ['front']) == 'camera1_3d'
+    assert camera_name('/front/image', ['front']) == 'front_1'

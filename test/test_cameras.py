@@ -233,3 +233,20 @@ def test_a_camera_flooded_with_bad_frames_changes_nothing_for_the_others(ros, st
             assert [c for c, _ in results_a] == [c for c, _ in results_b], end
             assert np.allclose([s for _, s in results_a], [s for _, s in results_b],
                                atol=2e-6), end
+
+
+@pytest.mark.parametrize('cameras, message', [
+    ('[front,front]', "camera names must differ, got ['front', 'front']"),
+    ('[front,2nd]', "camera names must be ROS name tokens"),
+    ("[front,'']", "camera names must be ROS name tokens"),
+])
+def test_bad_camera_lists_exit_2_with_one_line(ros, small_checkpoint, cameras, message):
+    import subprocess
+    from conftest import console_script
+    result = subprocess.run(console_script('timesformer_node') + [
+        '--ros-args', '-p', f'checkpoint:={small_checkpoint}', '-p', f'cameras:={cameras}'],
+        env=ros.env, capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and message in output, output
+    assert 'Traceback' not in output
+    assert len([line for line in output.splitlines() if 'cannot start' in line]) == 1
