@@ -67,7 +67,8 @@ def generate_launch_description():
         DeclareLaunchArgument(
             'cameras', default_value='',
             description='Comma-separated camera names served by one model (the cameras '
-                        'parameter); empty: one unnamed camera on `image`.'),
+                        'parameter; `image` is then not used); empty: one unnamed camera on '
+                        '`image`.'),
         DeclareLaunchArgument(
             'images', default_value='',
             description='With cameras: their image topics, comma-separated, in the same order '
