@@ -204,6 +204,7 @@ def run(mode: str, count: int, args, env: dict) -> dict:
         'dropped': sum(c['dropped'] for c in per_camera.values()),
         'refused': sum(c['refused'] for c in per_camera.values()),
         'batch_sizes': dict(sorted(sizes.items())),
+        'batch_inference_p50_ms': float(engine['inference_p50_ms']) if engine else None,
         'rss_mb': round(rss, 1), 'peak_rss_mb': round(peak, 1),
         'node_cpu_s_per_s': round(cpu / measured_s, 2),
         'model': engine.get('model') or next(iter(statuses.values()), {}).get('model'),
