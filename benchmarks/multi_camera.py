@@ -233,13 +233,13 @@ def main() -> int:
             runs.append(run(mode, count, args, env))
             print(json.dumps({k: v for k, v in runs[-1].items() if k != 'per_camera'}),
                   file=sys.stderr)
-    import rclpy
+    from importlib.metadata import version
     import torch
     result = {
         'benchmark': 'multi_camera', 'date': datetime.date.today().isoformat(),
         'device': 'cpu', 'rate_hz': args.rate, 'seconds': args.seconds,
         'frame': '640x480 rgb8', 'cpus': os.cpu_count(), 'python': platform.python_version(),
-        'torch': torch.__version__, 'rclpy': getattr(rclpy, '__version__', None),
+        'torch': torch.__version__, 'rclpy': version('rclpy'),
         'command': 'python ' + ' '.join(sys.argv), 'load_average_at_end': os.getloadavg(),
         'runs': runs,
     }
