@@ -250,3 +250,37 @@ def test_bad_camera_lists_exit_2_with_one_line(ros, small_checkpoint, cameras, m
     assert result.returncode == 2 and message in output, output
     assert 'Traceback' not in output
     assert len([line for line in output.splitlines() if 'cannot start' in line]) == 1
+
+
+def test_compressed_cameras_take_their_own_compressed_topics(ros, start_node,
+                                                             small_checkpoint):
+    from sensor_msgs.msg import CompressedImage
+    from test_frames import compressed
+    start_cameras_node(start_node, small_checkpoint, ['a', 'b'], '-p',
+                       'input_transport:=compressed', '-p', 'target_fps:=0.0')
+    listeners = {name: Listener(ros, f'/timesformer/{name}') for name in ('a', 'b')}
+    publishers = {name: ros.node.create_publisher(
+        CompressedImage, f'/{name}/image/compressed', RELIABLE) for name in ('a', 'b')}
+    for publisher in publishers.values():
+        wait_for_subscriber(ros, publisher)
+    rng = np.random.default_rng(0)
+    stamps = {name: [] for name in publishers}
+    for i in range(8):
+        for name, fmt in (('a', 'jpg'), ('b', 'png')):
+            msg = compressed(fmt, rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+            stamp = FIRST_STAMP + i * 50_000_000 + (name == 'b') * 7_000_000
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+            msg.header.frame_id = f'{name}_optical'
+            publishers[name].publish(msg)
+            stamps[name].append(stamp)
+        ros.spin_for(0.05)
+    # 8 frames, each sampled (target_fps 0): windows end at frames 4..8 of each camera (a busy
+    # machine may drop one as stale, never the last).
+
+    def ends(name):
+        return [stamp_of(w['window']['end']) for w in listeners[name].windows]
+    assert ros.spin_until(lambda: all(stamps[n][-1] in ends(n) for n in listeners), 15.0), \
+        {name: ends(name) for name in listeners}
+    for name, listener in listeners.items():
+        assert set(ends(name)) <= set(stamps[name][3:]) and len(ends(name)) >= 3
+        assert {w['header']['frame_id'] for w in listener.windows} == {f'{name}_optical'}
