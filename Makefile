@@ -42,6 +42,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m timesformer_ros.bench
 	$(PY) benchmarks/node_latency.py
+	$(PY) benchmarks/multi_camera.py
 	$(PY) benchmarks/bag_throughput.py
 	$(PY) benchmarks/fleet_throughput.py
 	$(PY) benchmarks/startup.py

@@ -7,6 +7,9 @@ For example:
     ros2 launch timesformer_ros timesformer.launch.py \
         params_file:=$config/kinetics400_gpu.yaml \
         checkpoint:=/opt/models/TimeSformer_divST_8x32_224_K400.pyth
+    # three cameras, one model (README, "Several cameras, one model")
+    ros2 launch timesformer_ros timesformer.launch.py cameras:=front,left,rear \
+        images:=/front/image_raw,/left/image_raw,/rear/color/image_raw
 """
 
 import os
@@ -21,12 +24,28 @@ from launch_ros.substitutions import FindPackageShare
 OVERRIDES = ('checkpoint', 'device')
 
 
+def _split(text: str) -> list:
+    return [part.strip() for part in text.split(',') if part.strip()]
+
+
 def _node(context):
     params_file = LaunchConfiguration('params_file').perform(context)
     if not os.path.isfile(params_file):
         # launch_ros only warns and starts the node on its defaults: refuse instead.
         raise RuntimeError(f'params_file not found: {params_file}')
     overrides = {name: LaunchConfiguration(name).perform(context) for name in OVERRIDES}
+    cameras = _split(LaunchConfiguration('cameras').perform(context))
+    images = _split(LaunchConfiguration('images').perform(context)) or \
+        [f'/{camera}/image_raw' for camera in cameras]
+    if len(images) != len(cameras):
+        raise RuntimeError(f'images names {len(images)} topics for {len(cameras)} cameras')
+    if cameras:
+        overrides['cameras'] = cameras
+        remappings = [pair for camera, image in zip(cameras, images) for pair in (
+            (f'{camera}/image', image), (f'{camera}/image/compressed', image + '/compressed'))]
+    else:
+        remappings = [('image', LaunchConfiguration('image')),
+                      ('image/compressed', [LaunchConfiguration('image'), '/compressed'])]
     return [Node(
         package='timesformer_ros',
         executable='timesformer_node',
@@ -34,8 +53,7 @@ def _node(context):
         namespace=LaunchConfiguration('namespace'),
         parameters=[params_file,
                     {k: v for k, v in overrides.items() if v}],
-        remappings=[('image', LaunchConfiguration('image')),
-                    ('image/compressed', [LaunchConfiguration('image'), '/compressed'])],
+        remappings=remappings,
         output='screen',
     )]
 
@@ -46,6 +64,15 @@ def generate_launch_description():
             'image', default_value='/camera/image_raw',
             description='Input image topic (sensor_msgs/Image; with input_transport '
                         'compressed, IMAGE/compressed is used).'),
+        DeclareLaunchArgument(
+            'cameras', default_value='',
+            description='Comma-separated camera names served by one model (the cameras '
+                        'parameter; `image` is then not used); empty: one unnamed camera on '
+                        '`image`.'),
+        DeclareLaunchArgument(
+            'images', default_value='',
+            description='With cameras: their image topics, comma-separated, in the same order '
+                        '(empty: /CAMERA/image_raw each).'),
         DeclareLaunchArgument(
             'params_file',
             default_value=PathJoinSubstitution(

@@ -232,3 +232,68 @@ def test_replay_into_the_node_matches_offline_evaluation_with_sim_time(bags, ros
     bag_end = START_NS + round((count - 1) * 1e9 / FPS)
     sim = [s for s in diag_stamps if s > 0]
     assert sim and all(START_NS - 10 ** 9 <= s <= bag_end + 10 ** 9 for s in sim), sim
+
+
+# -- several cameras in one bag -------------------------------------------------------------------
+
+def record_cameras(out, cameras, seconds=3.0):
+    """Write a rosbag2 with one synthetic image topic per (topic, fps, seed, width, height)."""
+    from rosbags.rosbag2 import Writer
+    from timesformer_ros.bags import _typestore
+    from timesformer_ros.messages import IMAGE, bag_types
+    from timesformer_ros.synthetic import SyntheticStream
+    store = _typestore()
+    types = bag_types(store)
+    with Writer(out, version=9) as writer:
+        for topic, fps, seed, width, height in cameras:
+            connection = writer.add_connection(topic, IMAGE, typestore=store)
+            frames = SyntheticStream(seed=seed, width=width, height=height, fps=fps).frames()
+            for i in range(int(seconds * fps)):
+                rgb, _ = next(frames)
+                stamp = START_NS + round(i * 1e9 / fps)
+                msg = types.image(types.header(stamp, topic.split('/')[1]), rgb, 'rgb8')
+                writer.write(connection, stamp, store.serialize_cdr(msg, IMAGE))
+
+
+def test_evaluate_several_camera_topics_batched_as_each_alone(tmp_path):
+    bag = tmp_path / 'cameras'
+    record_cameras(bag, [('/front/image_raw', 30.0, 1, 160, 120),
+                         ('/rear/camera/image_raw', 10.0, 2, 96, 64)])
+    out, out_bag = tmp_path / 'rows.jsonl', tmp_path / 'out_bag'
+    result = bag_cli('evaluate', bag, '--topic', '/front/image_raw', '--topic',
+                     '/rear/camera/image_raw', '--params-file', CONFIG, '--device', 'cpu',
+                     '--out', out, '--out-bag', out_bag)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r['camera'] for r in rows} == {'front', 'rear_camera'}
+    for topic, name in (('/front/image_raw', 'front'), ('/rear/camera/image_raw', 'rear_camera')):
+        alone = tmp_path / f'{name}.jsonl'
+        summary = evaluate(Evaluation(bag, topic, params_file=CONFIG, device='cpu',
+                                      batch_size=1, progress=False),
+                           EvaluationOutputs(jsonl=alone))
+        reference = [json.loads(line) for line in alone.read_text().splitlines()]
+        mine = [r for r in rows if r['camera'] == name]
+        assert len(reference) == summary['windows'] > 3
+        # The same windows, frame_id, seq, classes and scores (to the JSON's 6 digits).
+        assert [(r['window'], r['header'], r['seq']) for r in mine] == \
+            [(r['window'], r['header'], r['seq']) for r in reference]
+        for batched, unbatched in zip(mine, reference):
+            assert [c['class_id'] for c in batched['results']] == \
+                [c['class_id'] for c in unbatched['results']]
+            assert all(abs(a['score'] - b['score']) <= 2e-6 for a, b in
+                       zip(batched['results'], unbatched['results']))
+        assert all(r['header']['frame_id'] == topic.split('/')[1] for r in mine)
+    topics = list_topics(out_bag)
+    assert topics['/timesformer/front/label'][1] == sum(r['camera'] == 'front' for r in rows)
+    assert '/timesformer/rear_camera/window' in topics and '/timesformer/label' not in topics
+    assert topics['/timesformer/label_info'][1] == 1
+    assert topics['/timesformer/front/active'][0] == STRING
+
+
+def test_camera_names_of_topics_are_ros_name_tokens_and_distinct():
+    from timesformer_ros.bags import camera_name
+    assert camera_name('/front/image_raw') == 'front'
+    assert camera_name('/rear/color/image_raw/compressed') == 'rear_color'
+    assert camera_name('/image_raw') == 'camera0'
+    assert camera_name('/3d/image', ['front']) == 'camera1_3d'
+    assert camera_name('/front/image', ['front']) == 'front_1'

@@ -19,7 +19,7 @@ from timesformer_ros.checkpoints import Checkpoint
 from timesformer_ros.clips import ClipBuffer
 from timesformer_ros.engine import Engine
 from timesformer_ros.model import TimeSformer, TimeSformerConfig
-from timesformer_ros.pipeline import ERROR, OK, WARN, Pipeline, health
+from timesformer_ros.pipeline import ERROR, OK, WARN, BatchWorker, Stream, health
 
 sensor_msgs = pytest.importorskip('sensor_msgs.msg')
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -56,8 +56,9 @@ def test_a_failed_inference_is_counted_and_skipped_and_repeats_turn_diagnostics_
     def on_failure(job, exc):
         failures.append((job.window.end, type(exc).__name__))
 
-    pipeline = Pipeline(engine, ClipBuffer(2), on_result, on_failure)
-    pipeline.start()
+    pipeline = Stream('', ClipBuffer(2), engine.preprocessor, on_result, on_failure)
+    worker = BatchWorker(engine, [pipeline], max_batch=1)
+    worker.start()
     levels = []
     try:
         for i in range(1, 8):
@@ -68,7 +69,7 @@ def test_a_failed_inference_is_counted_and_skipped_and_repeats_turn_diagnostics_
                 done.wait(0.005)
             levels.append(health(pipeline.snapshot(), error_after=3)[0])
     finally:
-        pipeline.stop()
+        worker.stop()
     snap = pipeline.snapshot()
     # Windows end at frames 2..7 (inference calls 1..6); calls 2, 4, 5 and 6 fail.
     assert failures == [(3 * 10_000_000, 'OutOfMemoryError'), (5 * 10_000_000,

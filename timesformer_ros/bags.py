@@ -1,7 +1,8 @@
 """Rosbag reading and writing, offline evaluation, replay (`timesformer_bag`).
 
     timesformer_bag topics BAG
-    timesformer_bag evaluate BAG --topic /camera/image_raw [--checkpoint C] [--truth T]
+    timesformer_bag evaluate BAG --topic /camera/image_raw [--topic /rear/image_raw ...]
+                             [--checkpoint C] [--truth T]
                              [--params-file config/timesformer.yaml] [--out results.jsonl]
                              [--out-bag results_bag] [--confusion confusion.png]
     timesformer_bag evaluate BAG|DIR|GLOB ... --topic T --out-dir DIR [--address A]  (`fleet`)
@@ -12,9 +13,12 @@ Bags are read with `rosbags` (rosbag2 in sqlite3 storage, ROS 1 bags) and `mcap`
 rosbag2 in MCAP storage), so none of this needs a ROS install. `evaluate` runs exactly the
 node's windowing (the same ClipBuffer, fed the same parameters file) over the bag as fast as the
 engine allows, batching windows, and writes one JSON line per window in the node's `~/window`
-schema. Ground truth is a std_msgs/String topic (the synthetic camera's JSON {"stamp", "label"},
-or a plain label per message matched to the frame with the nearest bag time) or a CSV of
-`stamp,label` (stamp in seconds or integer nanoseconds).
+schema. Several `--topic`s are several cameras, as the node's `cameras` parameter serves them:
+each has its own windows and action decoder, their windows share batches, and each row (and
+segment) carries its `camera` (`camera_name`), the bag's output topics go under
+`/timesformer/CAMERA/`. Ground truth is a std_msgs/String topic (the synthetic camera's JSON
+{"stamp", "label"}, or a plain label per message matched to the frame with the nearest bag time)
+or a CSV of `stamp,label` (stamp in seconds or integer nanoseconds).
 
 A bag is input from anywhere, so reading it is bounded: a message whose CDR cannot be read is
 skipped and named (`BagMessage.error`, the summary's `skipped_messages`) and the rest of the bag
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import heapq
 import io
 import json
 import logging
@@ -43,10 +48,11 @@ from collections import Counter
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from .clips import ClipBuffer
 from .interface import read_params_file
 from .messages import (
     COMPRESSED_IMAGE, IMAGE, STRING, bag_types, convert_image, dict_ns, rclpy_types,
@@ -505,13 +511,63 @@ class Evaluation:
     """
 
     bag: Path
-    topic: str
+    topic: Union[str, Sequence[str]]     # one image topic, or several: one camera each
     checkpoint: Optional[str] = None
     params_file: Optional[Path] = None
     truth: Optional[str] = None
     device: str = 'auto'             # 'auto': the parameters file's device
     batch_size: int = 8
     progress: bool = True
+
+    @property
+    def topics(self) -> tuple:
+        return (self.topic,) if isinstance(self.topic, str) else tuple(self.topic)
+
+
+_IMAGE_SUFFIXES = ('/compressed', '/image_raw', '/image_rect_color', '/image_rect',
+                   '/image_color', '/image')
+
+
+def camera_name(topic: str, taken: Sequence[str] = ()) -> str:
+    """Return the camera name of an image topic: '/robot/front/image_raw' -> 'robot_front'.
+
+    Its namespace with the image suffixes taken off, as a ROS name token; `camera<N>` when
+    nothing is left, with `_<N>` added when the name is in `taken`.
+    """
+    name = topic
+    for suffix in _IMAGE_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[:-len(suffix)]
+    name = re.sub(r'[^A-Za-z0-9_]', '_', name.strip('/'))
+    if not name or not name[0].isalpha():
+        name = f'camera{len(taken)}' + (f'_{name}' if name else '')
+    while name in taken:
+        name = f'{name}_{len(taken)}'
+    return name
+
+
+@dataclass
+class _Camera:
+    """One camera of an evaluation: its topic, window buffer, reporter and counts."""
+
+    name: str
+    topic: str
+    buffer: ClipBuffer
+    reporter: Any
+    frames: int = 0
+    windows: int = 0
+    refused: Counter = dataclasses.field(default_factory=Counter)
+
+
+def _merged(bag: Path, cameras: Sequence[_Camera]) -> Iterator[tuple]:
+    """(camera, BagMessage) of every camera's topic, merged in bag time order."""
+    def tagged(index, camera):
+        for item in read_topic(bag, camera.topic, IMAGE_TYPES):
+            yield (item.bag_time_ns, index, item.index), camera, item
+
+    for _, camera, item in heapq.merge(*(tagged(i, c) for i, c in enumerate(cameras)),
+                                       key=lambda entry: entry[0]):
+        yield camera, item
 
 
 @dataclass
@@ -536,90 +592,112 @@ def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs(),
     (`fleet`, many bags on Ray) passes one built once per worker, or one whose `infer` runs in a
     shared model actor, so that every bag goes through this one function.
 
-    The bag is checked before the model is loaded: its topic, and an MCAP file's chunk sizes
+    The bag is checked before the model is loaded: its topics, and an MCAP file's chunk sizes
     (`check_mcap_chunks`). A message that cannot be deserialised, or whose frame cannot be
     decoded, is refused and counted (`refused`), and evaluation goes on with the next; the
     summary names the unreadable and undecodable ones (`skipped_messages`: index, bag time,
-    reason; the first MAX_NAMED_SKIPS, all counted in `skipped`). Raises BagError when the bag
-    breaks off, with what was evaluated so far written and kept, and OutputError when an output
-    cannot be written, with no output left behind (`ResultWriter`).
+    reason; the first MAX_NAMED_SKIPS, all counted in `skipped`). A window the model fails on
+    (NaN or inf scores, an error) is counted in `failed_windows` and written nowhere, as the
+    node publishes nothing for it. Several topics are several cameras (module docstring); the
+    summary's `cameras` gives each one's counts. Raises BagError when the bag breaks off, with
+    what was evaluated so far written and kept, and OutputError when an output cannot be
+    written, with no output left behind (`ResultWriter`).
     """
-    bag, topic = run.bag, run.topic
+    bag, topics = run.bag, run.topics
+    if not topics or len(set(topics)) != len(topics):
+        raise BagError(f'{bag}: give each image topic once, got {list(topics)}')
     check_mcap_chunks(bag)
     try:
-        total = check_topic(list_topics(bag), topic, IMAGE_TYPES, bag)
+        kinds = list_topics(bag)
+        total = sum(check_topic(kinds, topic, IMAGE_TYPES, bag) for topic in topics)
     except _NoSummary:
         total = 0  # a cut-off MCAP file: its summary is gone, the stream says what is there
     from .engine import engine_from_values
     from .outputs import Reporter
-    from .pipeline import take_frame
+    from .pipeline import NonFiniteResult, run_batch, take_frame
     params = read_params_file(run.params_file)
     if engine is None:
         engine = engine_from_values(engine_values(run, params), max_batch=run.batch_size)
     if run.progress:
         sys.stderr.write(f'sampling: {engine.sampling(params).describe()}\n')
-    buffer = engine.clip_buffer(params)
-    reporter = Reporter(ActionDecoder(engine.labels, DecoderConfig.from_values(params)))
+    cameras, names = [], []
+    for topic in topics:
+        # One topic: the node's unnamed camera (rows and output topics as the node's).
+        names.append(camera_name(topic, names) if len(topics) > 1 else '')
+        cameras.append(_Camera(names[-1], topic, engine.clip_buffer(params), Reporter(
+            ActionDecoder(engine.labels, DecoderConfig.from_values(params)))))
     writer = ResultWriter(
         dataclasses.replace(outputs, confusion=outputs.confusion if run.truth else None),
         engine.labels, params)
     ended = []          # end events: the completed segments
     label_changes, last_labels = Counter(), {}   # of the raw top-1 and the stable label
-    refused = Counter()
+    refused, failed = Counter(), Counter()
     skipped = []        # the unreadable and undecodable messages, named
     pending, frame_times, records = [], {}, []
     started = time.monotonic()
     frames = 0
     error = None
 
-    def write(result):
-        writer.write(result)
+    def write(camera, result):
+        writer.write(result, camera.name)
         ended.extend(e for e in result.events if e['event'] == 'end')
 
     def flush():
         if not pending:
             return
-        predictions = engine.infer([window.frames for window, _, _ in pending])
-        for (window, frame_id, rgb), prediction in zip(pending, predictions):
-            result = reporter.window(window, prediction, frame_id,
-                                     prediction.timings['inference_ms'] / len(pending), params,
-                                     rgb)
+        outcomes = run_batch(engine, [window for _, window, _, _ in pending])
+        for (camera, window, frame_id, rgb), prediction in zip(pending, outcomes):
+            if isinstance(prediction, BaseException):
+                failed['non_finite' if isinstance(prediction, NonFiniteResult)
+                       else 'error'] += 1
+                continue
+            result = camera.reporter.window(
+                window, prediction, frame_id,
+                prediction.timings['inference_ms'] / len(pending), params, rgb)
             records.append(result.record)
+            camera.windows += 1
             for kind, value in (('raw', prediction.label), ('decoded', result.label)):
-                label_changes[kind] += kind in last_labels and last_labels[kind] != value
-                last_labels[kind] = value
-            write(result)
+                key = (camera.name, kind)
+                label_changes[kind] += key in last_labels and last_labels[key] != value
+                last_labels[key] = value
+            write(camera, result)
         pending.clear()
 
     def close_segments():
-        result = reporter.close('end_of_bag')
-        if result is not None:
-            write(result)
+        for camera in cameras:
+            result = camera.reporter.close('end_of_bag')
+            if result is not None:
+                write(camera, result)
 
-    def skip(item: BagMessage, kind: str, reason: str):
+    def skip(camera, item: BagMessage, kind: str, reason: str):
         refused[kind] += 1
+        camera.refused[kind] += 1
         if len(skipped) < MAX_NAMED_SKIPS:
             skipped.append({'index': item.index, 'bag_time_ns': item.bag_time_ns,
-                            'reason': reason})
+                            'reason': reason, **({'topic': camera.topic}
+                                                 if len(cameras) > 1 else {})})
 
     try:
         try:
-            for item in read_topic(bag, topic, IMAGE_TYPES):
+            for camera, item in _merged(bag, cameras):
                 frames += 1
+                camera.frames += 1
                 if item.error:
-                    skip(item, 'unreadable', item.error)
+                    skip(camera, item, 'unreadable', item.error)
                     continue
-                intake = take_frame(buffer, item.msg, engine.preprocessor)
+                intake = take_frame(camera.buffer, item.msg, engine.preprocessor)
                 if intake.stamp is not None:
                     frame_times[item.bag_time_ns] = intake.stamp
                 if intake.refused in ('decode_error', 'internal_error'):
-                    skip(item, intake.refused, intake.message)
+                    skip(camera, item, intake.refused, intake.message)
                     continue
                 if intake.refused:
                     refused[intake.refused] += 1
+                    camera.refused[intake.refused] += 1
                     continue
                 if intake.push.window is not None:
-                    pending.append((intake.push.window, item.msg.header.frame_id, intake.rgb))
+                    pending.append((camera, intake.push.window, item.msg.header.frame_id,
+                                    intake.rgb))
                     if len(pending) >= run.batch_size:
                         flush()
                 if run.progress and frames % 50 == 0:
@@ -635,10 +713,16 @@ def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs(),
                 _progress(frames, total, len(records), started)
                 sys.stderr.write('\n')
         elapsed = time.monotonic() - started
-        summary = {'bag': str(bag), 'topic': topic, 'frames': frames, 'windows': len(records),
+        summary = {'bag': str(bag), 'topic': topics[0] if len(topics) == 1 else list(topics),
+                   'frames': frames, 'windows': len(records),
                    'refused': dict(refused), 'seconds': round(elapsed, 3),
                    'windows_per_s': round(len(records) / elapsed, 2) if elapsed else 0.0,
                    'model': engine.describe(), 'sampling': engine.sampling(params).describe()}
+        summary['failed_windows'] = dict(failed)
+        if len(cameras) > 1:
+            summary['cameras'] = {c.name: {'topic': c.topic, 'frames': c.frames,
+                                           'windows': c.windows, 'refused': dict(c.refused)}
+                                  for c in cameras}
         summary['skipped'] = sum(refused[k] for k in ('unreadable', 'decode_error',
                                                       'internal_error'))
         summary['skipped_messages'] = skipped
@@ -862,6 +946,7 @@ class ResultWriter:
         self.labels, self.values, self.ns = list(labels), values, ns
         self.lines = self.segments = self.confusion = self.bag = None
         self.first = True
+        self.written = set()        # output topics written to (latched ones once each)
         try:
             if outputs.jsonl:
                 self.lines = _StagedFile(outputs.jsonl)
@@ -888,24 +973,32 @@ class ResultWriter:
     def _staged(self) -> list:
         return [s for s in (self.bag, self.lines, self.segments, self.confusion) if s]
 
-    def write(self, result):
-        """One `outputs.WindowResult`."""
+    def write(self, result, camera: str = ''):
+        """One `outputs.WindowResult` of `camera` ('' : the node's unnamed camera).
+
+        A named camera's rows and segments carry `camera`, and its per-camera outputs go under
+        `ns/camera/`, as the node publishes them (`Output.per_camera`).
+        """
+        tag = {'camera': camera} if camera else {}
         if self.lines and result.record is not None:
-            self.lines.write(json.dumps(result.record) + '\n')
+            self.lines.write(json.dumps({**result.record, **tag}) + '\n')
         if self.segments:
             ended = [e for e in result.events if e['event'] == 'end']
             if ended:
-                self.segments.write(''.join(json.dumps(e) + '\n' for e in ended))
+                self.segments.write(''.join(json.dumps({**e, **tag}) + '\n' for e in ended))
         if self.bag is None:
             return
         for output in self.outputs:
+            topic = f'{self.ns}/{camera}/{output.name}' if camera and output.per_camera \
+                else f'{self.ns}/{output.name}'
+            first = topic not in self.written if output.per_camera else self.first
             messages = output.latched(self.bag.types, self.labels, self.values, result.stamp_ns) \
-                if self.first and output.latched else []
+                if first and output.latched else []
             if output.per_window:
                 messages += output.per_window(self.bag.types, result, self.values)
             for msg in messages:
-                self.bag.write(output.name, f'{self.ns}/{output.name}', output.msgtype,
-                               result.stamp_ns, msg)
+                self.bag.write(topic, topic, output.msgtype, result.stamp_ns, msg)
+            self.written.add(topic)
         self.first = False
 
     def write_confusion(self, matrix: np.ndarray, labels: Sequence[str], accuracy: float):
@@ -1052,7 +1145,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ev = sub.add_parser('evaluate', help="run the node's windows and model over a bag")
     ev.add_argument('bag', type=Path, nargs='+',
                     help='a bag; several bags, directories or globs run on Ray (--out-dir)')
-    ev.add_argument('--topic', required=True)
+    ev.add_argument('--topic', required=True, action='append',
+                    help='image topic; several: one camera each, batched together')
     ev.add_argument('--checkpoint')
     ev.add_argument('--params-file', type=Path, help="the node's parameters file")
     ev.add_argument('--truth', help='String topic in the bag, or a CSV of stamp,label')

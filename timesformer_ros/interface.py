@@ -9,9 +9,10 @@ the two equal, so the node started without a params file behaves as the shipped 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
@@ -25,9 +26,14 @@ class Param:
     low: Optional[float] = None
     high: Optional[float] = None
     choices: tuple = ()
+    validate: Optional[Callable[[Any], Optional[str]]] = None   # a rule beyond range/choices
 
     def check(self, value) -> Optional[str]:
         """Return a reason why `value` is invalid, or None."""
+        if self.validate is not None:
+            reason = self.validate(value)
+            if reason:
+                return f'{self.name}: {reason}'
         if self.choices and value not in self.choices:
             return f'{self.name} must be one of {list(self.choices)}, got {value!r}'
         if self.low is not None and not (self.low <= value <= self.high):
@@ -56,6 +62,31 @@ class Topic:
     description: str
 
 
+CAMERA_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*\Z')
+
+
+def camera_problem(names) -> Optional[str]:
+    """Return what is wrong with a `cameras` list, or None.
+
+    [''] (the default) is the one unnamed camera; otherwise distinct ROS name tokens.
+    """
+    names = list(names or [''])
+    if names == ['']:
+        return None
+    bad = [n for n in names if not CAMERA_NAME.match(n)]
+    if bad:
+        return (f'camera names must be ROS name tokens (a letter, then letters, digits or _), '
+                f'got {bad!r}')
+    if len(set(names)) != len(names):
+        return f'camera names must differ, got {names!r}'
+    return None
+
+
+def camera_names(value) -> list:
+    """Return the cameras of a `cameras` value: [''] (one unnamed camera) when empty."""
+    return list(value) if value else ['']
+
+
 # Every parameter of the node, in one place. read_only: changing it needs a restart (reload).
 PARAMETERS = (
     Param('checkpoint', '', 'Model checkpoint: a timesformer_ros .json/.safetensors, an '
@@ -82,6 +113,13 @@ PARAMETERS = (
     Param('score_threshold', 0.0, "~/label says 'unknown' when the active action's smoothed "
           'score is below this; reported on ~/label_info.', read_only=False, low=0.0,
           high=1.0),
+    Param('cameras', [''], "The cameras this node serves with one model: [''] (the default) is "
+          'one unnamed camera on image, publishing ~/label etc.; names [a, b] subscribe to '
+          'a/image, b/image (remappable) and publish ~/a/label, ~/b/label etc.',
+          validate=camera_problem),
+    Param('max_batch', 8, 'At most this many cameras\' windows run as one batch (the worker '
+          'takes the waiting window of every camera, longest waiting first).', low=1,
+          high=256),
     Param('input_transport', 'raw', 'raw: subscribe to image; compressed: image/compressed.',
           choices=('raw', 'compressed')),
     Param('qos', 'sensor_data', 'Input QoS: sensor_data (best effort) or reliable.',
@@ -127,11 +165,24 @@ INPUT_TOPICS = (
     Topic('in', 'image', 'sensor_msgs/Image', 'camera frames (input_transport raw); remap it'),
     Topic('in', 'image/compressed', 'sensor_msgs/CompressedImage',
           'instead, with input_transport compressed'),
+    Topic('in', 'CAMERA/image', 'sensor_msgs/Image',
+          'with cameras [CAMERA, ...]: each camera\'s frames (or CAMERA/image/compressed); '
+          'its outputs are ~/CAMERA/label etc.'),
 )
-# The name of the node's status on /diagnostics.
+# The name of the node's status on /diagnostics: one per camera (the unnamed camera's is
+# DIAGNOSTIC_NAME), and one for the engine that serves them all.
 DIAGNOSTIC_NAME = 'timesformer: inference'
+ENGINE_DIAGNOSTIC_NAME = 'timesformer: engine'
+
+
+def diagnostic_name(camera: str) -> str:
+    """Return the name of a camera's status on /diagnostics."""
+    return f'{DIAGNOSTIC_NAME} {camera}' if camera else DIAGNOSTIC_NAME
+
+
 DIAGNOSTICS_TOPIC = Topic('out', '/diagnostics', 'diagnostic_msgs/DiagnosticArray',
-                          'rates, latency, counters, input watchdog')
+                          'rates, latency, counters, input watchdog; one status per camera '
+                          'and one for the engine')
 
 
 def defaults(params: Sequence[Param] = PARAMETERS) -> dict:

@@ -1,8 +1,11 @@
 """The rclpy node `timesformer`: parameters, subscriptions, publishers.
 
-Wiring only; the work is in `pipeline.py` (frames -> windows -> worker), `engine.py` and
+Wiring only; the work is in `pipeline.py` (camera streams -> one batch worker), `engine.py` and
 `outputs.py`; the parameters and topics are tables (`interface.PARAMETERS`, `outputs.OUTPUTS`;
-`timesformer_node --help` prints them).
+`timesformer_node --help` prints them). One `Camera` per name of the `cameras` parameter: its
+subscription, its `pipeline.Stream`, its action decoder and its outputs (the per-window rows of
+`OUTPUTS`, under `~/CAMERA/`; the unnamed camera's directly under `~/`). Node-wide outputs (the
+rows without a per-window builder: `~/label_info`) exist once.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import logging
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Optional
 
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -25,10 +31,11 @@ from sensor_msgs.msg import CompressedImage, Image
 from .checkpoints import CheckpointError
 from .engine import Engine, EngineError, engine_from_values
 from .interface import (
-    BY_NAME, DIAGNOSTIC_NAME, DIAGNOSTICS_TOPIC, INPUT_TOPICS, PARAMETERS, Topic, help_text)
+    BY_NAME, DIAGNOSTICS_TOPIC, ENGINE_DIAGNOSTIC_NAME, INPUT_TOPICS, PARAMETERS, Topic,
+    camera_names, diagnostic_name, help_text)
 from .messages import rclpy_types
 from .outputs import BY_OUTPUT, OUTPUTS, Reporter
-from .pipeline import Pipeline, health, input_problem
+from .pipeline import OK, BatchWorker, Stream, health, input_problem
 from .segments import ActionDecoder, DecoderConfig
 from .spin import StartupError, declare, run_node
 
@@ -38,10 +45,10 @@ WATCHDOG_LOG_PERIOD_S = 10.0
 DECODER_PARAMETERS = frozenset(DecoderConfig.__dataclass_fields__)
 
 
-def load_engine(values: dict, logger) -> Engine:
+def load_engine(values: dict, logger, max_batch: int = 1) -> Engine:
     """Build the engine of the parameters; a mistake is a StartupError (one line, exit 2)."""
     try:
-        return engine_from_values(values, logger=logger)
+        return engine_from_values(values, max_batch=max_batch, logger=logger)
     except (CheckpointError, EngineError, ValueError) as exc:
         raise StartupError(str(exc)) from None
 
@@ -63,84 +70,125 @@ TOPICS = INPUT_TOPICS + tuple(
     for o in OUTPUTS) + (DIAGNOSTICS_TOPIC,)
 
 
+@dataclass
+class Camera:
+    """One camera's ROS side: its name, stream, reporter (under its lock) and publishers."""
+
+    name: str
+    reporter: Reporter
+    stream: Optional[Stream] = None
+    subscription: object = None
+    outputs: dict = field(default_factory=dict)       # output name -> publisher
+    # The worker's windows and the watchdog's ends: each is built and published under it,
+    # so ~/events and the latched ~/active never go out of order.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    input_problem: Optional[str] = None
+
+    @property
+    def prefix(self) -> str:
+        return f'{self.name}/' if self.name else ''
+
+    @property
+    def where(self) -> str:
+        return f' on camera {self.name}' if self.name else ''
+
+
+def _dict_text(values: dict) -> str:
+    return ' '.join(f'{k}:{v}' for k, v in sorted(values.items()))
+
+
 class TimeSformerNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('timesformer', **kwargs)
         self.values = values = declare(self, PARAMETERS)
-        self.engine = load_engine(values, self.get_logger())
+        names = camera_names(values['cameras'])
+        self.engine = load_engine(values, self.get_logger(),
+                                  max_batch=min(values['max_batch'], len(names)))
         self.get_logger().info(f'model: {self.engine.describe()}')
         self.sampling = self.engine.sampling(values)
         self.get_logger().info(f'sampling: {self.sampling.describe()}')
-        buffer = self.engine.clip_buffer(values)
         try:
-            self.decoder = ActionDecoder(self.engine.labels, DecoderConfig.from_values(values))
+            self.cameras = [Camera(name, Reporter(ActionDecoder(
+                self.engine.labels, DecoderConfig.from_values(values)))) for name in names]
         except ValueError as exc:
             raise StartupError(str(exc)) from None
-        self.reporter = Reporter(self.decoder)
-        # The worker's windows and the watchdog's ends: each is built and published under it,
-        # so ~/events and the latched ~/active never go out of order.
-        self._reporter_lock = threading.Lock()
-        self.pipeline = Pipeline(self.engine, buffer, self._publish, self._on_failure,
-                                 self._on_publish_failure, self._on_refusal)
+        for camera in self.cameras:
+            camera.stream = Stream(camera.name, self.engine.clip_buffer(values),
+                                   self.engine.preprocessor,
+                                   partial(self._publish, camera),
+                                   partial(self._on_failure, camera),
+                                   partial(self._on_publish_failure, camera),
+                                   partial(self._on_refusal, camera))
+        self.worker = BatchWorker(self.engine, [c.stream for c in self.cameras],
+                                  values['max_batch'])
         self._warned = {}
-        self._input_problem = None
 
         self.types = rclpy_types()
         qos = _qos_profiles()
-        self.outputs = {o.name: self.create_publisher(self.types.classes(o.msgtype),
-                                                      '~/' + o.name, qos[o.qos])
-                        for o in OUTPUTS}
+        self.outputs = {}                   # node-wide outputs (label_info)
+        for output in OUTPUTS:
+            if not output.per_camera:
+                self.outputs[output.name] = self.create_publisher(
+                    self.types.classes(output.msgtype), '~/' + output.name, qos[output.qos])
+                continue
+            for camera in self.cameras:
+                camera.outputs[output.name] = self.create_publisher(
+                    self.types.classes(output.msgtype), f'~/{camera.prefix}{output.name}',
+                    qos[output.qos])
         for output in OUTPUTS:
             if output.latched:
-                self._send(output, output.latched(self.types, self.engine.labels, values,
-                                                  self.get_clock().now().nanoseconds))
+                self._send_latched(output)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
 
         qos = QoSProfile(depth=values['qos_depth'], history=HistoryPolicy.KEEP_LAST,
                          durability=DurabilityPolicy.VOLATILE,
                          reliability=ReliabilityPolicy.RELIABLE if values['qos'] == 'reliable'
                          else ReliabilityPolicy.BEST_EFFORT)
-        # Frames lost inside DDS (a full history queue while a large frame decodes) are counted.
-        events = SubscriptionEventCallbacks(message_lost=self._on_lost)
-        if values['input_transport'] == 'compressed':
-            self.subscription = self.create_subscription(
-                CompressedImage, 'image/compressed', self.pipeline.offer, qos,
-                event_callbacks=events)
-        else:
-            self.subscription = self.create_subscription(Image, 'image', self.pipeline.offer,
-                                                         qos, event_callbacks=events)
+        compressed = values['input_transport'] == 'compressed'
+        for camera in self.cameras:
+            # Frames lost inside DDS (a full history queue while a large frame decodes) are
+            # counted.
+            events = SubscriptionEventCallbacks(message_lost=partial(self._on_lost, camera))
+            camera.subscription = self.create_subscription(
+                CompressedImage if compressed else Image,
+                camera.prefix + ('image/compressed' if compressed else 'image'),
+                camera.stream.offer, qos, event_callbacks=events)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.diagnostics_timer = self.create_timer(values['diagnostics_period_s'],
                                                    self._publish_diagnostics, clock=self.steady)
-        self.get_logger().info(f'listening on {self.subscription.topic_name} '
-                               f'({values["input_transport"]}, qos {values["qos"]}, depth '
-                               f'{values["qos_depth"]})')
-        self.pipeline.start()       # last: a constructor that fails leaves no thread behind
+        topics = ', '.join(c.subscription.topic_name for c in self.cameras)
+        self.get_logger().info(f'listening on {topics} ({values["input_transport"]}, qos '
+                               f'{values["qos"]}, depth {values["qos_depth"]}; batches of at '
+                               f'most {self.worker.max_batch})')
+        self.worker.start()       # last: a constructor that fails leaves no thread behind
 
     # -- callbacks ------------------------------------------------------------------------------
 
-    def _on_refusal(self, reason: str, message: str):
-        self._warn_throttled(reason, f'refused a frame ({reason}): {message}')
+    def _on_refusal(self, camera: Camera, reason: str, message: str):
+        self._warn_throttled((camera.name, reason),
+                             f'refused a frame{camera.where} ({reason}): {message}')
 
-    def _warn_throttled(self, key: str, message: str, period_s: float = 5.0):
+    def _warn_throttled(self, key, message: str, period_s: float = 5.0):
         now = time.monotonic()
         if now - self._warned.get(key, -period_s) >= period_s:
             self._warned[key] = now
             self.get_logger().warning(message)
 
-    def _on_failure(self, job, exc):
-        self._warn_throttled('inference_failed', f'inference failed for the window ending '
-                                                 f'at {job.window.end} ns, skipped: {exc!r}')
+    def _on_failure(self, camera: Camera, job, exc):
+        self._warn_throttled((camera.name, 'inference_failed'),
+                             f'inference failed for the window ending at {job.window.end} ns'
+                             f'{camera.where}, skipped: {exc!r}')
 
-    def _on_publish_failure(self, job, exc):
-        self._warn_throttled('publish_failed', f'publishing the results of the window ending '
-                                               f'at {job.window.end} ns failed: {exc!r}')
+    def _on_publish_failure(self, camera: Camera, job, exc):
+        self._warn_throttled((camera.name, 'publish_failed'),
+                             f'publishing the results of the window ending at '
+                             f'{job.window.end} ns{camera.where} failed: {exc!r}')
 
-    def _on_lost(self, info):
-        self.pipeline.count_lost(info.total_count_change)
+    def _on_lost(self, camera: Camera, info):
+        camera.stream.count_lost(info.total_count_change)
 
     def _validate_parameters(self, params) -> SetParametersResult:
         """On-set: refuse with a reason, no side effects.
@@ -167,40 +215,47 @@ class TimeSformerNode(Node):
         names = {p.name for p in params if p.name in BY_NAME}
         self.values.update({p.name: p.value for p in params if p.name in names})
         if 'stride' in names:
-            self.pipeline.set_stride(self.values['stride'])
+            for camera in self.cameras:
+                camera.stream.set_stride(self.values['stride'])
         if 'score_threshold' in names:
-            output = BY_OUTPUT['label_info']
-            self._send(output, output.latched(self.types, self.engine.labels, self.values,
-                                              self.get_clock().now().nanoseconds))
+            self._send_latched(BY_OUTPUT['label_info'])
         if DECODER_PARAMETERS & names:
-            self.decoder.config = DecoderConfig.from_values(self.values)   # the next window
+            config = DecoderConfig.from_values(self.values)
+            for camera in self.cameras:
+                camera.reporter.decoder.config = config      # the next window
 
     # -- publishing (worker thread) -------------------------------------------------------------
 
-    def _send(self, output, messages: list):
-        publisher = self.outputs[output.name]
-        for msg in messages:
-            publisher.publish(msg)
+    def _send_latched(self, output):
+        stamp = self.get_clock().now().nanoseconds
+        messages = output.latched(self.types, self.engine.labels, self.values, stamp)
+        publishers = [c.outputs[output.name] for c in self.cameras] if output.per_camera \
+            else [self.outputs[output.name]]
+        for publisher in publishers:
+            for msg in messages:
+                publisher.publish(msg)
 
-    def _publish_result(self, result):
-        """Every output's messages for `result`, in the order of `OUTPUTS`."""
+    def _publish_result(self, camera: Camera, result):
+        """Every per-camera output's messages for `result`, in the order of `OUTPUTS`."""
         for output in OUTPUTS:
             if output.per_window:
-                self._send(output, output.per_window(self.types, result, self.values))
+                publisher = camera.outputs[output.name]
+                for msg in output.per_window(self.types, result, self.values):
+                    publisher.publish(msg)
 
-    def _publish(self, job, prediction, latency_ms: float):
+    def _publish(self, camera: Camera, job, prediction, latency_ms: float):
         if not self.context.ok():
             return  # shutting down: the publishers are gone
         try:
-            with self._reporter_lock:   # built and published in one go: events stay in order
-                result = self.reporter.window(job.window, prediction, job.header.frame_id,
-                                              latency_ms, self.values, job.rgb)
-                self._publish_result(result)
+            with camera.lock:   # built and published in one go: events stay in order
+                result = camera.reporter.window(job.window, prediction, job.header.frame_id,
+                                                latency_ms, self.values, job.rgb)
+                self._publish_result(camera, result)
         except Exception:  # noqa: BLE001 - a signal may shut the context down mid-publish
             if self.context.ok():
                 raise
 
-    def _end_actions_on_silence(self, snap: dict):
+    def _end_actions_on_silence(self, camera: Camera, snap: dict):
         """No frame for input_timeout_s: what was active has ended as far as anyone can tell.
 
         It ends (reason input_timeout) instead of staying active until frames come back.
@@ -208,48 +263,71 @@ class TimeSformerNode(Node):
         timeout = self.values['input_timeout_s']
         if not timeout or snap['input_silence_s'] < timeout:
             return
-        with self._reporter_lock:
-            result = self.reporter.close('input_timeout')
+        with camera.lock:
+            result = camera.reporter.close('input_timeout')
             if result is not None:
-                self._publish_result(result)
+                self._publish_result(camera, result)
 
-    def _publish_diagnostics(self):
-        snap = self.pipeline.snapshot()
-        topic = self.subscription.topic_name
+    def _camera_status(self, camera: Camera) -> DiagnosticStatus:
+        snap = camera.stream.snapshot()
+        topic = camera.subscription.topic_name
         problem = input_problem(snap, topic, self.values['input_timeout_s'],
                                 self.values['expected_rate_hz'], self.count_publishers(topic))
-        self._log_input_problem(problem)
-        self._end_actions_on_silence(snap)
+        self._log_input_problem(camera, problem)
+        self._end_actions_on_silence(camera, snap)
         level, message = health(snap, self.values['failure_error_threshold'], problem)
-        status = DiagnosticStatus(name=DIAGNOSTIC_NAME, level=bytes([level]),
-                                  message=message, hardware_id=str(self.engine.device))
         values = {k: v for k, v in snap.items() if not isinstance(v, dict)}
         values.update({f'refused_{k}': v for k, v in snap['refused_by_reason'].items()})
         values.update({f'failed_{k}': v for k, v in snap['failed_by_reason'].items()})
         values.update({f'resets_{k}': v for k, v in snap['resets_by_reason'].items()})
-        values['device'] = str(self.engine.device)
-        values['model'] = self.engine.describe()
+        values['batch_sizes'] = _dict_text(snap['batch_sizes'])
+        values['camera'] = camera.name
+        values['topic'] = topic
         values['sampling'] = self.sampling.describe()
+        values.update(self._engine_values())
+        return self._status(diagnostic_name(camera.name), level, message, values)
+
+    def _engine_values(self) -> dict:
+        values = {'device': str(self.engine.device), 'model': self.engine.describe()}
         if self.engine.device.type == 'cuda':
             values['gpu_memory_mb'] = round(torch.cuda.memory_allocated(self.engine.device)
                                             / 2 ** 20, 1)
+        return values
+
+    def _engine_status(self) -> DiagnosticStatus:
+        snap = self.worker.snapshot()
+        values = {k: v for k, v in snap.items() if not isinstance(v, dict)}
+        values['batch_sizes'] = _dict_text(snap['batch_sizes'])
+        values.update(self._engine_values())
+        message = (f'{snap["batches"]} batches for {snap["streams"]} camera(s), mean size '
+                   f'{snap["mean_batch_size"]:.2f}, inference p50 '
+                   f'{snap["inference_p50_ms"]:.1f} ms')
+        return self._status(ENGINE_DIAGNOSTIC_NAME, OK, message, values)
+
+    def _status(self, name: str, level: int, message: str, values: dict) -> DiagnosticStatus:
+        status = DiagnosticStatus(name=name, level=bytes([level]), message=message,
+                                  hardware_id=str(self.engine.device))
         status.values = [KeyValue(key=k, value=f'{v:.3f}' if isinstance(v, float) else str(v))
                          for k, v in values.items()]
-        array = DiagnosticArray(status=[status])
+        return status
+
+    def _publish_diagnostics(self):
+        statuses = [self._camera_status(camera) for camera in self.cameras]
+        array = DiagnosticArray(status=statuses + [self._engine_status()])
         array.header.stamp = self.get_clock().now().to_msg()
         self.pub_diagnostics.publish(array)
 
-    def _log_input_problem(self, problem):
+    def _log_input_problem(self, camera: Camera, problem):
         if problem:
-            self._warn_throttled('input', problem, WATCHDOG_LOG_PERIOD_S)
-        elif self._input_problem:
-            self._warned.pop('input', None)
-            self.get_logger().info(f'input on {self.subscription.topic_name} is fine again')
-        self._input_problem = problem
+            self._warn_throttled((camera.name, 'input'), problem, WATCHDOG_LOG_PERIOD_S)
+        elif camera.input_problem:
+            self._warned.pop((camera.name, 'input'), None)
+            self.get_logger().info(f'input on {camera.subscription.topic_name} is fine again')
+        camera.input_problem = problem
 
     def destroy_node(self):
-        if hasattr(self, 'pipeline'):      # not when the constructor failed before it
-            self.pipeline.stop()
+        if hasattr(self, 'worker'):      # not when the constructor failed before it
+            self.worker.stop()
         super().destroy_node()
 
 

@@ -246,6 +246,14 @@ class Output:
     per_window: Optional[Callable] = None
     latched: Optional[Callable] = None
 
+    @property
+    def per_camera(self) -> bool:
+        """Each camera has its own (under ~/CAMERA/ with named cameras): a per-window output.
+
+        Outputs without a per-window builder (`label_info`) are the node's, one for all cameras.
+        """
+        return self.per_window is not None
+
 
 # QoS of the outputs (the node turns these into profiles): `results` keep the last 10, reliable,
 # volatile; `events` keep the last 100, reliable (none may be lost); `latched` keep the last

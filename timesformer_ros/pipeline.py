@@ -1,20 +1,31 @@
-"""Frames in, results out, on two threads: what the node runs, without ROS.
+"""Frames in, results out: camera `Stream`s and one `BatchWorker`, without ROS.
 
-`Pipeline.offer(msg)` runs in the subscription callback and only queues the message (at most
-`INTAKE_DEPTH` wait; beyond, the oldest is refused as `backlog`), so no frame, however costly to
-decode, holds up the executor: diagnostics and parameter services keep their pace. The decoder
-thread decodes and checks each message, offers it to the clip buffer (which preprocesses it
-only when sampled), and hands a completed window to a one-slot mailbox (`submit` does the same
-at once, for callers without threads). The worker thread takes the newest window, runs the
-engine and calls `on_result`. When inference is slower than the camera, a window still waiting
-in the mailbox is replaced by the newer one and counted as dropped: nothing queues, latency
+A `Stream` is one camera. `Stream.offer(msg)` runs in the subscription callback and only queues
+the message (at most `INTAKE_DEPTH` wait; beyond, the oldest is refused as `backlog`), so no
+frame, however costly to decode, holds up the executor: diagnostics and parameter services keep
+their pace. The stream's decoder thread decodes and checks each message, offers it to the
+stream's clip buffer (which preprocesses it only when sampled), and hands a completed window to
+the stream's one-slot mailbox (`submit` does the same at once, for callers without threads).
+Each stream has its own buffer, sampling state, gap resets, counters and mailbox, so a camera
+that floods, sends bad frames or jumps its stamps changes nothing for the others.
+
+The `BatchWorker` is the one thread that runs the model. It takes the waiting window of every
+stream that has one, up to `max_batch`, runs them as one `Engine.infer` call (`run_batch`) and
+hands each result back to its stream's `on_result`. It never waits to fill a batch: when
+inference keeps up, batches are small and latency is one inference; when it falls behind,
+windows gather in the mailboxes while the model runs, and the next batch takes them all. When
+more streams wait than `max_batch`, the ones waiting longest go first (`pick`): a stream's wait
+starts when its mailbox fills and does not restart when a newer window replaces the waiting one,
+so a 60 Hz camera cannot crowd out a 5 Hz one, and every waiting stream is served within
+ceil(streams / max_batch) batches. A window still waiting when its stream's next one completes
+is replaced by the newer one and counted as dropped on that stream: nothing queues, latency
 never accumulates.
 
-Every received frame ends in exactly one counter (`Counters.accounted` checks the sum):
-refused (by reason), skipped by sampling, buffered (sampled, but completed no window: the
-window was still filling, or `stride` > 1), or it completed a window that was processed,
-dropped as stale, or failed; at most one window is pending at a time, and at most
-`INTAKE_DEPTH` + 1 frames wait for or are in the decoder.
+Every received frame ends in exactly one of its stream's counters (`Counters.accounted` checks
+the sum): refused (by reason), skipped by sampling, buffered (sampled, but completed no window:
+the window was still filling, or `stride` > 1), or it completed a window that was processed,
+dropped as stale, or failed; at most one window per stream is pending at a time, and at most
+`INTAKE_DEPTH` + 1 frames per stream wait for or are in its decoder.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -149,34 +160,64 @@ class RateMeter:
             return (len(self.times) - 1) / max(now - self.times[0], 1e-9)
 
 
-class Pipeline:
+def run_batch(engine: Engine, windows: Sequence[Window]) -> list:
+    """Run `windows` (of any streams) as one `Engine.infer` batch.
 
-    def __init__(self, engine: Engine, buffer: ClipBuffer,
+    Return, for each window in order, its Prediction or the exception that failed it. A batch
+    that raises is run again one window at a time (a window the model cannot take, or a batch too
+    large for the device's memory, then fails alone, not with its batch); a prediction with
+    NaN or inf scores is a `NonFiniteResult`. The node's worker and `timesformer_bag evaluate`
+    both infer this way.
+    """
+    try:
+        predictions = engine.infer([window.frames for window in windows])
+    except Exception as exc:  # noqa: BLE001 - one bad inference must not end the node
+        if len(windows) == 1:
+            return [exc]
+        return [run_batch(engine, [window])[0] for window in windows]
+    return [p if np.isfinite(p.probabilities).all()
+            else NonFiniteResult('the model gave non-finite scores (NaN or inf)')
+            for p in predictions]
+
+
+class Stream:
+    """One camera: intake, decoder thread, clip buffer, mailbox, counters and callbacks.
+
+    `name` is the camera's name ('' for the node's one unnamed camera). `preprocess(rgb)` turns
+    a sampled frame into the model's input (`Engine.preprocessor`). The callbacks run on the
+    `BatchWorker`'s thread (`on_result(job, prediction, latency_ms)`, `on_failure(job, exc)`,
+    `on_publish_failure(job, exc)`) and on the decoder thread (`on_refusal(reason, message)`).
+    """
+
+    def __init__(self, name: str, buffer: ClipBuffer, preprocess: Callable[[np.ndarray], object],
                  on_result: Callable[[Job, Prediction, float], None],
                  on_failure: Callable[[Job, BaseException], None] = lambda job, exc: None,
                  on_publish_failure: Optional[Callable[[Job, BaseException], None]] = None,
                  on_refusal: Callable[[str, str], None] = lambda reason, message: None):
-        self.engine = engine
+        self.name = name
         self.buffer = buffer
+        self.preprocess = preprocess
         self.on_result = on_result
         self.on_failure = on_failure
         self.on_publish_failure = on_publish_failure or _log_publish_failure
+        self.on_refusal = on_refusal
         self.counters = Counters()
         self.input_rate = RateMeter()
         self.inference_rate = RateMeter()
         self.latencies = deque(maxlen=200)
+        self.batch_sizes = Counter()           # the size of each batch its windows ran in
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._mailbox: Optional[Job] = None
+        self._waiting_since: Optional[float] = None   # since when a window waits (unserved)
         self._in_flight = 0
         self._decoding = 0                     # a frame taken from the intake, being decoded
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, name='timesformer-worker')
         self._intake: deque = deque()          # (message, arrival) waiting to be decoded
-        self._intake_thread = threading.Thread(target=self._decode_loop,
-                                               name='timesformer-decoder')
+        self._intake_thread = threading.Thread(
+            target=self._decode_loop, name=f'timesformer-decoder-{name}'.rstrip('-'))
         self._buffer_lock = threading.Lock()   # the decoder's push, a parameter's stride
-        self.on_refusal = on_refusal
+        self._notify: Callable[[], None] = lambda: None   # the worker's: a window waits
         self.last_refusal = ''       # the message of the latest refused frame
         self._started = time.monotonic()
         self._first_arrival: Optional[float] = None   # steady clock, for the input watchdog
@@ -244,7 +285,7 @@ class Pipeline:
 
         def preprocess(rgb):
             started = time.perf_counter()
-            tensor = self.engine.preprocessor(rgb)
+            tensor = self.preprocess(rgb)
             timing['ms'] = (time.perf_counter() - started) * 1000.0
             return tensor
 
@@ -266,8 +307,10 @@ class Pipeline:
             job = Job(result.window, arrival, header, rgb, timing.get('ms', 0.0))
             if self._mailbox is not None:
                 self.counters.dropped += 1
+            else:
+                self._waiting_since = time.monotonic()
             self._mailbox = job
-            self._wake.notify()
+        self._notify()
         return None
 
     def count_lost(self, count: int):
@@ -278,7 +321,8 @@ class Pipeline:
     def _refuse(self, reason: str, message: str) -> str:
         with self._lock:
             self.counters.refused[reason] += 1
-        LOGGER.debug('refused frame: %s', message)
+        LOGGER.debug('refused frame%s: %s', f' on camera {self.name}' if self.name else '',
+                     message)
         self.last_refusal = message
         return reason
 
@@ -287,71 +331,65 @@ class Pipeline:
         with self._buffer_lock:
             self.buffer.set_stride(stride)
 
-    # -- worker ---------------------------------------------------------------------------------
+    # -- the worker's side ----------------------------------------------------------------------
 
     def start(self):
-        self._thread.start()
         self._intake_thread.start()
 
     def stop(self, timeout: float = 2.0):
         self._stop.set()
         with self._lock:
             self._wake.notify_all()
-        for thread in (self._intake_thread, self._thread):
-            if thread.is_alive():
-                thread.join(timeout)
+        if self._intake_thread.is_alive():
+            self._intake_thread.join(timeout)
 
     @property
     def pending(self) -> int:
         with self._lock:
             return (self._mailbox is not None) + self._in_flight
 
-    def _take(self) -> Optional[Job]:
+    def waiting_since(self) -> Optional[float]:
+        """Since when (steady clock) a window of this stream waits for the worker, or None."""
         with self._lock:
-            while self._mailbox is None and not self._stop.is_set():
-                self._wake.wait(0.5)
-            if self._stop.is_set():
-                return None             # stopping: no new inference (the window is dropped)
-            job, self._mailbox = self._mailbox, None
+            return self._waiting_since
+
+    def take(self) -> Optional[Job]:
+        """Take the waiting window for inference (the worker's); None when none waits."""
+        with self._lock:
+            job, self._mailbox, self._waiting_since = self._mailbox, None, None
             if job is not None:
                 self._in_flight = 1
             return job
 
-    def _work(self):
-        while not self._stop.is_set():
-            job = self._take()
-            if job is None:
-                continue
-            try:
-                (prediction,) = self.engine.infer([job.window.frames])
-                if not np.isfinite(prediction.probabilities).all():
-                    raise NonFiniteResult('the model gave non-finite scores (NaN or inf)')
-            except Exception as exc:  # noqa: BLE001 - one bad inference must not end the node
-                reason = 'non_finite' if isinstance(exc, NonFiniteResult) else 'error'
-                with self._lock:
-                    self.counters.failed += 1
-                    self.counters.failed_consecutive += 1
-                    self.counters.failed_by_reason[reason] += 1
-                    self._in_flight = 0
-                self.on_failure(job, exc)
-                continue
-            # Latency: from the arrival of the window's last frame to its result, before
-            # publishing; the JSON's latency_ms and the diagnostics' percentiles are this.
-            latency = (time.perf_counter() - job.arrival) * 1000.0
-            prediction.timings['preprocess_ms'] = job.preprocess_ms
-            try:
-                self.on_result(job, prediction, latency)
-            except Exception as exc:  # noqa: BLE001 - a failed publish must not end the worker
-                if not self._stop.is_set():
-                    with self._lock:
-                        self.counters.publish_failed += 1
-                    self.on_publish_failure(job, exc)
+    def finish(self, job: Job, outcome, batch_size: int = 1, stopping: bool = False):
+        """Hand the window's Prediction (or the exception that failed it) to the callbacks."""
+        if isinstance(outcome, BaseException):
+            reason = 'non_finite' if isinstance(outcome, NonFiniteResult) else 'error'
             with self._lock:
-                self.counters.processed += 1
-                self.counters.failed_consecutive = 0
-                self.latencies.append(latency)
+                self.counters.failed += 1
+                self.counters.failed_consecutive += 1
+                self.counters.failed_by_reason[reason] += 1
                 self._in_flight = 0
-            self.inference_rate.tick()
+            self.on_failure(job, outcome)
+            return
+        # Latency: from the arrival of the window's last frame to its result, before
+        # publishing; the JSON's latency_ms and the diagnostics' percentiles are this.
+        latency = (time.perf_counter() - job.arrival) * 1000.0
+        outcome.timings['preprocess_ms'] = job.preprocess_ms
+        try:
+            self.on_result(job, outcome, latency)
+        except Exception as exc:  # noqa: BLE001 - a failed publish must not end the worker
+            if not stopping:
+                with self._lock:
+                    self.counters.publish_failed += 1
+                self.on_publish_failure(job, exc)
+        with self._lock:
+            self.counters.processed += 1
+            self.counters.failed_consecutive = 0
+            self.latencies.append(latency)
+            self.batch_sizes[batch_size] += 1
+            self._in_flight = 0
+        self.inference_rate.tick()
 
     def snapshot(self) -> dict:
         """Counters and rates for diagnostics."""
@@ -379,6 +417,7 @@ class Pipeline:
                 'windows_waiting': waiting,
                 'windows_in_flight': self._in_flight,
                 'resets_by_reason': dict(c.resets),
+                'batch_sizes': dict(self.batch_sizes),
                 'input_rate_hz': self.input_rate.rate(now),
                 'input_silence_s': now - (self._last_arrival or self._started),
                 'receiving_for_s': 0.0 if self._first_arrival is None else
@@ -386,9 +425,113 @@ class Pipeline:
                 'inference_rate_hz': self.inference_rate.rate(),
                 'latency_p50_ms': float(np.percentile(latencies, 50)),
                 'latency_p95_ms': float(np.percentile(latencies, 95)),
+                'latency_p99_ms': float(np.percentile(latencies, 99)),
                 'frames_waiting_decode': undecoded,
                 'accounted': c.accounted(pending + undecoded),
             }
+
+
+class BatchWorker:
+    """The one thread that runs the engine for every `Stream` (see the module docstring)."""
+
+    def __init__(self, engine: Engine, streams: Sequence[Stream], max_batch: int = 8):
+        if max_batch < 1:
+            raise ValueError(f'max_batch must be >= 1, got {max_batch}')
+        if len({s.name for s in streams}) != len(streams):
+            raise ValueError(f'stream names must differ, got {[s.name for s in streams]}')
+        self.engine = engine
+        self.streams = list(streams)
+        self.max_batch = max_batch
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name='timesformer-worker')
+        self.batch_sizes = Counter()
+        self.inference_ms = deque(maxlen=200)    # per batch
+        self.batch_rate = RateMeter()
+        for stream in self.streams:
+            stream._notify = self._notify
+
+    def _notify(self):
+        with self._lock:
+            self._wake.notify()
+
+    def start(self):
+        for stream in self.streams:
+            stream.start()
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0):
+        self._stop.set()
+        with self._lock:
+            self._wake.notify_all()
+        for stream in self.streams:
+            stream.stop(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def pick(self) -> list:
+        """Take the next batch: (stream, job) of the streams waiting longest, at most max_batch.
+
+        Called with the worker's lock held, or by a caller that owns the streams.
+        """
+        waiting = []
+        for index, stream in enumerate(self.streams):
+            since = stream.waiting_since()
+            if since is not None:
+                waiting.append((since, index, stream))
+        waiting.sort(key=lambda item: item[:2])
+        batch = []
+        for _, _, stream in waiting[:self.max_batch]:
+            job = stream.take()
+            if job is not None:
+                batch.append((stream, job))
+        return batch
+
+    def _next_batch(self) -> list:
+        with self._lock:
+            while not self._stop.is_set():
+                batch = self.pick()
+                if batch:
+                    return batch
+                self._wake.wait(0.5)
+            return []                   # stopping: no new inference (the windows are dropped)
+
+    def run(self, batch: list):
+        """Infer one batch of (stream, job) and hand each result to its stream."""
+        started = time.perf_counter()
+        outcomes = run_batch(self.engine, [job.window for _, job in batch])
+        elapsed = (time.perf_counter() - started) * 1000.0
+        with self._lock:
+            self.batch_sizes[len(batch)] += 1
+            self.inference_ms.append(elapsed)
+        self.batch_rate.tick()
+        for (stream, job), outcome in zip(batch, outcomes):
+            stream.finish(job, outcome, len(batch), self._stop.is_set())
+
+    def _work(self):
+        while not self._stop.is_set():
+            batch = self._next_batch()
+            if batch:
+                self.run(batch)
+
+    def snapshot(self) -> dict:
+        """Batch sizes, inference time and rate, for the engine's diagnostics."""
+        with self._lock:
+            times = np.array(self.inference_ms) if self.inference_ms else np.zeros(1)
+            sizes = dict(self.batch_sizes)
+        batches = sum(sizes.values())
+        return {
+            'streams': len(self.streams),
+            'max_batch': self.max_batch,
+            'batches': batches,
+            'batch_sizes': sizes,
+            'mean_batch_size': (sum(k * v for k, v in sizes.items()) / batches) if batches
+            else 0.0,
+            'batch_rate_hz': self.batch_rate.rate(),
+            'inference_p50_ms': float(np.percentile(times, 50)),
+            'inference_p95_ms': float(np.percentile(times, 95)),
+        }
 
 
 OK, WARN, ERROR = 0, 1, 2
