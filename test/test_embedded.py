@@ -83,7 +83,7 @@ INDEPENDENT_CLIPS = 42
 
 @pytest.fixture(scope='module')
 def independent_bags(tmp_path_factory):
-    """A 30 Hz camera bag of the independent generator's clips, and one of them backwards."""
+    """Write a 30 Hz camera bag of the independent clips, and one of them backwards."""
     root = tmp_path_factory.mktemp('independent')
     for name, reverse in (('forward', False), ('backwards', True)):
         write_independent_bag(root / name, INDEPENDENT_SEED, INDEPENDENT_CLIPS, reverse)
