@@ -146,8 +146,8 @@ def test_corrupt_message_in_sqlite_bag_is_skipped_and_named(bags, tmp_path):
     db.commit()
     db.close()
     out = tmp_path / 'results.jsonl'
-    result = bag_cli('evaluate', copy, '--topic', '/camera/image_raw', '--params-file', CONFIG,
-                     '--out', out, '--device', 'cpu')
+    result = bag_cli('evaluate', copy, '--topic', '/camera/image_raw', '--params-file',
+                     REPO / 'test' / 'params_15fps.yaml', '--out', out, '--device', 'cpu')
     assert result.returncode == 0, result.stderr
     assert '#60 at bag time' in result.stdout     # skipped, named, and the rest evaluated:
     # 180 frames at 30 Hz sampled at 15 Hz, frame 61 sampled in 60's place: 90 sampled, windows

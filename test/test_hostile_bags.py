@@ -26,7 +26,7 @@ from timesformer_ros.bags import (
     Evaluation, EvaluationOutputs, evaluate, list_topics, record_synthetic)
 from timesformer_ros.messages import COMPRESSED_IMAGE, IMAGE, bag_types, dict_ns as ns
 
-CONFIG = REPO / 'config' / 'timesformer.yaml'
+CONFIG = REPO / 'test' / 'params_15fps.yaml'     # the defaults at 15 fps
 TOPIC = '/camera/image_raw'
 START_NS = 1_700_000_000_000_000_000
 FPS = 30.0
