@@ -56,7 +56,7 @@ def main() -> int:
         # The node's default parameters file, but a window for every frame.
         params = tmp / 'params.yaml'
         params.write_text((REPO / 'config' / 'timesformer.yaml').read_text().replace(
-            'target_fps: 15.0', 'target_fps: 0.0'))
+            'sample_every: 0 ', 'sample_every: 1 '))
         config = fleet.FleetConfig(args.checkpoint, params, '/motion', args.device,
                                    args.batch_size)
         runs = []

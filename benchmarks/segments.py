@@ -7,10 +7,10 @@ The trade-off between onset delay and false segments that picked the node's defa
 Records synthetic-camera bags (`timesformer_bag record-synthetic`, 30 Hz, 160x120, seeds
 101-103, never used in training), then evaluates each with `timesformer_bag evaluate`'s code
 path once per setting: the node's parameters file with the decoder parameters of that setting
-(15 fps sampling, stride 1, as config/timesformer.yaml). Reports, summed or pooled over the
-bags: true and predicted segments, segmental F1 at IoU 0.1/0.25/0.5, edit score, over- and
-under-segmentation, false segments (predicted segments that match no true one at IoU 0.1), onset
-delay median and p90, and label changes of the raw top-1 against the decoded label.
+(the checkpoint's clip rate, stride 1, as config/timesformer.yaml). Reports, summed or pooled
+over the bags: true and predicted segments, segmental F1 at IoU 0.1/0.25/0.5, edit score, over-
+and under-segmentation, false segments (predicted segments that match no true one at IoU 0.1),
+onset delay median and p90, and label changes of the raw top-1 against the decoded label.
 Writes benchmarks/results/segments_<seeds>.json (`_<setting>` added with --only).
 """
 

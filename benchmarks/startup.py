@@ -14,7 +14,8 @@ the ROS 2 PyPI wheels it starts twice: their bootstrap hook re-executes it to se
 importing the node's module (timed inside a fresh interpreter), and loading the checkpoint and
 warming the engine up in this process. The rest of `ready` is rclpy's start (DDS participant) and
 the node's construction; `subscribed` (as the camera sees it) adds DDS discovery. The first window
-needs `num_frames` sampled frames (8 at 15 fps: 0.47 s of camera time) before it can run.
+needs `num_frames` sampled frames (8 at the embedded model's 10 fps: 0.7 s of camera time)
+before it can run.
 Writes benchmarks/results/startup_<device>.json.
 """
 
