@@ -2,7 +2,7 @@
 
 Measured next to reading + decoding alone (the bound when the model is not the bottleneck).
 
-    python benchmarks/bag_throughput.py                          # embedded tiny model, CPU
+    python benchmarks/bag_throughput.py                          # embedded motion model, CPU
     python benchmarks/bag_throughput.py --checkpoint preset:base_8x224 --device cuda
 
 Writes benchmarks/results/bag_throughput_<device>.json.

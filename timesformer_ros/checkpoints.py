@@ -98,7 +98,7 @@ _SAFETENSORS_DTYPES = {'F64': torch.float64, 'F32': torch.float32, 'F16': torch.
 PathLike = Union[str, Path]
 
 
-EMBEDDED_CHECKPOINT = 'motion_tiny.json'
+EMBEDDED_CHECKPOINT = 'motion.json'
 
 
 def embedded_checkpoint() -> Path:
