@@ -54,25 +54,25 @@ def test_the_shipped_model_is_small_fast_and_installed_as_package_data(shipped):
 
 
 def test_accuracy_on_held_out_synthetic_clips(shipped, held_out):
-    """Score >= 93% on a small fixed held-out set of synthetic.py (its own generator).
+    """Score >= 95% on a small fixed held-out set of synthetic.py (its own generator).
 
-    MEASURED_SYNTHETIC measured on these 280 clips; the README's 2100 in BENCHMARKS.md.
+    0.979 measured on these 280 clips; 0.971 on the report's 2100 (BENCHMARKS.md).
     """
     clips, labels = held_out
     normaliser = Normaliser(shipped.mean, shipped.std)
-    assert (predict(shipped.model, clips, normaliser) == labels).mean() >= 0.93
+    assert (predict(shipped.model, clips, normaliser) == labels).mean() >= 0.95
 
 
 def test_playing_clips_backwards_swaps_each_motion_with_its_reverse(shipped, held_out):
     """Swap each motion with its reverse when the clip plays backwards: order matters.
 
-    Backwards, left<->right, up<->down, approaching<->receding swap (MEASURED_SYNTH_REV
-    measured on these clips). A model blind to frame order would score at most 0.5, since it
+    Backwards, left<->right, up<->down, approaching<->receding swap (0.979 measured on these
+    clips). A model blind to frame order would score at most 0.5, since it
     gives a clip and its reversal the same label.
     """
     clips, labels = held_out
     normaliser = Normaliser(shipped.mean, shipped.std)
-    assert reversal_rate(shipped.model, clips, labels, normaliser) >= 0.90
+    assert reversal_rate(shipped.model, clips, labels, normaliser) >= 0.95
 
 
 # -- clips that training could not shape --------------------------------------------------------
@@ -106,28 +106,29 @@ def test_independent_clips_through_bag_evaluation_with_default_parameters(indepe
     """Issue 11: >= 90% on the independent generator, fed as a 30 Hz bag with defaults.
 
     The node's windowing samples at the checkpoint's clip rate (10 fps: every third frame).
-    MEASURED_BAG measured on these 42 clips; benchmarks/motion_quality.py measures 350.
+    0.952 of 546 windows measured on these 42 clips; benchmarks/motion_quality.py: 0.938 of
+    4550 on 350 others.
     """
     accuracy, windows, output = evaluate_with_defaults(independent_bags / 'forward')
     assert "sampling 10 fps by header stamps (the checkpoint's clip rate)" in output
     assert windows >= INDEPENDENT_CLIPS * 10     # 2 s of 10 fps: 13 windows per clip
-    assert accuracy >= 0.88, output
+    assert accuracy >= 0.92, output
 
 
 def test_independent_clips_played_backwards_swap_their_motion(independent_bags):
     """The same clips backwards: each motion becomes its reverse (static stays static).
 
-    MEASURED_BAG_REV measured here.
+    0.949 measured here (0.938 on benchmarks/motion_quality.py's 350 clips).
     """
     accuracy, _, output = evaluate_with_defaults(independent_bags / 'backwards')
-    assert accuracy >= 0.88, output
+    assert accuracy >= 0.92, output
 
 
 def test_independent_clips_from_a_camera_over_dds(ros, start_node):
     """The same model in the node: a 30 Hz camera of independent clips, labels over DDS.
 
     Each window's top-1 on ~/window is scored against the clip its last frame belongs to
-    (MEASURED_DDS measured).
+    (0.946 of 112 windows measured).
     """
     from sensor_msgs.msg import Image
     from test_node import Listener, wait_for_subscriber
@@ -143,14 +144,20 @@ def test_independent_clips_from_a_camera_over_dds(ros, start_node):
         truth[stamp] = label
         sent += 1
         ros.spin_for(1 / 60)        # twice the camera rate: the stamps say 30 Hz
-    assert ros.spin_until(lambda: listener.windows and stamp_of(
-        listener.windows[-1]['header']['stamp']) == max(truth), 20.0)
+    # Every frame received, no window waiting, and every processed window's result here.
+
+    def finished():
+        status = listener.diagnostics[-1] if listener.diagnostics else {}
+        return (int(status.get('frames_received', -1)) == sent and
+                status['windows_pending'] == '0' and
+                len(listener.windows) == int(status['frames_processed']))
+    assert ros.spin_until(finished, 30.0), listener.diagnostics[-1:]
     node.stop()
     scored = [(r['results'][0]['class_name'], truth[stamp_of(r['header']['stamp'])])
               for r in listener.windows]
     accuracy = np.mean([predicted == true for predicted, true in scored])
     assert len(scored) >= 14 * 5, len(scored)
-    assert accuracy >= 0.85, scored
+    assert accuracy >= 0.88, (accuracy, len(scored))
 
 
 @pytest.mark.parametrize('damage', ['missing', 'truncated'])
