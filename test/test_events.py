@@ -12,7 +12,7 @@ import pytest
 
 from conftest import console_script
 from timesformer_ros.messages import dict_ns as ns
-from timesformer_ros.segments import from_events, runs
+from timesformer_ros.segments import from_events, runs, segment_metrics
 
 rclpy = pytest.importorskip('rclpy')
 from rclpy.qos import (  # noqa: E402
@@ -31,13 +31,15 @@ def changes(sequence):
     return sum(a != b for a, b in zip(sequence, sequence[1:]))
 
 
-def test_a_60s_stream_gives_one_start_and_one_end_per_true_segment(ros, start_node):
-    """Seed 3's stream is one whose every segment the embedded model reads right offline.
+def test_a_60s_stream_gives_ordered_events_at_about_the_offline_quality(ros, start_node):
+    """The live chain (camera, DDS, sampling, decoder, events) on a 60 s synthetic stream.
 
-    Offline, `timesformer_bag evaluate` of `record-synthetic --seed 3` reads 25 of 25: this checks
-    the live chain (camera, DDS, sampling, decoder, events), not the model. On other seeds the
-    model misreads some short segments (a 0.77 s moving_left of seed 5 reads as receding);
-    BENCHMARKS.md has the figures over many segments.
+    Offline, `timesformer_bag evaluate` of `record-synthetic --seed 2 --seconds 60` (160x120)
+    reads its 36 true segments with a segmental F1@0.1 of 0.838 (38 predicted, 7 false). The
+    embedded model's 0.7 s windows straddle many of the stream's 0.8-2.5 s segments, and the
+    decoder's defaults were measured with the earlier 0.47 s windows: per segment it is no
+    longer exact (issue 11's note). Live, the same stream must give events in order on real
+    frames and about the offline quality.
     """
     # Reliable QoS and max_gap_s 2: no frame lost and no window restarted when a loaded
     # machine stalls a process, so the node sees the stream as a recording of it would give.
@@ -57,7 +59,7 @@ def test_a_60s_stream_gives_one_start_and_one_end_per_true_segment(ros, start_no
     assert ros.spin_until(lambda: listener.diagnostics, 30.0), 'the node did not come up'
     camera = subprocess.Popen(console_script('timesformer_synthetic_camera') + [
         '--ros-args', '-p', f'rate:={RATE}', '-p', 'width:=160', '-p', 'height:=120',
-        '-p', 'seed:=3', '-p', f'max_frames:={int(SECONDS * RATE)}', '-p', 'reliable:=true'],
+        '-p', 'seed:=2', '-p', f'max_frames:={int(SECONDS * RATE)}', '-p', 'reliable:=true'],
         env=ros.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert ros.spin_until(lambda: camera.poll() is not None, SECONDS + 30.0)
@@ -88,22 +90,15 @@ def test_a_60s_stream_gives_one_start_and_one_end_per_true_segment(ros, start_no
             ns(event['header']['stamp']) < known
     assert all(e['reason'] == 'score' for e in ends.values())
 
-    # Every true segment the node saw whole gets exactly one start and one end event of its
-    # class; the one still in progress when the camera stopped, exactly one start.
+    # The true segments the node saw whole, against the events: about the offline quality.
     results = listener.windows
     first = max(ns(results[0]['window']['start']), known)
-    predicted = from_events(events, open_until=2 ** 62)
+    predicted = [p for p in from_events(events, open_until=2 ** 62) if p.start >= first]
     true = [t for t in runs(sorted(truth)) if t.start >= first]
     assert len(true) >= 20, true
-    for index, segment in enumerate(true):
-        mine = [p for p in predicted if p.label == segment.label and
-                min(p.end, segment.end) > max(p.start, segment.start)]
-        assert len(mine) == 1, (segment, mine)
-        if index < len(true) - 1:
-            assert mine[0].end < 2 ** 62, (segment, 'never ended')
-    false = [p for p in predicted if p.start >= first and not any(
-        p.label == t.label and min(p.end, t.end) > max(p.start, t.start) for t in true)]
-    assert len(false) <= 3, false        # BENCHMARKS.md: 3-4 false per 100 true segments
+    metrics = segment_metrics(predicted, true)
+    assert metrics['f1@0.1'] >= 0.7, metrics
+    assert metrics['false_segments'] <= 0.3 * len(true), metrics
 
     # The raw per-window top-1 flickers; the stable label does not.
     raw = [r['results'][0]['class_name'] for r in results]
@@ -130,9 +125,13 @@ def test_late_subscribers_get_the_active_actions_and_bad_thresholds_are_refused(
         '-p', 'script:=[moving_left]', '-p', 'max_frames:=900'],
         env=ros.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        # The camera stops while an action is active: once one has started, and 1 s more.
-        assert ros.spin_until(lambda: any(e['event'] == 'start' for e in events), 30.0)
-        ros.spin_for(1.0)
+        # The camera stops while an action is active: once the scripted motion has started,
+        # and 0.3 s more. (Between two moving_left segments the object jumps back to the right:
+        # windows across that jump may start other actions.)
+        assert ros.spin_until(lambda: any(e['event'] == 'start' and
+                                          e['class_name'] == 'moving_left' for e in events),
+                              30.0), events
+        ros.spin_for(0.3)
         camera.send_signal(signal.SIGINT)
         assert ros.spin_until(lambda: camera.poll() is not None, 10.0)
         ros.spin_for(0.5)       # the last windows' events
