@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO / 'test'))     # the attacks are the tests' own
 
 import report  # noqa: E402 - benchmarks/report.py, beside this script
 from timesformer_ros.interface import DIAGNOSTIC_NAME  # noqa: E402
-from timesformer_ros.processes import console_command, keep_dds_on_loopback  # noqa: E402
+from timesformer_ros.processes import (  # noqa: E402
+    console_command, finish, keep_dds_on_loopback)
 
 DOMAIN_ID = 141
 
@@ -109,11 +110,7 @@ def run_attack(name: str, transport: str, make, env: dict) -> dict:
     refused = {k[len('refused_'):]: int(v) - int(before.get(k, 0)) for k, v in last.items()
                if k.startswith('refused_') and int(v) - int(before.get(k, 0))}
     node.send_signal(signal.SIGINT)
-    try:
-        node.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        node.kill()
-        node.communicate()
+    finish(node, 10)
     bench.destroy_node()
     context.try_shutdown()
     return {'attack': name, 'transport': transport,

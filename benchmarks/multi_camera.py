@@ -37,7 +37,8 @@ sys.path.insert(0, str(REPO))
 import report  # noqa: E402 - benchmarks/report.py, beside this script
 from timesformer_ros.interface import ENGINE_DIAGNOSTIC_NAME  # noqa: E402
 from timesformer_ros.messages import dict_ns  # noqa: E402
-from timesformer_ros.processes import console_command, keep_dds_on_loopback  # noqa: E402
+from timesformer_ros.processes import (  # noqa: E402
+    console_command, finish, keep_dds_on_loopback)
 
 CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
 
@@ -158,11 +159,7 @@ def run(mode: str, count: int, args, env: dict) -> dict:
     for node in nodes:
         node.send_signal(signal.SIGINT)
     for node in nodes:
-        try:
-            node.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            node.kill()
-            node.communicate()
+        finish(node, 10)
         codes.append(node.returncode)
     bench.destroy_node()
     context.try_shutdown()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from timesformer_ros.processes import console_command, keep_dds_on_loopback
+from timesformer_ros.processes import console_command, finish, keep_dds_on_loopback
 
 # Tests never touch a GPU even where one exists: it is hidden from this process and from the
 # programs the tests start (CUDA initialises lazily, so this holds although torch is imported).
@@ -181,14 +181,8 @@ class NodeProcess:
         """Signal the node; returns (exit code, seconds it took, output)."""
         started = time.monotonic()
         self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            code = None
-        elapsed = time.monotonic() - started
-        return code, elapsed, self.proc.stdout.read()
+        code, output = finish(self.proc, timeout)
+        return code, time.monotonic() - started, output
 
     def rss_mb(self) -> float:
         return status_kib(self.proc.pid, 'VmRSS') / 1024

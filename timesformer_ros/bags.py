@@ -618,8 +618,9 @@ def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs(),
     params = read_params_file(run.params_file)
     if engine is None:
         engine = engine_from_values(engine_values(run, params), max_batch=run.batch_size)
+    sampling = engine.sampling(params).describe()
     if run.progress:
-        sys.stderr.write(f'sampling: {engine.sampling(params).describe()}\n')
+        sys.stderr.write(f'sampling: {sampling}\n')
     cameras, names = [], []
     for topic in topics:
         # One topic: the node's unnamed camera (rows and output topics as the node's).
@@ -717,7 +718,7 @@ def evaluate(run: Evaluation, outputs: EvaluationOutputs = EvaluationOutputs(),
                    'frames': frames, 'windows': len(records),
                    'refused': dict(refused), 'seconds': round(elapsed, 3),
                    'windows_per_s': round(len(records) / elapsed, 2) if elapsed else 0.0,
-                   'model': engine.describe(), 'sampling': engine.sampling(params).describe()}
+                   'model': engine.describe(), 'sampling': sampling}
         summary['failed_windows'] = dict(failed)
         if len(cameras) > 1:
             summary['cameras'] = {c.name: {'topic': c.topic, 'frames': c.frames,

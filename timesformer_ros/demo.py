@@ -29,7 +29,7 @@ import numpy as np
 
 from .interface import DIAGNOSTIC_NAME
 from .messages import dict_ns, stamp_ns
-from .processes import console_command, keep_dds_on_loopback
+from .processes import console_command, finish, keep_dds_on_loopback
 
 REPO = Path(__file__).resolve().parents[1]
 # Camera frames kept for the picture: the last 4 s at 30 Hz (the windows of the embedded model
@@ -174,10 +174,7 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
         spin_until(lambda: False, 1.5)   # let the last diagnostics arrive
         node.send_signal(signal.SIGINT)
         for proc in (camera, node):
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            finish(proc, 5)
         node_log.close()
         camera_log.close()
 

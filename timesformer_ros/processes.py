@@ -8,9 +8,10 @@ a robot none of this applies (the profile is not installed, and nothing is set w
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
-from typing import MutableMapping
+from typing import MutableMapping, Optional
 
 LOOPBACK_PROFILE = Path(__file__).resolve().parents[1] / 'dev' / 'fastdds_localhost.xml'
 # Every console script of setup.py and the module that runs it as `python -m`.
@@ -37,3 +38,19 @@ def keep_dds_on_loopback(env: MutableMapping[str, str] = os.environ) -> MutableM
         env.setdefault('FASTDDS_DEFAULT_PROFILES_FILE', str(LOOPBACK_PROFILE))
         env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     return env
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> tuple:
+    """Wait up to `timeout` s for `proc` to exit, reading its piped output; then kill it.
+
+    Return (its exit code, or None when it had to be killed; the rest of its output, '' when
+    it is not piped).
+    """
+    code: Optional[int] = None
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+    return code, output or ''
