@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQUIREMENTS := requirements/runtime.txt requirements/ros-wheels.txt requirements/ros-build.txt \
-	requirements/fleet.txt \
+	requirements/fleet.txt requirements/onnx.txt \
 	requirements/test.txt
 INTERFACES := $(shell find dev/interfaces -type f) dev/build_interfaces.py
 DURATION ?= 30

@@ -21,9 +21,10 @@ ROS_PACKAGES = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'builtin_
 LAYERS = {
     'model': {'model', 'checkpoints'},
     'runtime': {'interface', 'messages', 'frames', 'clips', 'engine', 'pipeline', 'segments',
-                'outputs', 'synthetic'},
+                'outputs', 'synthetic', 'onnx_engine', 'digests'},
     'ros': {'node', 'camera', 'spin', 'entry'},
-    'tools': {'bags', 'fleet', 'train', 'world', 'demo', 'bench', 'convert', 'processes'},
+    'tools': {'bags', 'fleet', 'train', 'world', 'demo', 'bench', 'convert', 'processes',
+              'export'},
 }
 MAY_IMPORT = {'model': {'model'}, 'runtime': {'model', 'runtime'},
               'ros': {'model', 'runtime', 'ros'}, 'tools': {'model', 'runtime', 'tools'}}
@@ -95,7 +96,8 @@ def test_tools_import_without_rclpy():
     They import with rclpy and every ROS message package hidden (a machine without ROS).
     """
     modules = ['bags', 'train', 'demo', 'bench', 'convert', 'interface', 'messages', 'outputs',
-               'pipeline', 'engine', 'segments', 'checkpoints', 'model', 'synthetic']
+               'pipeline', 'engine', 'segments', 'checkpoints', 'model', 'synthetic',
+               'onnx_engine', 'export']
     code = f'''
 import importlib.abc, sys
 class Hide(importlib.abc.MetaPathFinder):

@@ -57,6 +57,7 @@ from typing import Optional, Sequence
 from .bags import (
     BagError, Evaluation, EvaluationOutputs, OutputError, _brief, engine_values, evaluate)
 from .clips import ClipRate
+from .digests import digest
 from .interface import read_params_file
 
 BAG_SUFFIXES = ('.mcap', '.bag', '.db3')
@@ -110,19 +111,6 @@ def _bags_under(root: Path) -> list:
 
 
 # -- keys: what a result was computed from --------------------------------------------------------
-
-def digest(path: Path) -> str:
-    """SHA-256 of a file, or of a directory's files (their relative names and bytes)."""
-    path = Path(path)
-    sha = hashlib.sha256()
-    files = sorted(p for p in path.rglob('*') if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        sha.update(str(file.relative_to(path) if path.is_dir() else '').encode() + b'\0')
-        with open(file, 'rb') as handle:
-            for block in iter(lambda: handle.read(1 << 20), b''):
-                sha.update(block)
-    return sha.hexdigest()
-
 
 def run_digest(config: 'FleetConfig', topic: str) -> str:
     """SHA-256 of everything besides the bag that a unit's results depend on.
