@@ -205,3 +205,24 @@ def start_node(ros):
     yield start
     for node in started:
         node.kill()
+
+
+def hiding_env(directory: Path, modules, env=None) -> dict:
+    """Return `env` with Python started so that `modules` (top-level names) cannot be imported.
+
+    A sitecustomize.py in `directory`, first on PYTHONPATH, puts a finder at the front of
+    sys.meta_path that refuses them: a machine without those packages, for a child process.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / 'sitecustomize.py').write_text(
+        'import importlib.abc, sys\n'
+        f'HIDDEN = {sorted(modules)!r}\n'
+        'class Hide(importlib.abc.MetaPathFinder):\n'
+        '    def find_spec(self, name, path=None, target=None):\n'
+        "        if name.split('.')[0] in HIDDEN:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r} (hidden)', name=name)\n"
+        'sys.meta_path.insert(0, Hide())\n')
+    env = dict(os.environ if env is None else env)
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (str(directory), env.get('PYTHONPATH'))
+                                        if p)
+    return env

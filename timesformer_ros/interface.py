@@ -110,7 +110,8 @@ PARAMETERS = (
           'the embedded motion model.'),
     Param('labels', '', 'Optional labels file (one per line, or JSON) replacing the '
           "checkpoint's labels."),
-    Param('device', 'auto', 'Inference device: auto (cuda when available), cpu, cuda, cuda:N.'),
+    Param('device', 'auto', 'Inference device: auto (cuda when available), cpu, cuda, cuda:N. '
+          'For an .onnx checkpoint: cpu keeps only the CPU provider, cuda:N picks the GPU.'),
     Param('dtype', 'auto', 'auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or '
           'float16.', choices=('auto', 'float32', 'bfloat16', 'float16')),
     Param('compile', False, 'torch.compile the model (CUDA graphs on a GPU); slower start.'),

@@ -314,16 +314,16 @@ def check_onnx(path, labels: Optional[Sequence[str]] = None) -> OnnxCheckpoint:
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types for garbage
         raise _about(path, f'not a readable ONNX file (truncated, corrupt or a foreign file?): '
                            f'{type(exc).__name__}') from None
-    opsets = {entry.domain: entry.version for entry in model.opset_import}
-    opset = opsets.get('', opsets.get('ai.onnx'))
-    if opset is None or opset < MIN_OPSET:
-        raise _about(path, f'opset {opset} is below {MIN_OPSET} (LayerNorm must be one '
-                           f'LayerNormalization): export it again with timesformer_export')
     props = {}
     for prop in model.metadata_props:
         props[prop.key] = prop.value
     meta = _metadata(props, path)
     described = describe_metadata(meta, path, (), labels)
+    opsets = {entry.domain: entry.version for entry in model.opset_import}
+    opset = opsets.get('', opsets.get('ai.onnx'))
+    if opset is None or opset < MIN_OPSET:
+        raise _about(path, f'opset {opset} is below {MIN_OPSET} (LayerNorm must be one '
+                           f'LayerNormalization): export it again with timesformer_export')
     _check_graph(model, described.config, path)
     files = (path, *_check_external(model, path))
     return dataclasses.replace(described, files=files)
@@ -383,7 +383,8 @@ class OnnxEngine(ClipRate):
 
     def __init__(self, path, providers: Sequence[str] = DEFAULT_PROVIDERS,
                  trt_cache_dir: str = '', fp16: bool = False, labels=None,
-                 warmup: bool = True, max_batch: int = 8, threads: int = 0, logger=LOGGER):
+                 warmup: bool = True, max_batch: int = 8, threads: int = 0, device_id: int = 0,
+                 logger=LOGGER):
         ort = runtime('onnxruntime', path)
         self.checkpoint = check_onnx(path, labels)
         self.path = Path(path)
@@ -394,6 +395,7 @@ class OnnxEngine(ClipRate):
         self.compiled = False
         self.fp16 = fp16
         self.max_batch = max(1, max_batch)
+        self.device_id = device_id
         self.providers = resolve_providers(providers, ort.get_available_providers())
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -419,17 +421,26 @@ class OnnxEngine(ClipRate):
 
     @classmethod
     def from_values(cls, values: dict, max_batch: int = 1, logger=LOGGER) -> 'OnnxEngine':
-        """Build the engine of the node's parameters (`engine.engine_from_values`)."""
-        for name, default in (('device', 'auto'), ('dtype', 'auto'), ('compile', False)):
+        """Build the engine of the node's parameters (`engine.engine_from_values`).
+
+        `device` cpu keeps only the CPU provider; cuda:N runs the GPU providers on GPU N.
+        """
+        for name, default in (('dtype', 'auto'), ('compile', False)):
             if values.get(name, default) != default:
                 logger.warning(f'{name} {values[name]!r} applies to PyTorch checkpoints only: '
-                               f'an .onnx checkpoint runs where `providers` says, in float32 '
-                               f'(or FP16 on TensorRT with fp16)')
+                               f'an .onnx checkpoint runs in float32 (FP16 on TensorRT with '
+                               f'fp16)')
+        providers = list(values.get('providers', DEFAULT_PROVIDERS))
+        device = values.get('device', 'auto')
+        if device == 'cpu':
+            providers = ['cpu']
+        elif not re.fullmatch(r'auto|cuda(:\d+)?', device):
+            raise EngineError(f'unknown device {device!r} (use auto, cpu, cuda or cuda:N)')
         labels = read_labels(values['labels']) if values.get('labels') else None
-        return cls(values['checkpoint'], providers=values.get('providers', DEFAULT_PROVIDERS),
+        return cls(values['checkpoint'], providers=providers,
                    trt_cache_dir=values.get('trt_cache_dir', ''),
                    fp16=values.get('fp16', False), labels=labels, max_batch=max_batch,
-                   logger=logger)
+                   device_id=int(device.split(':')[1]) if ':' in device else 0, logger=logger)
 
     def _provider_options(self, name: str, cache_root: str) -> dict:
         if name == PROVIDERS['tensorrt']:
@@ -438,13 +449,16 @@ class OnnxEngine(ClipRate):
             self.trt_cache.mkdir(parents=True, exist_ok=True)
             cfg = self.config
             clip = f'{cfg.num_frames}x{cfg.in_chans}x{cfg.img_size}x{cfg.img_size}'
-            return {'trt_fp16_enable': self.fp16, 'trt_engine_cache_enable': True,
+            return {'device_id': self.device_id, 'trt_fp16_enable': self.fp16,
+                    'trt_engine_cache_enable': True,
                     'trt_engine_cache_path': str(self.trt_cache),
                     'trt_timing_cache_enable': True,
                     'trt_timing_cache_path': str(self.trt_cache),
                     'trt_profile_min_shapes': f'{INPUT}:1x{clip}',
                     'trt_profile_opt_shapes': f'{INPUT}:{self.max_batch}x{clip}',
                     'trt_profile_max_shapes': f'{INPUT}:{self.max_batch}x{clip}'}
+        if name == PROVIDERS['cuda']:
+            return {'device_id': self.device_id}
         return {}
 
     @property
