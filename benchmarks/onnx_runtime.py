@@ -1,4 +1,4 @@
-"""ONNX Runtime against the PyTorch engine, in one run: clips/s and latency p50/p99 per batch.
+r"""ONNX Runtime against the PyTorch engine, in one run: clips/s and latency p50/p99 per batch.
 
     python benchmarks/onnx_runtime.py            # CPU: the embedded model and tiny, batch 1 and 8
     python benchmarks/onnx_runtime.py --models base_8x224 --device cuda \\

@@ -28,7 +28,7 @@ def test_a_cpu_dry_run_without_ros_and_bag_libraries_gives_the_engine_figures(tm
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     for batch in (1, 2):
-        assert re.search(rf'\| engine \(cpu in float32, with attention summaries\) \| {batch} \|', out)
+        assert f'| engine (cpu in float32, with attention summaries) | {batch} |' in out, out
         for engine in ('PyTorch float32', 'ONNX Runtime cpu float32'):
             assert f'| tiny | {engine} | {batch} |' in out, out
     assert {p.name for p in (tmp_path / 'results').iterdir()} == {

@@ -145,7 +145,7 @@ def windows(path: Path) -> dict:
 
 
 def assert_same_results(expected: dict, got: dict):
-    """The same windows, the same top-1, every reported score within 1e-3."""
+    """Assert the same windows, the same top-1, every reported score within 1e-3."""
     assert expected and sorted(got) == sorted(expected)
     for key, results in expected.items():
         assert got[key][0]['class_name'] == results[0]['class_name'], key
@@ -207,10 +207,9 @@ def test_the_node_over_dds_gives_the_offline_pytorch_results(exported, bag, ros,
     assert_same_results(expected, windows(online))
 
 
-# -- without onnxruntime ---------------------------------------------------------------------------
+# -- without onnxruntime -------------------------------------------------------------------------
 
-def test_without_onnxruntime_an_onnx_checkpoint_is_one_line_and_exit_2(exported, bag,
-                                                                        tmp_path):
+def test_without_onnxruntime_an_onnx_checkpoint_is_one_line_and_exit_2(exported, bag, tmp_path):
     """The tools run without onnx/onnxruntime; only an .onnx file needs them."""
     env = hiding_env(tmp_path / 'hide', ['onnxruntime', 'onnx', 'onnxscript'])
     path = exported['embedded'][1]
@@ -393,7 +392,7 @@ EDITS = {
 
 @pytest.fixture(scope='module')
 def valid(exported):
-    """A valid exported file to attack: the tiny divided model (3 classes, 4 frames)."""
+    """Return a valid exported file to attack: the tiny divided model (3 classes, 4 frames)."""
     return exported['divided_space_time'][1]
 
 
@@ -408,8 +407,7 @@ def build(name: str, valid: Path, directory: Path) -> Path:
 
 
 @pytest.mark.parametrize('name', sorted({**BYTES, **EDITS}))
-def test_a_hostile_onnx_file_is_refused_in_one_line_and_exit_2(name, valid, bag, tmp_path,
-                                                                capsys):
+def test_a_hostile_onnx_file_is_refused_in_one_line_and_exit_2(name, valid, bag, tmp_path, capsys):
     """Refused by `check_onnx` before any runtime sees it; `evaluate` exits 2 with one line."""
     from timesformer_ros.bags import main as bag_main
     path = build(name, valid, tmp_path / 'files')
