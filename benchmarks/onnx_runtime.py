@@ -1,7 +1,7 @@
 r"""ONNX Runtime against the PyTorch engine, in one run: clips/s and latency p50/p99 per batch.
 
     python benchmarks/onnx_runtime.py            # CPU: the embedded model and tiny, batch 1 and 8
-    python benchmarks/onnx_runtime.py --models base_8x224 --device cuda \\
+    python benchmarks/onnx_runtime.py --models base_8x224 --device cuda \
         --runs tensorrt:fp16 tensorrt cuda       # GPU: TensorRT FP16/FP32, CUDA EP vs PyTorch bf16
 
 Each model (`embedded`, or a preset with random weights) is exported once with
@@ -38,7 +38,7 @@ from timesformer_ros.onnx_engine import OnnxEngine  # noqa: E402
 
 
 def engines(model: str, runs, device: str, torch_dtype: str, max_batch: int, tmp: Path,
-            cache: str):
+            cache: str, threads: int):
     """Yield (name, engine) for `model`: the PyTorch engine first, then each ONNX run."""
     source = str(embedded_checkpoint()) if model == 'embedded' else f'preset:{model}'
     checkpoint = checkpoint_of(source)
@@ -48,7 +48,7 @@ def engines(model: str, runs, device: str, torch_dtype: str, max_batch: int, tmp
     for run in runs:
         provider, _, precision = run.partition(':')
         engine = OnnxEngine(path, providers=[provider], fp16=precision == 'fp16',
-                            trt_cache_dir=cache, max_batch=max_batch)
+                            trt_cache_dir=cache, max_batch=max_batch, threads=threads)
         if engine.running[0].lower() != f'{provider}ExecutionProvider'.lower():
             raise SystemExit(f'onnx_runtime: provider {provider} is not available here '
                              f'(onnxruntime runs {engine.running})')
@@ -68,22 +68,28 @@ def main() -> int:
     parser.add_argument('--iters', type=int, default=50)
     parser.add_argument('--budget-s', type=float, default=4.0)
     parser.add_argument('--trt-cache-dir', default='')
+    parser.add_argument('--threads', type=int, default=0,
+                        help='CPU threads of both engines (0: each library\'s default)')
     parser.add_argument('--json', type=Path, default=None,
                         help='write the results here (default benchmarks/results/'
                              'onnx_runtime_<device>.json)')
     args = parser.parse_args()
     import onnxruntime
     dev = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result = {'benchmark': 'onnx_runtime', 'date': datetime.date.today().isoformat(),
               'device': _device_name(dev), 'torch': torch.__version__,
               'onnxruntime': onnxruntime.__version__, 'python': platform.python_version(),
+              'threads': args.threads or f'default (torch {torch.get_num_threads()})',
               'command': 'python ' + ' '.join(sys.argv), 'rows': []}
     generator = torch.Generator().manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:
             reference = {}
             for name, engine in engines(model, args.runs, args.device, args.torch_dtype,
-                                        max(args.batch_sizes), Path(tmp), args.trt_cache_dir):
+                                        max(args.batch_sizes), Path(tmp), args.trt_cache_dir,
+                                        args.threads):
                 cfg = engine.config
                 for batch in args.batch_sizes:
                     video = torch.randn(batch, cfg.num_frames, cfg.in_chans, cfg.img_size,
