@@ -155,7 +155,7 @@ def assert_same_results(expected: dict, got: dict):
 
 
 def test_evaluate_gives_the_same_windows_top1_and_scores(exported, bag, tmp_path):
-    from timesformer_ros.bags import main as bag_main
+    from timesformer_ros.bags.cli import main as bag_main
     outs = {}
     for name, checkpoint in (('torch', str(exported['embedded'][0])),
                              ('onnx', str(exported['embedded'][1]))):
@@ -409,7 +409,7 @@ def build(name: str, valid: Path, directory: Path) -> Path:
 @pytest.mark.parametrize('name', sorted({**BYTES, **EDITS}))
 def test_a_hostile_onnx_file_is_refused_in_one_line_and_exit_2(name, valid, bag, tmp_path, capsys):
     """Refused by `check_onnx` before any runtime sees it; `evaluate` exits 2 with one line."""
-    from timesformer_ros.bags import main as bag_main
+    from timesformer_ros.bags.cli import main as bag_main
     path = build(name, valid, tmp_path / 'files')
     expected = {**BYTES, **EDITS}[name][1]
     with pytest.raises(CheckpointError) as info:

@@ -20,7 +20,6 @@ import torch
 from einops import rearrange, reduce
 
 from .checkpoints import Checkpoint, default_labels, embedded_checkpoint, load_checkpoint
-from .clips import ClipRate
 from .frames import Preprocessor
 from .model import TimeSformer, preset
 
@@ -172,7 +171,7 @@ def predictions(logits: torch.Tensor, spatial: Optional[torch.Tensor],
     return out
 
 
-class Engine(ClipRate):
+class Engine:
     """Runs a checkpoint on clips of preprocessed frames (T, 3, S, S) from `preprocessor`."""
 
     def __init__(self, checkpoint: Union[str, Checkpoint], device: str = 'auto',

@@ -7,9 +7,9 @@ and in its metadata (key `timesformer_ros`, JSON) what the node needs to feed it
 outputs: the config, labels, mean/std, clip rate, the source checkpoint and its SHA-256.
 
 `OnnxEngine` has the interface of `engine.Engine` (`infer`, `infer_tensor`, `warm_up`,
-`describe`, `labels`, `preprocessor`, `clip_fps`, the sampling of `clips.ClipRate`) and ends in
-the same `engine.predictions`, so the node, `timesformer_bag evaluate` and the fleet run it
-through the same code as a PyTorch checkpoint.
+`describe`, `labels`, `preprocessor`, and the `clip_fps` and `num_frames` of a
+`clips.ClipRate`) and ends in the same `engine.predictions`, so the node, `timesformer_bag
+evaluate` and the fleet run it through the same code as a PyTorch checkpoint.
 
 The file is untrusted input, checked by `check_onnx` before any runtime sees it: its size, the
 protobuf, the opset, the input and outputs the node needs (names, element types, ranks, the
@@ -42,9 +42,9 @@ import torch
 from .checkpoints import (
     MAX_PARAMETERS, CheckpointError, check_clip_fps, check_labels, check_normalisation,
     config_from_values, read_labels)
-from .clips import ClipRate
 from .digests import digest_of
 from .engine import EngineError, predictions, stack_clips
+from .errors import brief
 from .frames import Preprocessor
 from .interface import PROVIDERS, provider_problem
 from .model import TimeSformerConfig
@@ -129,7 +129,7 @@ def _metadata(props: dict, path: Path) -> dict:
                            f'deeply') from None
     except ValueError as exc:
         raise _about(path, f'the {METADATA_KEY} metadata is not readable JSON: '
-                           f'{str(exc).splitlines()[0]}') from None
+                           f'{brief(exc, with_type=False)}') from None
     if not isinstance(meta, dict) or meta.get('format') != FORMAT:
         raise _about(path, f'the {METADATA_KEY} metadata is not a {FORMAT} description')
     if meta.get('version') != FORMAT_VERSION:
@@ -374,7 +374,7 @@ def resolve_providers(names: Sequence[str], available: Sequence[str]) -> list:
     return chosen
 
 
-class OnnxEngine(ClipRate):
+class OnnxEngine:
     """Runs an exported `.onnx` file on ONNX Runtime, behind the interface of `engine.Engine`.
 
     Clips are preprocessed on the CPU in float32 (`device` is where the inputs are made; the
@@ -411,8 +411,8 @@ class OnnxEngine(ClipRate):
             self.session = ort.InferenceSession(str(self.path), options,
                                                 providers=session_providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
-            raise CheckpointError(f'{self.path}: ONNX Runtime cannot load it: {first}') from None
+            raise CheckpointError(f'{self.path}: ONNX Runtime cannot load it: '
+                                  f'{brief(exc, limit=500)}') from None
         self.running = self.session.get_providers()
         self.preprocessor = Preprocessor(self.config.img_size, self.checkpoint.mean,
                                          self.checkpoint.std, self.device, self.dtype)

@@ -20,8 +20,8 @@ MODULES = {'timesformer_node': 'timesformer_ros.node',
            'timesformer_convert': 'timesformer_ros.convert',
            'timesformer_train': 'timesformer_ros.train',
            'timesformer_bench': 'timesformer_ros.bench',
-           'timesformer_bag': 'timesformer_ros.bags',
-           'timesformer_export': 'timesformer_ros.export'}
+           'timesformer_export': 'timesformer_ros.export',
+           'timesformer_bag': 'timesformer_ros.bags'}
 
 
 def console_command(name: str) -> list:
