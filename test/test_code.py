@@ -24,7 +24,7 @@ LAYERS = {
     'base': {'errors', 'progress', 'signals', 'digests'},
     'model': {'model', 'checkpoints'},
     'runtime': {'interface', 'messages', 'frames', 'clips', 'engine', 'pipeline', 'segments',
-                'outputs', 'synthetic', 'diagnostics', 'onnx_engine'},
+                'outputs', 'synthetic', 'diagnostics', 'onnx_engine', 'predictions'},
     'ros': {'node', 'camera', 'spin', 'entry'},
     'tools': {'bags', 'fleet', 'train', 'world', 'demo', 'bench', 'convert', 'processes',
               'export'},

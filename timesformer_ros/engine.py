@@ -12,46 +12,20 @@ import ctypes
 import ctypes.util
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
-import numpy as np
 import torch
 from einops import rearrange, reduce
 
 from .checkpoints import Checkpoint, default_labels, embedded_checkpoint, load_checkpoint
 from .frames import Preprocessor
 from .model import TimeSformer, preset
+from .predictions import (  # noqa: F401 - re-exported: the package imports them from here
+    EngineError, Prediction, predictions, stack_clips)
 
 LOGGER = logging.getLogger(__name__)
 
 _DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
-
-
-class EngineError(RuntimeError):
-    """The engine cannot run as configured (device, dtype); the message says why."""
-
-
-@dataclass
-class Prediction:
-    """One window's result. Scores are softmax probabilities."""
-
-    class_ids: list                    # every class index, best first (outputs keep top_k)
-    labels: list                       # their names
-    scores: list                       # their probabilities
-    probabilities: np.ndarray          # (num_classes,)
-    spatial: Optional[np.ndarray] = None        # (T, H/p, W/p)
-    spatial_last: Optional[np.ndarray] = None   # (H/p, W/p)
-    temporal: Optional[np.ndarray] = None       # (T,), sums to 1
-    timings: dict = field(default_factory=dict)  # milliseconds
-
-    @property
-    def label(self) -> str:
-        return self.labels[0]
-
-    @property
-    def score(self) -> float:
-        return self.scores[0]
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3     # glibc <malloc.h>
@@ -133,42 +107,6 @@ def forward_with_summaries(model: TimeSformer, video: torch.Tensor) -> tuple:
     spatial, temporal = attention_summary(model, weights[len(model.blocks) - 1], video.shape[1],
                                           grid)
     return logits, spatial, temporal
-
-
-def stack_clips(clips: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
-    """Return clips given as sequences of T preprocessed frames (3, S, S) as (B, T, 3, S, S)."""
-    return torch.stack([torch.stack(list(frames)) for frames in clips])
-
-
-def predictions(logits: torch.Tensor, spatial: Optional[torch.Tensor],
-                temporal: Optional[torch.Tensor], labels: Sequence[str],
-                started: float) -> list:
-    """Return a `Prediction` per row of `logits`, with the attention summaries when given.
-
-    `started` is the `time.perf_counter()` at which the inference began: copying the results to
-    the host waits for the device, so `inference_ms` is the whole inference. Every engine
-    (PyTorch, ONNX Runtime) ends here.
-    """
-    probs = logits.float().softmax(-1)
-    top_scores, top_ids = probs.sort(dim=-1, descending=True)
-    probs = probs.cpu().numpy()
-    top_scores, top_ids = top_scores.cpu().numpy(), top_ids.cpu().numpy()
-    with_attention = spatial is not None
-    if with_attention:
-        spatial = spatial.float().cpu().numpy()
-        temporal = temporal.float().cpu().numpy()
-    elapsed = (time.perf_counter() - started) * 1000.0
-    out = []
-    for i in range(len(probs)):
-        ids = [int(c) for c in top_ids[i]]
-        out.append(Prediction(
-            class_ids=ids, labels=[labels[c] for c in ids],
-            scores=[float(s) for s in top_scores[i]], probabilities=probs[i],
-            spatial=spatial[i] if with_attention else None,
-            spatial_last=spatial[i][-1] if with_attention else None,
-            temporal=temporal[i] if with_attention else None,
-            timings={'inference_ms': elapsed}))
-    return out
 
 
 class Engine:

@@ -8,7 +8,7 @@ outputs: the config, labels, mean/std, clip rate, the source checkpoint and its 
 
 `OnnxEngine` has the interface of `engine.Engine` (`infer`, `infer_tensor`, `warm_up`,
 `describe`, `labels`, `preprocessor`, and the `clip_fps` and `num_frames` of a
-`clips.ClipRate`) and ends in the same `engine.predictions`, so the node, `timesformer_bag
+`clips.ClipRate`) and ends in the same `predictions.predictions`, so the node, `timesformer_bag
 evaluate` and the fleet run it through the same code as a PyTorch checkpoint.
 
 The file is untrusted input, checked by `check_onnx` before any runtime sees it: its size, the
@@ -43,7 +43,7 @@ from .checkpoints import (
     MAX_PARAMETERS, CheckpointError, check_clip_fps, check_labels, check_normalisation,
     config_from_values, read_labels)
 from .digests import digest_of
-from .engine import EngineError, predictions, stack_clips
+from .predictions import EngineError, predictions, stack_clips
 from .errors import brief
 from .frames import Preprocessor
 from .interface import PROVIDERS, provider_problem
