@@ -11,14 +11,15 @@ that LayerNorm is one `LayerNormalization` (TensorRT keeps it in FP32 under FP16
 
 Exported with torch's default exporter (`dynamo=True`, torch.export; it needs onnxscript):
 the model's einops calls are functions, which it traces (the einops layers are what fail in it).
-Unless --no-verify, the written file is run on ONNX Runtime's CPU provider at batch 1 and 3 and
-compared with PyTorch. A malformed source or argument exits with status 2 and one line.
+Unless --no-verify (or without onnxruntime, which is said), the written file is run on ONNX
+Runtime's CPU provider at batch 1 and 3 and compared with PyTorch. A malformed source or argument exits with status 2 and one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -130,7 +131,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.clip_fps is not None else None
         checkpoint = checkpoint_of(source, args.labels, LOGGER)
         out = export_onnx(checkpoint, args.out, clip_fps, args.opset)
-        worst = None if args.no_verify else verify(out, checkpoint.model)
+        verified = not args.no_verify and importlib.util.find_spec('onnxruntime') is not None
+        worst = verify(out, checkpoint.model) if verified else None
     except (CheckpointError, EngineError) as exc:
         print(f'timesformer_export: error: {exc}', file=sys.stderr)
         return 2
@@ -139,8 +141,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               file=sys.stderr)
         return 2
     cfg = checkpoint.config
-    checked = '' if worst is None else (
-        f'; ONNX Runtime CPU vs PyTorch at batch 1 and 3: largest difference {worst:.1e}')
+    checked = (f'; ONNX Runtime CPU vs PyTorch at batch 1 and 3: largest difference '
+               f'{worst:.1e}' if worst is not None else
+               '; not verified' if args.no_verify else
+               '; not verified: onnxruntime is not installed')
     print(f'wrote {out} ({cfg.attention_type}, {cfg.num_frames}x{cfg.img_size}, '
           f'{cfg.num_classes} classes, opset {args.opset}{checked})')
     if worst is not None and worst > TOLERANCE:
