@@ -12,7 +12,8 @@ that LayerNorm is one `LayerNormalization` (TensorRT keeps it in FP32 under FP16
 Exported with torch's default exporter (`dynamo=True`, torch.export; it needs onnxscript):
 the model's einops calls are functions, which it traces (the einops layers are what fail in it).
 Unless --no-verify (or without onnxruntime, which is said), the written file is run on ONNX
-Runtime's CPU provider at batch 1 and 3 and compared with PyTorch. A malformed source or argument exits with status 2 and one line.
+Runtime's CPU provider at batch 1 and 3 and compared with PyTorch. A malformed source or
+argument exits with status 2 and one line.
 """
 
 from __future__ import annotations
