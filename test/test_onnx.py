@@ -479,3 +479,12 @@ def test_the_tensorrt_cache_is_keyed_on_the_file_tensorrt_and_precision(valid, t
     model.doc_string = 'retrained'
     save(model, changed)
     assert onnx_engine.trt_cache_directory(str(tmp_path), check_onnx(changed), False, 8) != first
+
+
+def test_an_unwritable_tensorrt_cache_is_one_line(valid, tmp_path):
+    from timesformer_ros.engine import EngineError
+    engine = OnnxEngine(valid, providers=['cpu'], warmup=False)
+    blocker = tmp_path / 'file'
+    blocker.write_text('')
+    with pytest.raises(EngineError, match='trt_cache_dir: cannot create .*file/'):
+        engine._provider_options('TensorrtExecutionProvider', str(blocker))

@@ -414,6 +414,9 @@ class OnnxEngine:
             raise CheckpointError(f'{self.path}: ONNX Runtime cannot load it: '
                                   f'{brief(exc, limit=500)}') from None
         self.running = self.session.get_providers()
+        if self.running != self.providers:
+            logger.warning(f'{self.path}: ONNX Runtime runs on {self.running}, not all of '
+                           f'{self.providers} (a provider failed to start; its log says why)')
         self.preprocessor = Preprocessor(self.config.img_size, self.checkpoint.mean,
                                          self.checkpoint.std, self.device, self.dtype)
         if warmup:
@@ -446,7 +449,11 @@ class OnnxEngine:
         if name == PROVIDERS['tensorrt']:
             self.trt_cache = trt_cache_directory(cache_root, self.checkpoint, self.fp16,
                                                  self.max_batch)
-            self.trt_cache.mkdir(parents=True, exist_ok=True)
+            try:
+                self.trt_cache.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise EngineError(f'trt_cache_dir: cannot create {self.trt_cache}: '
+                                  f'{exc.strerror or exc}') from None
             cfg = self.config
             clip = f'{cfg.num_frames}x{cfg.in_chans}x{cfg.img_size}x{cfg.img_size}'
             return {'device_id': self.device_id, 'trt_fp16_enable': self.fp16,
