@@ -42,6 +42,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m timesformer_ros.bench
+	$(PY) benchmarks/onnx_runtime.py --threads 1
 	$(PY) benchmarks/node_latency.py
 	$(PY) benchmarks/multi_camera.py
 	$(PY) benchmarks/bag_throughput.py
