@@ -19,7 +19,7 @@ ROS_PACKAGES = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'builtin_
 # The model knows nothing of frames or ROS; the runtime nothing of rclpy; only the ROS layer
 # and the programs that start ROS processes import rclpy, and they import the rest.
 LAYERS = {
-    'model': {'model', 'checkpoints'},
+    'model': {'model', 'checkpoints', 'rates'},
     'runtime': {'interface', 'messages', 'frames', 'clips', 'engine', 'pipeline', 'segments',
                 'outputs', 'synthetic'},
     'ros': {'node', 'camera', 'spin', 'entry'},

@@ -30,9 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from . import synthetic, world
-from .checkpoints import OFFICIAL_MEAN, OFFICIAL_STD, load_checkpoint, save_checkpoint
+from .checkpoints import (
+    OFFICIAL_MEAN, OFFICIAL_STD, CheckpointError, load_checkpoint, save_checkpoint)
 from .frames import Normaliser, resize_and_crop
 from .model import ATTENTION_TYPES, TimeSformer, preset
+from .rates import rate_problem
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,38 +47,93 @@ REPORT_SEED = 2 * 10 ** 7
 DEFAULT_CLIP_FPS = 10.0
 
 
+# A clip file: at most this many bytes of pixels (1 GiB: 30 s of 1080p at 10 fps), frames at
+# most MAX_SIDE a side (the node's frame limit). Checked from the .npy header, before any of it
+# is read.
+MAX_CLIP_BYTES = 1 << 30
+MAX_SIDE = 8192
+
+
 def folder_classes(root: Path, known: Sequence[str] = ()) -> list:
     """Return the classes of a clip folder: its subdirectories that hold *.npy clips.
 
     They come in the order of `known` (the labels of the checkpoint training starts from)
     when they are the same classes, so that its head keeps its meaning; else sorted by name.
+    A folder of fewer than two classes is a ValueError: one class cannot be learnt.
     """
     root = Path(root)
     names = sorted(path.name for path in root.iterdir()
                    if path.is_dir() and any(path.glob('*.npy'))) if root.is_dir() else []
     if not names:
         raise ValueError(f'no clips found under {root}/<class>/*.npy')
+    if len(names) < 2:
+        raise ValueError(f'{root}: one class ({names[0]}); training needs clips of at least '
+                         f'two classes, one folder each')
     return list(known) if sorted(known) == names else names
 
 
+def check_clip_file(path: Path, num_frames: int) -> tuple:
+    """Return the (T, H, W, 3) shape of a clip file, or raise ValueError naming it and why.
+
+    Read from the .npy header alone, before any pixel is: a uint8 RGB array (so every value is
+    finite and in range; the normalisation expects 0-255), at least `num_frames` frames of
+    1..MAX_SIDE pixels a side, whose size the file really holds and at most MAX_CLIP_BYTES. No
+    pickles: an object array is refused by its dtype and never loaded.
+    """
+    fmt = np.lib.format
+    try:
+        with open(path, 'rb') as handle:
+            version = fmt.read_magic(handle)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else \
+                fmt.read_array_header_2_0
+            shape, fortran, dtype = read(handle)
+            offset = handle.tell()
+    except OSError as exc:
+        raise ValueError(f'{path}: cannot read ({exc.strerror or exc})') from None
+    except Exception as exc:  # noqa: BLE001 - numpy raises several types for a bad header
+        raise ValueError(f'{path}: not a .npy array ({str(exc).splitlines()[0][:120]})') \
+            from None
+    if dtype != np.uint8:
+        raise ValueError(f'{path}: clips must be uint8 RGB (0-255), got dtype {dtype}')
+    if len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(f'{path}: expected a (T, H, W, 3) array, got shape {shape}')
+    frames, height, width, _ = shape
+    if frames < num_frames:
+        raise ValueError(f'{path}: {frames} frames, the model needs at least {num_frames}')
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        raise ValueError(f'{path}: frames of {height}x{width} pixels; each side must be 1 to '
+                         f'{MAX_SIDE}')
+    size = math.prod(shape)
+    if size > MAX_CLIP_BYTES:
+        raise ValueError(f'{path}: declares {size} bytes of pixels, more than the '
+                         f'{MAX_CLIP_BYTES} a clip may hold (split it)')
+    held = path.stat().st_size - offset
+    if held != size:
+        raise ValueError(f'{path}: the header declares {size} bytes of pixels, the file holds '
+                         f'{held}')
+    return tuple(shape)
+
+
 class FolderClips:
-    """Labelled clips from DIR/<class name>/*.npy, each (T, H, W, 3) uint8."""
+    """Labelled clips from DIR/<class name>/*.npy, each (T, H, W, 3) uint8.
+
+    Every clip is checked (`check_clip_file`) when the folder is opened, before training
+    starts, so a bad clip stops the run at once instead of whenever it is first drawn.
+    """
 
     def __init__(self, root: Path, classes: Sequence[str], size: int, num_frames: int):
         self.items = []
         for index, name in enumerate(classes):
             for path in sorted((root / name).glob('*.npy')):
+                check_clip_file(path, num_frames)
                 self.items.append((path, index))
         if not self.items:
             raise ValueError(f'no clips found under {root}/<class>/*.npy for classes {classes}')
         self.size, self.num_frames = size, num_frames
 
     def _load(self, path: Path) -> np.ndarray:
-        clip = np.load(path)
-        if clip.ndim != 4 or clip.shape[-1] != 3 or clip.shape[0] < self.num_frames:
-            raise ValueError(f'{path}: expected (T>={self.num_frames}, H, W, 3), '
-                             f'got {clip.shape}')
-        return clip
+        check_clip_file(path, self.num_frames)          # it may have changed since
+        return np.load(path, allow_pickle=False, mmap_mode='r')
 
     def _window(self, clip: np.ndarray, start: int) -> np.ndarray:
         frames = clip[start:start + self.num_frames]
@@ -259,9 +316,8 @@ class TrainConfig:
         if self.clip_fps is None and self.data is None:
             raise ValueError('clip_fps is needed for synthetic motion (the rate its clips are '
                              'drawn around)')
-        if self.clip_fps is not None and not 0 < self.clip_fps <= 1000:
-            raise ValueError(f'clip_fps must be a rate in (0, 1000] frames per second, got '
-                             f'{self.clip_fps!r}')
+        if self.clip_fps is not None and rate_problem(self.clip_fps):
+            raise ValueError(f'clip_fps {rate_problem(self.clip_fps)}')
         for name in ('curriculum', 'directions_first', 'wide'):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -287,6 +343,18 @@ def _starting_model(config: TrainConfig) -> tuple:
         start.model.reset_classifier(len(classes))
     return (start.model, classes, start.mean, start.std,
             config.clip_fps if config.clip_fps is not None else start.clip_fps)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss): one line, exit 1, nothing more written."""
+
+
+def _stop_unless_finite(value: torch.Tensor, what: str, step: int):
+    """Stop training before a non-finite `value` reaches the weights or a checkpoint."""
+    if not torch.isfinite(value):
+        raise TrainingError(f'step {step + 1}: the {what} is {float(value)}; training stopped '
+                            f'before it reached the weights, no checkpoint written at this step '
+                            f'(try a lower --lr)')
 
 
 def train(config: TrainConfig = TrainConfig()):
@@ -337,11 +405,13 @@ def train(config: TrainConfig = TrainConfig()):
                 config.clip_fps, wide))
         for group in optimiser.param_groups:
             group['lr'] = _lr(step, config.steps, config.lr, constant)
-        logits = model(normaliser(torch.from_numpy(clips)))
+        logits = model(normaliser(torch.from_numpy(np.ascontiguousarray(clips))))
         loss = F.cross_entropy(logits, torch.from_numpy(labels))
+        _stop_unless_finite(loss, 'loss', step)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        _stop_unless_finite(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0),
+                            'gradient norm', step)
         optimiser.step()
         loss = float(loss.detach())
         if (step + 1) % config.val_every == 0 or step + 1 == config.steps:
@@ -561,14 +631,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides = {'attention_type': args.attention_type} if args.attention_type else {}
         command = 'timesformer_train ' + ' '.join(shlex.quote(a) for a in
                                                   (argv if argv is not None else sys.argv[1:]))
-        train(TrainConfig(
-            preset_name=args.preset, overrides=overrides, steps=args.steps,
-            batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-            seed=args.seed, val_every=args.val_every, curriculum=args.curriculum,
-            directions_first=args.directions_first, wide=args.wide,
-            clip_fps=args.clip_fps or (None if args.data else DEFAULT_CLIP_FPS),
-            data=args.data, init=args.init,
-            out=args.out, command=command))
+        try:
+            train(TrainConfig(
+                preset_name=args.preset, overrides=overrides, steps=args.steps,
+                batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                seed=args.seed, val_every=args.val_every, curriculum=args.curriculum,
+                directions_first=args.directions_first, wide=args.wide,
+                clip_fps=args.clip_fps if args.clip_fps is not None else
+                None if args.data else DEFAULT_CLIP_FPS,
+                data=args.data, init=args.init,
+                out=args.out, command=command))
+        except (ValueError, CheckpointError) as exc:
+            print(f'timesformer_train: error: {exc}', file=sys.stderr)
+            return 2
+        except TrainingError as exc:
+            sys.stderr.write('\n')
+            print(f'timesformer_train: error: {exc}', file=sys.stderr)
+            return 1
         return 0
     results = report(args.checkpoint, args.clips, independent=args.independent,
                      independent_clips=args.independent_clips)
