@@ -42,13 +42,19 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import fnmatch
 import glob
 import hashlib
 import json
+import logging
 import os
+import re
+import signal
+import socket
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -356,8 +362,10 @@ def evaluate_unit(bag: str, topic: str, run_key: str, config: FleetConfig, done,
                                EvaluationOutputs(jsonl=lines), engine=engine)
         except (BagError, OutputError, ValueError, OSError) as exc:
             windows = (getattr(exc, 'summary', None) or {}).get('windows', 0)
-            return {**unit, 'key': key, 'status': 'failed', 'error': str(exc),
-                    'windows': windows}
+            return {**unit, 'key': key, 'status': 'failed',
+                    'error': _ESCAPES.sub('', str(exc)), 'windows': windows}
+        except Exception as exc:  # noqa: BLE001 - a fault fails this unit, with its cause
+            return {**unit, 'key': key, 'status': 'failed', 'error': f'{bag}: {one_line(exc)}'}
         text = lines.read_text()
     return {**unit, 'key': key, 'status': 'done', 'summary': summary, 'lines': text,
             'seconds': time.monotonic() - started}
@@ -393,6 +401,29 @@ def _is_loopback(address: Optional[str]) -> bool:
     return host in ('127.0.0.1', 'localhost', '[::1]')
 
 
+@contextlib.contextmanager
+def _own_sigterm(ray):
+    """Keep the SIGTERM handler that is set while `ray.init` starts a local runtime.
+
+    `ray.init` replaces it with one that exits (sys.exit) from wherever the main thread is,
+    in the middle of its own start-up; the command's handler only notes the signal and stops
+    the run when the runtime is up (and can be shut down). It must run in the main thread:
+    Ray's processes die with the thread that started them (PR_SET_PDEATHSIG).
+    """
+    utils = getattr(getattr(ray, '_private', None), 'utils', None)
+    original = getattr(utils, 'set_sigterm_handler', None)
+    handler = signal.getsignal(signal.SIGTERM)
+    if original is not None:
+        utils.set_sigterm_handler = lambda _: None
+    try:
+        yield
+    finally:
+        if original is not None:
+            utils.set_sigterm_handler = original
+        if threading.current_thread() is threading.main_thread() and handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+
+
 def start_local(num_cpus: Optional[int] = None, num_gpus: Optional[int] = None):
     """Start a local Ray runtime on 127.0.0.1 only; return the `ray` module.
 
@@ -411,9 +442,10 @@ def start_local(num_cpus: Optional[int] = None, num_gpus: Optional[int] = None):
             raise RuntimeError('ray was imported before timesformer_ros.fleet could set '
                                'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: a local runtime would '
                                'listen on every interface, so none is started')
-        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
-                 _node_ip_address='127.0.0.1', include_dashboard=False,
-                 configure_logging=False, log_to_driver=False)
+        with _own_sigterm(ray):
+            ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
+                     _node_ip_address='127.0.0.1', include_dashboard=False,
+                     configure_logging=False, log_to_driver=False)
     address = ray.util.get_node_ip_address()
     if address != '127.0.0.1':
         raise RuntimeError(f'the local Ray runtime took node address {address}, not 127.0.0.1: '
@@ -422,18 +454,132 @@ def start_local(num_cpus: Optional[int] = None, num_gpus: Optional[int] = None):
     return ray
 
 
-def connect(address: Optional[str], workers: Optional[int]) -> tuple:
-    """(ray, started here): a running runtime, the cluster at `address`, or a local one."""
+# A cluster address must answer within this: a TCP connection to it at once (refused or
+# unreachable is said then), the whole Ray handshake within CONNECT_TIMEOUT_S.
+CONNECT_TIMEOUT_S = 30.0
+PROBE_TIMEOUT_S = 10.0
+
+
+def _host_port(address: str) -> Optional[tuple]:
+    """Return (host, port) of a Ray address ('HOST:PORT', 'ray://HOST:PORT'), else None."""
+    host, _, port = address.split('://')[-1].rpartition(':')
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host.strip('[]'), int(port)
+
+
+def _probe(address: str, timeout: float = PROBE_TIMEOUT_S):
+    """Raise ValueError (one line) when nothing listens at the address's host and port."""
+    target = _host_port(address)
+    if target is None:
+        return          # 'auto' and other forms: Ray resolves them, within the deadline
+    try:
+        socket.create_connection(target, timeout=timeout).close()
+    except OSError as exc:
+        reason = f'no answer within {timeout:g} s' if isinstance(exc, socket.timeout) \
+            else (exc.strerror or str(exc)).lower()
+        raise ValueError(f'--address {address}: no Ray cluster answers there ({reason}); is '
+                         f'`ray start --head` running there?') from None
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Send file descriptor 2 (Python's and C++'s stderr) to /dev/null for a while."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, 'w') as sink:
+            os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _in_thread(call, timeout: float, stop: Optional['StopRequest']):
+    """Return `call()` run in a thread, waited for at most `timeout` s.
+
+    For a handshake with a cluster (it starts no process here): with a silent address Ray
+    retries it for minutes. A stop request ends the wait at once. Raises Stopped, or
+    TimeoutError past `timeout`, or what `call` raised.
+    """
+    outcome = {}
+
+    def attempt():
+        try:
+            outcome['value'] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            outcome['error'] = exc
+
+    thread = threading.Thread(target=attempt, name='ray-connect', daemon=True)
+    deadline = time.monotonic() + timeout
+    thread.start()
+    while thread.is_alive() and time.monotonic() < deadline:
+        _check(stop)
+        thread.join(0.1)
+    if thread.is_alive():
+        _check(stop)
+        raise TimeoutError
+    if 'error' in outcome:
+        raise outcome['error']
+    return outcome['value']
+
+
+class _NotMainThread(logging.Filter):
+    """Drop Ray's warning that it set no SIGTERM handler: the command has its own."""
+
+    def filter(self, record) -> bool:
+        return 'SIGTERM handler is not set' not in record.getMessage()
+
+
+def connect(address: Optional[str], workers: Optional[int],
+            stop: Optional['StopRequest'] = None) -> tuple:
+    """(ray, started here): a running runtime, the cluster at `address`, or a local one.
+
+    An address that does not answer is a ValueError (one line) within CONNECT_TIMEOUT_S; a
+    stop request while connecting to it is Stopped at once. A local runtime that is starting
+    is waited for (the caller then shuts it down).
+    """
     os.environ['RAY_USAGE_STATS_ENABLED'] = '0'
     if 'ray' in sys.modules and sys.modules['ray'].is_initialized():
         return sys.modules['ray'], False
+    logging.getLogger('ray._private.worker').addFilter(_NotMainThread())
     if address is None:
         return start_local(workers), True
+    _probe(address)
     if _is_loopback(address) and 'ray' not in sys.modules:
         os.environ['RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'] = '0'
     ray = _import_ray()
-    ray.init(address=address, configure_logging=False, log_to_driver=False)
+    # Only the one line: not Ray's own warnings (from its C++ core, on file descriptor 2)
+    # that the handshake is slow, each a line with its own time stamp, while it is attempted.
+    try:
+        with _stderr_silenced():
+            _in_thread(lambda: ray.init(address=address, configure_logging=False,
+                                        log_to_driver=False), CONNECT_TIMEOUT_S, stop)
+    except TimeoutError:
+        raise ValueError(f'--address {address}: no Ray cluster answered within '
+                         f'{CONNECT_TIMEOUT_S:g} s') from None
+    except Stopped:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Ray raises many types; one line says it
+        raise ValueError(f'--address {address}: {one_line(exc)}') from None
     return ray, True
+
+
+_ESCAPES = re.compile(r'\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]')
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """Return an exception as one plain line: the cause of a Ray task error, no escape codes.
+
+    Ray wraps what a task raised in a RayTaskError whose text is a coloured traceback
+    ('RayTaskError(IndexError): \\x1b[36mray::evaluate_unit()...'); the line is the cause's
+    own type and message.
+    """
+    while getattr(exc, 'cause', None) is not None and exc.cause is not exc:
+        exc = exc.cause
+    text = _ESCAPES.sub('', _brief(exc, limit))
+    return text.replace('\n', ' ').replace('\r', ' ')
 
 
 class _Progress:
@@ -464,18 +610,23 @@ class _Progress:
         sys.stderr.flush()
 
 
-def evaluate_many(fleet: Fleet) -> dict:
+def evaluate_many(fleet: Fleet, stop: Optional['StopRequest'] = None) -> dict:
     """Evaluate every (bag, topic) of `fleet` on Ray; return (and write) the summary.
 
-    See the module docstring for the layout of `out_dir` and how work is spread.
+    See the module docstring for the layout of `out_dir` and how work is spread. `stop`: a
+    signal noted there ends the run between Ray calls (Stopped), Ray shut down, the units
+    finished kept, nothing partial left.
     """
     units = [(str(bag), topic) for bag in fleet.bags for topic in fleet.topics]
     results_dir = Path(fleet.out_dir) / 'bags'
-    results_dir.mkdir(parents=True, exist_ok=True)
     done = {p.stem for p in results_dir.glob('*.json') if p.with_suffix('.jsonl').is_file()}
     run_keys = {topic: run_digest(fleet.config, topic) for topic in fleet.topics}
-    ray, started_here = connect(fleet.address, fleet.workers)
+    created = [d for d in (results_dir, *results_dir.parents) if not d.exists()]
+    started_here = False
     try:
+        ray, started_here = connect(fleet.address, fleet.workers, stop)
+        _check(stop)
+        results_dir.mkdir(parents=True, exist_ok=True)
         resources = ray.available_resources()
         actors = fleet.model_actors if fleet.model_actors is not None \
             else int(resources.get('GPU', 0))
@@ -493,19 +644,27 @@ def evaluate_many(fleet: Fleet) -> dict:
                 ref = task.remote(bag, topic, run_keys[topic], fleet.config, done_ref, server,
                                   spec)
                 pending[ref] = (bag, topic)
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.25)
+            _check(stop)
             for ref in ready:
                 bag, topic = pending.pop(ref)
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayError as exc:     # the worker died RETRIES + 1 times
                     result = {'bag': bag, 'topic': topic, 'key': None, 'status': 'failed',
-                              'error': f'{bag}: {_brief(exc)}'}
+                              'error': f'{bag}: {one_line(exc)}'}
                 if result['status'] == 'done':
                     _store(results_dir, result)
                 results.append(result)
                 progress.add(result)
         batches = ray.get([s.batch_sizes.remote() for s in servers])
+    except BaseException:
+        for directory in created:        # what this run made and left empty (a failed start)
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        raise
     finally:
         if started_here:
             ray.shutdown()
@@ -531,10 +690,17 @@ def _start_servers(ray, config: FleetConfig, count: int, gpus: int) -> tuple:
 
 
 def _write_json(path: Path, data, lines: Optional[str] = None):
-    """Write JSON (or `lines` as they are) under a partial name, then rename it into place."""
+    """Write JSON (or `lines` as they are) under a partial name, then rename it into place.
+
+    A write that fails or is interrupted leaves no partial file.
+    """
     partial = path.with_name(path.name + '.partial')
-    partial.write_text(lines if lines is not None else json.dumps(data, indent=1) + '\n')
-    os.replace(partial, path)
+    try:
+        partial.write_text(lines if lines is not None else json.dumps(data, indent=1) + '\n')
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _store(results_dir: Path, result: dict):
@@ -610,6 +776,36 @@ def aggregate(summaries: Sequence[dict]) -> dict:
 
 # -- command line (`timesformer_bag evaluate` with several bags) -------------------------------
 
+class Stopped(Exception):
+    """SIGINT or SIGTERM during a fleet run: the run ends cleanly (Ray shut down)."""
+
+    def __init__(self, signum: int):
+        self.signum, self.name = signum, signal.Signals(signum).name
+        super().__init__(f'stopped by {self.name}')
+
+
+class StopRequest:
+    """The SIGINT/SIGTERM handler of a fleet run: it notes the first signal, nothing more.
+
+    The run acts on it between Ray calls (`_check`). Raising from the handler would land
+    inside Ray's own calls (a Cython `wait` then fails with 'returned a result with an
+    exception set') or in its start-up, and later signals (the terminal's and a supervisor's
+    together) would cut the clean-up short.
+    """
+
+    def __init__(self):
+        self.signum = None
+
+    def __call__(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+
+
+def _check(stop: Optional[StopRequest]):
+    if stop is not None and stop.signum is not None:
+        raise Stopped(stop.signum)
+
+
 def add_arguments(parser):
     """Add the many-bag options to `timesformer_bag evaluate`."""
     group = parser.add_argument_group('many bags (on Ray; README, "Many recordings")')
@@ -646,8 +842,24 @@ def main(args) -> int:
     absolute = (lambda p: str(Path(p).resolve()) if p and Path(p).exists() else p)
     config = FleetConfig(absolute(args.checkpoint), absolute(args.params_file),
                          absolute(args.truth), args.device, args.batch_size)
-    summary = evaluate_many(Fleet(find_bags(args.bag), topics, args.out_dir, config,
-                                  args.address, args.workers, args.model_actors))
+    stop = StopRequest()
+    previous = {signum: signal.signal(signum, stop)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        fleet = Fleet(find_bags(args.bag), topics, args.out_dir, config, args.address,
+                      args.workers, args.model_actors)
+        _check(stop)
+        summary = evaluate_many(fleet, stop)
+    except Stopped as exc:
+        results = Path(args.out_dir) / 'bags'
+        kept = f'the bags finished are kept in {results} (a run started again resumes)' \
+            if results.is_dir() else 'nothing was written'
+        print(f'\ntimesformer_bag: stopped by {exc.name}: {kept}; no summary written',
+              file=sys.stderr)
+        return 128 + exc.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     print(f'{summary["units"]} bags: {summary["evaluated"]} evaluated, {summary["reused"]} '
           f'reused, {len(summary["failed"])} failed; {summary["windows"]} windows; '
           f'{summary["windows_evaluated"]} evaluated at {summary["windows_per_s"]} windows/s')
