@@ -35,26 +35,19 @@ again with the same checkpoint and parameters resumes. `summary.json` aggregates
 
 Without `--address` a local Ray runtime is started with this machine's cores (and GPUs),
 bound to 127.0.0.1 only, with usage statistics and the dashboard off (`start_local`).
-Ray is imported here, lazily: the single-bag path never imports it.
+Ray is imported lazily, here and in `cluster` (the runtime and the signals): the single-bag
+path never imports it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import fnmatch
-import glob
 import hashlib
 import json
-import logging
-import os
-import re
 import signal
-import socket
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -62,128 +55,17 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .bags import (
-    BagError, Evaluation, EvaluationOutputs, OutputError, _brief, engine_values, evaluate)
-from .clips import ClipRate
+    BagError, Evaluation, EvaluationOutputs, OutputError, accuracy, engine_values, evaluate,
+    write_whole)
+from .bags.discover import find_bags, is_bag
+from .cluster import (  # noqa: F401 - start_local: fleet's API, as before
+    Stopped, StopRequest, check_stop, connect, one_line, start_local)
+from .errors import brief, first_line
 from .interface import read_params_file
+from .progress import Progress
 
-BAG_SUFFIXES = ('.mcap', '.bag', '.db3')
 RETRIES = 3         # Ray retries a unit whose worker died, restarts a model actor that died
 _ENGINES = {}       # engines built in this worker process, by their values
-
-
-# -- which bags ---------------------------------------------------------------------------------
-
-def is_bag(path: Path) -> bool:
-    """Tell whether `path` is a bag: a rosbag2 directory (metadata.yaml or MCAP files) or file."""
-    path = Path(path)
-    if path.is_dir():
-        return (path / 'metadata.yaml').is_file() or any(path.glob('*.mcap'))
-    return path.is_file() and path.suffix in BAG_SUFFIXES
-
-
-# Bag discovery visits at most this many paths (directory entries, whole run): a tree that
-# holds more, or a symlink loop, is a one-line error instead of a search without end.
-MAX_PATHS_VISITED = 200_000
-
-
-class _Visits:
-    """Counts the paths a discovery looks at; past MAX_PATHS_VISITED it is a ValueError."""
-
-    def __init__(self, spec: str, limit: int):
-        self.spec, self.limit, self.count = spec, limit, 0
-
-    def scan(self, directory: Path) -> list:
-        """Return a directory's entries (sorted; none when it cannot be read), counting them."""
-        try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError:
-            return []
-        self.count += len(entries)
-        if self.count > self.limit:
-            raise ValueError(f'{self.spec}: more than {self.limit} paths looked at without '
-                             f'finishing; name the bags, or a directory that holds fewer '
-                             f'files')
-        return entries
-
-
-def find_bags(specs: Sequence, limit: int = MAX_PATHS_VISITED) -> list:
-    """Expand paths, directories and globs into bags, each once, in the order given.
-
-    A directory that is not itself a bag is searched for bags; a pattern (`*`, `?`, `[`) that
-    names no existing path is expanded (`**`: any number of directories). Directory symlinks
-    are never followed while searching (a link to a parent would make the tree endless): a
-    path given as it is is taken even when it is a link, and a glob component may match a
-    link, but `**` and the search of a directory do not descend into one. At most `limit`
-    paths are looked at. Raises ValueError naming a spec that gives no bag, or that needs
-    more than `limit` paths.
-    """
-    found = []
-    for spec in map(str, specs):
-        visits = _Visits(spec, limit)
-        if not Path(spec).exists() and any(c in spec for c in '*?['):
-            paths = sorted(set(_glob(spec, visits)))
-        else:
-            paths = [Path(spec)]
-        bags = []
-        for path in paths:
-            if is_bag(path) or not path.is_dir():
-                bags.append(path)
-            elif path == Path(spec) or not path.is_symlink():
-                bags += _bags_under(path, visits)
-        if not bags:
-            raise ValueError(f'{spec}: no bag there (a rosbag2 directory, or a .mcap, .bag or '
-                             f'.db3 file)')
-        found += [b.resolve() for b in bags]
-    return list(dict.fromkeys(found))
-
-
-def _bags_under(root: Path, visits: _Visits) -> list:
-    bags = []
-    for entry in visits.scan(root):
-        path = Path(entry.path)
-        if is_bag(path):
-            bags.append(path)
-        elif entry.is_dir(follow_symlinks=False):
-            bags += _bags_under(path, visits)
-    return bags
-
-
-def _glob(pattern: str, visits: _Visits):
-    """Yield the paths a glob pattern matches, never descending into a directory symlink.
-
-    As `glob.glob(pattern, recursive=True)` (hidden names only where the pattern component
-    starts with '.'), but `**` does not follow links and every entry looked at is counted.
-    """
-    parts = Path(pattern).parts
-    literal = 0
-    while literal < len(parts) and not glob.has_magic(parts[literal]):
-        literal += 1
-    base = Path(*parts[:literal]) if literal else Path('.')
-    yield from _match(base, parts[literal:], visits, literal == 0)
-
-
-def _match(base: Path, parts: tuple, visits: _Visits, relative: bool):
-    if not parts:
-        yield base
-        return
-    head, rest = parts[0], parts[1:]
-    show = (lambda entry: Path(entry.name) if relative else Path(entry.path))
-    if head == '**':
-        yield from _match(base, rest, visits, relative)      # no directory at all
-        for entry in visits.scan(base):
-            if entry.is_dir(follow_symlinks=False) and not entry.name.startswith('.'):
-                yield from _match(show(entry), parts, visits, False)
-    elif glob.has_magic(head):
-        for entry in visits.scan(base):
-            if fnmatch.fnmatchcase(entry.name, head) and (
-                    head.startswith('.') or not entry.name.startswith('.')):
-                if rest and not entry.is_dir():
-                    continue
-                yield from _match(show(entry), rest, visits, False)
-    else:
-        path = base / head
-        if os.path.lexists(path):
-            yield from _match(path, rest, visits, False)
 
 
 # -- keys: what a result was computed from --------------------------------------------------------
@@ -250,7 +132,7 @@ def local_engine(config: FleetConfig):
     return _ENGINES[key]
 
 
-class RemoteEngine(ClipRate):
+class RemoteEngine:
     """What `evaluate` uses of an engine, with `infer` run by a `ModelServer` actor.
 
     Frames are preprocessed here, on the worker's CPU, in float32 (the server casts them to its
@@ -351,7 +233,7 @@ def evaluate_unit(bag: str, topic: str, run_key: str, config: FleetConfig, done,
         key = f'{digest(Path(bag))[:20]}-{run_key[:20]}'
     except OSError as exc:
         return {**unit, 'key': None, 'status': 'failed',
-                'error': f'{bag}: cannot read ({exc.strerror or _brief(exc)})'}
+                'error': f'{bag}: cannot read ({exc.strerror or brief(exc)})'}
     if key in done:
         return {**unit, 'key': key, 'status': 'reused'}
     engine = local_engine(config) if server is None else RemoteEngine(server, spec)
@@ -363,7 +245,7 @@ def evaluate_unit(bag: str, topic: str, run_key: str, config: FleetConfig, done,
         except (BagError, OutputError, ValueError, OSError) as exc:
             windows = (getattr(exc, 'summary', None) or {}).get('windows', 0)
             return {**unit, 'key': key, 'status': 'failed',
-                    'error': _ESCAPES.sub('', str(exc)), 'windows': windows}
+                    'error': first_line(str(exc)), 'windows': windows}
         except Exception as exc:  # noqa: BLE001 - a fault fails this unit, with its cause
             return {**unit, 'key': key, 'status': 'failed', 'error': f'{bag}: {one_line(exc)}'}
         text = lines.read_text()
@@ -387,227 +269,24 @@ class Fleet:
     progress: bool = True
 
 
-def _import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise ValueError('evaluating several bags needs Ray: pip install -r '
-                         'requirements/fleet.txt (or the package\'s fleet extra)') from None
-    return ray
-
-
-def _is_loopback(address: Optional[str]) -> bool:
-    host = (address or '').split('://')[-1].rsplit(':', 1)[0]
-    return host in ('127.0.0.1', 'localhost', '[::1]')
-
-
-@contextlib.contextmanager
-def _own_sigterm(ray):
-    """Keep the SIGTERM handler that is set while `ray.init` starts a local runtime.
-
-    `ray.init` replaces it with one that exits (sys.exit) from wherever the main thread is,
-    in the middle of its own start-up; the command's handler only notes the signal and stops
-    the run when the runtime is up (and can be shut down). It must run in the main thread:
-    Ray's processes die with the thread that started them (PR_SET_PDEATHSIG).
-    """
-    utils = getattr(getattr(ray, '_private', None), 'utils', None)
-    original = getattr(utils, 'set_sigterm_handler', None)
-    handler = signal.getsignal(signal.SIGTERM)
-    if original is not None:
-        utils.set_sigterm_handler = lambda _: None
-    try:
-        yield
-    finally:
-        if original is not None:
-            utils.set_sigterm_handler = original
-        if threading.current_thread() is threading.main_thread() and handler is not None:
-            signal.signal(signal.SIGTERM, handler)
-
-
-def start_local(num_cpus: Optional[int] = None, num_gpus: Optional[int] = None):
-    """Start a local Ray runtime on 127.0.0.1 only; return the `ray` module.
-
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes Ray take the loopback address as the node's (as it
-    does on a laptop), so the GCS, raylet, object manager and worker servers all listen on
-    127.0.0.1; it is read when `ray` is imported, hence set before. The dashboard is off, and so
-    is usage-statistics reporting.
-    """
-    os.environ['RAY_USAGE_STATS_ENABLED'] = '0'
-    if 'ray' not in sys.modules:
-        os.environ['RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'] = '0'
-    ray = _import_ray()
-    if not ray.is_initialized():
-        from ray._private import ray_constants      # what the variable above set
-        if ray_constants.ENABLE_RAY_CLUSTER:
-            raise RuntimeError('ray was imported before timesformer_ros.fleet could set '
-                               'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: a local runtime would '
-                               'listen on every interface, so none is started')
-        with _own_sigterm(ray):
-            ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
-                     _node_ip_address='127.0.0.1', include_dashboard=False,
-                     configure_logging=False, log_to_driver=False)
-    address = ray.util.get_node_ip_address()
-    if address != '127.0.0.1':
-        raise RuntimeError(f'the local Ray runtime took node address {address}, not 127.0.0.1: '
-                           f'ray was imported before timesformer_ros.fleet could set '
-                           f'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0')
-    return ray
-
-
-# A cluster address must answer within this: a TCP connection to it at once (refused or
-# unreachable is said then), the whole Ray handshake within CONNECT_TIMEOUT_S.
-CONNECT_TIMEOUT_S = 30.0
-PROBE_TIMEOUT_S = 10.0
-
-
-def _host_port(address: str) -> Optional[tuple]:
-    """Return (host, port) of a Ray address ('HOST:PORT', 'ray://HOST:PORT'), else None."""
-    host, _, port = address.split('://')[-1].rpartition(':')
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return None
-    return host.strip('[]'), int(port)
-
-
-def _probe(address: str, timeout: float = PROBE_TIMEOUT_S):
-    """Raise ValueError (one line) when nothing listens at the address's host and port."""
-    target = _host_port(address)
-    if target is None:
-        return          # 'auto' and other forms: Ray resolves them, within the deadline
-    try:
-        socket.create_connection(target, timeout=timeout).close()
-    except OSError as exc:
-        reason = f'no answer within {timeout:g} s' if isinstance(exc, socket.timeout) \
-            else (exc.strerror or str(exc)).lower()
-        raise ValueError(f'--address {address}: no Ray cluster answers there ({reason}); is '
-                         f'`ray start --head` running there?') from None
-
-
-@contextlib.contextmanager
-def _stderr_silenced():
-    """Send file descriptor 2 (Python's and C++'s stderr) to /dev/null for a while."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, 'w') as sink:
-            os.dup2(sink.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _in_thread(call, timeout: float, stop: Optional['StopRequest']):
-    """Return `call()` run in a thread, waited for at most `timeout` s.
-
-    For a handshake with a cluster (it starts no process here): with a silent address Ray
-    retries it for minutes. A stop request ends the wait at once. Raises Stopped, or
-    TimeoutError past `timeout`, or what `call` raised.
-    """
-    outcome = {}
-
-    def attempt():
-        try:
-            outcome['value'] = call()
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
-            outcome['error'] = exc
-
-    thread = threading.Thread(target=attempt, name='ray-connect', daemon=True)
-    deadline = time.monotonic() + timeout
-    thread.start()
-    while thread.is_alive() and time.monotonic() < deadline:
-        _check(stop)
-        thread.join(0.1)
-    if thread.is_alive():
-        _check(stop)
-        raise TimeoutError
-    if 'error' in outcome:
-        raise outcome['error']
-    return outcome['value']
-
-
-class _NotMainThread(logging.Filter):
-    """Drop Ray's warning that it set no SIGTERM handler: the command has its own."""
-
-    def filter(self, record) -> bool:
-        return 'SIGTERM handler is not set' not in record.getMessage()
-
-
-def connect(address: Optional[str], workers: Optional[int],
-            stop: Optional['StopRequest'] = None) -> tuple:
-    """(ray, started here): a running runtime, the cluster at `address`, or a local one.
-
-    An address that does not answer is a ValueError (one line) within CONNECT_TIMEOUT_S; a
-    stop request while connecting to it is Stopped at once. A local runtime that is starting
-    is waited for (the caller then shuts it down).
-    """
-    os.environ['RAY_USAGE_STATS_ENABLED'] = '0'
-    if 'ray' in sys.modules and sys.modules['ray'].is_initialized():
-        return sys.modules['ray'], False
-    logging.getLogger('ray._private.worker').addFilter(_NotMainThread())
-    if address is None:
-        return start_local(workers), True
-    _probe(address)
-    if _is_loopback(address) and 'ray' not in sys.modules:
-        os.environ['RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'] = '0'
-    ray = _import_ray()
-    # Only the one line: not Ray's own warnings (from its C++ core, on file descriptor 2)
-    # that the handshake is slow, each a line with its own time stamp, while it is attempted.
-    try:
-        with _stderr_silenced():
-            _in_thread(lambda: ray.init(address=address, configure_logging=False,
-                                        log_to_driver=False), CONNECT_TIMEOUT_S, stop)
-    except TimeoutError:
-        raise ValueError(f'--address {address}: no Ray cluster answered within '
-                         f'{CONNECT_TIMEOUT_S:g} s') from None
-    except Stopped:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Ray raises many types; one line says it
-        raise ValueError(f'--address {address}: {one_line(exc)}') from None
-    return ray, True
-
-
-_ESCAPES = re.compile(r'\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]')
-
-
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """Return an exception as one plain line: the cause of a Ray task error, no escape codes.
-
-    Ray wraps what a task raised in a RayTaskError whose text is a coloured traceback
-    ('RayTaskError(IndexError): \\x1b[36mray::evaluate_unit()...'); the line is the cause's
-    own type and message.
-    """
-    while getattr(exc, 'cause', None) is not None and exc.cause is not exc:
-        exc = exc.cause
-    text = _ESCAPES.sub('', _brief(exc, limit))
-    return text.replace('\n', ' ').replace('\r', ' ')
-
-
 class _Progress:
-    """The whole run's progress on stderr: units done, windows/s, ETA."""
+    """The whole run's progress on stderr: bags done, failed and reused, windows/s, ETA."""
 
     def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
-        self.started = time.monotonic()
+        self.line = Progress(total, 'bags', enabled)
+        self.total = total
         self.counts = Counter()
         self.windows = 0
 
     def add(self, result: dict):
         self.counts[result['status']] += 1
         self.windows += result.get('summary', {}).get('windows', 0)
-        if not self.enabled:
-            return
-        done = sum(self.counts.values())
-        elapsed = time.monotonic() - self.started
-        evaluated = self.counts['done'] + self.counts['failed']
-        left = self.total - done
-        eta = f'{left * elapsed / evaluated:.0f} s' if evaluated else '?'
-        sys.stderr.write(f'\r{done}/{self.total} bags ({self.counts["failed"]} failed, '
-                         f'{self.counts["reused"]} reused), {self.windows} windows, '
-                         f'{self.windows / elapsed if elapsed else 0.0:.1f} windows/s, '
-                         f'ETA {eta}   ')
+        done, elapsed = sum(self.counts.values()), self.line.elapsed()
+        self.line.update(done, f' ({self.counts["failed"]} failed, {self.counts["reused"]} '
+                               f'reused), {self.windows} windows, '
+                               f'{self.windows / elapsed if elapsed else 0.0:.1f} windows/s')
         if done == self.total:
-            sys.stderr.write('\n')
-        sys.stderr.flush()
+            self.line.close()
 
 
 def evaluate_many(fleet: Fleet, stop: Optional['StopRequest'] = None) -> dict:
@@ -625,7 +304,7 @@ def evaluate_many(fleet: Fleet, stop: Optional['StopRequest'] = None) -> dict:
     started_here = False
     try:
         ray, started_here = connect(fleet.address, fleet.workers, stop)
-        _check(stop)
+        check_stop(stop)
         results_dir.mkdir(parents=True, exist_ok=True)
         resources = ray.available_resources()
         actors = fleet.model_actors if fleet.model_actors is not None \
@@ -645,7 +324,7 @@ def evaluate_many(fleet: Fleet, stop: Optional['StopRequest'] = None) -> dict:
                                   spec)
                 pending[ref] = (bag, topic)
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.25)
-            _check(stop)
+            check_stop(stop)
             for ref in ready:
                 bag, topic = pending.pop(ref)
                 try:
@@ -692,15 +371,9 @@ def _start_servers(ray, config: FleetConfig, count: int, gpus: int) -> tuple:
 def _write_json(path: Path, data, lines: Optional[str] = None):
     """Write JSON (or `lines` as they are) under a partial name, then rename it into place.
 
-    A write that fails or is interrupted leaves no partial file.
+    A write that fails or is interrupted leaves no partial file (`write_whole`).
     """
-    partial = path.with_name(path.name + '.partial')
-    try:
-        partial.write_text(lines if lines is not None else json.dumps(data, indent=1) + '\n')
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    write_whole(path, lines if lines is not None else json.dumps(data, indent=1) + '\n')
 
 
 def _store(results_dir: Path, result: dict):
@@ -758,7 +431,7 @@ def aggregate(summaries: Sequence[dict]) -> dict:
     matrix = sum(np.array(s['confusion']['matrix']) for s in scored)
     windows = int(matrix.sum())
     total.update({'scored_windows': windows,
-                  'accuracy': float(np.trace(matrix) / windows) if windows else 0.0,
+                  'accuracy': accuracy(matrix),
                   'confusion': {'labels': labels, 'matrix': matrix.tolist()}})
     metrics = [s['segment_metrics'] for s in scored]
     pooled = {k: sum(m[k] for m in metrics) for k in (
@@ -775,36 +448,6 @@ def aggregate(summaries: Sequence[dict]) -> dict:
 
 
 # -- command line (`timesformer_bag evaluate` with several bags) -------------------------------
-
-class Stopped(Exception):
-    """SIGINT or SIGTERM during a fleet run: the run ends cleanly (Ray shut down)."""
-
-    def __init__(self, signum: int):
-        self.signum, self.name = signum, signal.Signals(signum).name
-        super().__init__(f'stopped by {self.name}')
-
-
-class StopRequest:
-    """The SIGINT/SIGTERM handler of a fleet run: it notes the first signal, nothing more.
-
-    The run acts on it between Ray calls (`_check`). Raising from the handler would land
-    inside Ray's own calls (a Cython `wait` then fails with 'returned a result with an
-    exception set') or in its start-up, and later signals (the terminal's and a supervisor's
-    together) would cut the clean-up short.
-    """
-
-    def __init__(self):
-        self.signum = None
-
-    def __call__(self, signum, frame):
-        if self.signum is None:
-            self.signum = signum
-
-
-def _check(stop: Optional[StopRequest]):
-    if stop is not None and stop.signum is not None:
-        raise Stopped(stop.signum)
-
 
 def add_arguments(parser):
     """Add the many-bag options to `timesformer_bag evaluate`."""
@@ -848,7 +491,7 @@ def main(args) -> int:
     try:
         fleet = Fleet(find_bags(args.bag), topics, args.out_dir, config, args.address,
                       args.workers, args.model_actors)
-        _check(stop)
+        check_stop(stop)
         summary = evaluate_many(fleet, stop)
     except Stopped as exc:
         results = Path(args.out_dir) / 'bags'
