@@ -58,6 +58,7 @@ from .bags import (
     BagError, Evaluation, EvaluationOutputs, OutputError, accuracy, engine_values, evaluate,
     write_whole)
 from .bags.discover import find_bags, is_bag
+from .bags.truth import is_truth_file, read_truth_csv
 from .cluster import (  # noqa: F401 - start_local: fleet's API, as before
     Stopped, StopRequest, check_stop, connect, one_line, start_local)
 from .errors import brief, first_line
@@ -117,9 +118,10 @@ class FleetConfig:
     device: str = 'auto'
     batch_size: int = 8
 
-    def evaluation(self, bag: Optional[Path], topic: str) -> Evaluation:
+    def evaluation(self, bag: Optional[Path], topic: str, truth=None) -> Evaluation:
+        """Return the single-bag evaluation of a unit; `truth`: the CSV read once per run."""
         return Evaluation(bag, topic, self.checkpoint, self.params_file, self.truth,
-                          self.device, self.batch_size, progress=False)
+                          self.device, self.batch_size, progress=False, parsed_truth=truth)
 
 
 def local_engine(config: FleetConfig):
@@ -220,12 +222,13 @@ class ModelServer:
 
 
 def evaluate_unit(bag: str, topic: str, run_key: str, config: FleetConfig, done,
-                  server=None, spec: Optional[dict] = None) -> dict:
+                  server=None, spec: Optional[dict] = None, truth=None) -> dict:
     """Evaluate one (bag, topic) as `timesformer_bag evaluate` does; the Ray task of a unit.
 
     Returns {'key', 'status': 'reused' | 'done' | 'failed', ...}: for 'done' the single-bag
     summary and the window JSON lines, for 'failed' the one-line error. `done` holds the keys
-    already in the output directory.
+    already in the output directory; `truth` is the run's truth CSV, read once by the driver
+    (None: a truth topic, read from each bag).
     """
     started = time.monotonic()
     unit = {'bag': bag, 'topic': topic}
@@ -240,7 +243,7 @@ def evaluate_unit(bag: str, topic: str, run_key: str, config: FleetConfig, done,
     with tempfile.TemporaryDirectory(prefix='timesformer_fleet_') as tmp:
         lines = Path(tmp) / 'windows.jsonl'
         try:
-            summary = evaluate(config.evaluation(Path(bag), topic),
+            summary = evaluate(config.evaluation(Path(bag), topic, truth),
                                EvaluationOutputs(jsonl=lines), engine=engine)
         except (BagError, OutputError, ValueError, OSError) as exc:
             windows = (getattr(exc, 'summary', None) or {}).get('windows', 0)
@@ -300,6 +303,9 @@ def evaluate_many(fleet: Fleet, stop: Optional['StopRequest'] = None) -> dict:
     results_dir = Path(fleet.out_dir) / 'bags'
     done = {p.stem for p in results_dir.glob('*.json') if p.with_suffix('.jsonl').is_file()}
     run_keys = {topic: run_digest(fleet.config, topic) for topic in fleet.topics}
+    # A truth file is read once, here, every row checked before Ray starts; the units share it
+    # through the object store.
+    truth = read_truth_csv(fleet.config.truth) if is_truth_file(fleet.config.truth) else None
     created = [d for d in (results_dir, *results_dir.parents) if not d.exists()]
     started_here = False
     try:
@@ -313,6 +319,7 @@ def evaluate_many(fleet: Fleet, stop: Optional['StopRequest'] = None) -> dict:
         workers = fleet.workers or max(1, int(resources.get('CPU', 1)))
         task = ray.remote(num_cpus=1, max_retries=RETRIES)(evaluate_unit)
         done_ref = ray.put(done)
+        truth_ref = ray.put(truth) if truth is not None else None
         progress = _Progress(len(units), fleet.progress)
         pending, results, queue = {}, [], list(enumerate(units))
         started = time.monotonic()
@@ -321,7 +328,7 @@ def evaluate_many(fleet: Fleet, stop: Optional['StopRequest'] = None) -> dict:
                 index, (bag, topic) = queue.pop(0)
                 server = servers[index % len(servers)] if servers else None
                 ref = task.remote(bag, topic, run_keys[topic], fleet.config, done_ref, server,
-                                  spec)
+                                  spec, truth_ref)
                 pending[ref] = (bag, topic)
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.25)
             check_stop(stop)
@@ -403,6 +410,9 @@ def _summary(fleet: Fleet, results: list, results_dir: Path, seconds: float) -> 
                'seconds': round(seconds, 3), 'windows_evaluated': windows,
                'windows_per_s': round(windows / seconds, 2) if seconds else 0.0}
     summary.update(aggregate([u['summary'] for u in per_unit]))
+    summary['truth_warnings'] = [{'bag': u['bag'], 'topic': u['topic'],
+                                  'warning': u['summary']['truth_warning']}
+                                 for u in per_unit if 'truth_warning' in u['summary']]
     summary['per_bag'] = per_unit
     return summary
 
@@ -512,4 +522,8 @@ def main(args) -> int:
     print(f'summary: {Path(args.out_dir) / "summary.json"}')
     for failed in summary['failed']:
         print(f'timesformer_bag: error: {failed["error"]}', file=sys.stderr)
-    return 1 if summary['failed'] else 0
+    for unit in summary['truth_warnings']:
+        kind = 'error' if args.strict else 'warning'
+        print(f'timesformer_bag: {kind}: {unit["bag"]} ({unit["topic"]}): {unit["warning"]}',
+              file=sys.stderr)
+    return 1 if summary['failed'] or (args.strict and summary['truth_warnings']) else 0
