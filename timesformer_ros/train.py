@@ -33,6 +33,7 @@ from . import synthetic, world
 from .checkpoints import (
     OFFICIAL_MEAN, OFFICIAL_STD, CheckpointError, load_checkpoint, save_checkpoint)
 from .clip_folder import FolderClips, folder_classes
+from .errors import brief
 from .frames import Normaliser, resize_and_crop
 from .model import ATTENTION_TYPES, TimeSformer, preset
 from .progress import Progress
@@ -199,6 +200,8 @@ class TrainConfig:
                              'drawn around)')
         if self.clip_fps is not None and rate_problem(self.clip_fps):
             raise ValueError(f'clip_fps {rate_problem(self.clip_fps)}')
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f'lr must be a finite number > 0, got {self.lr!r}')
         for name in ('curriculum', 'directions_first', 'wide'):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -294,7 +297,12 @@ def train(config: TrainConfig = TrainConfig()):
         loss.backward()
         _stop_unless_finite(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0),
                             'gradient norm', step)
-        optimiser.step()
+        try:
+            optimiser.step()
+        except RuntimeError as exc:     # a step past float range (a huge --lr)
+            raise TrainingError(f'step {step + 1}: the optimiser step failed ({brief(exc)}); '
+                                f'training stopped, no checkpoint written at this step (try a '
+                                f'lower --lr)') from None
         loss = float(loss.detach())
         if (step + 1) % config.val_every == 0 or step + 1 == config.steps:
             acc = accuracy(model, val_clips_arr, val_labels, normaliser)
