@@ -17,6 +17,7 @@ test/test_hostile_inputs.py's builders. Writes benchmarks/results/hostile_inputs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import signal
@@ -33,6 +34,14 @@ sys.path.insert(0, str(REPO / 'test'))     # the attacks are the tests' own
 import report  # noqa: E402 - benchmarks/report.py, beside this script
 
 TOPIC = '/camera/image_raw'
+
+
+def _children(pid: int) -> list:
+    """Return the process ids of `pid`'s children (Linux /proc)."""
+    found = []
+    for task in Path(f'/proc/{pid}/task').iterdir():
+        found += [int(c) for c in (task / 'children').read_text().split()]
+    return found
 
 
 def run(name: str, args: list, limit: float, then_sigterm: bool = False) -> dict:
@@ -54,8 +63,9 @@ def run(name: str, args: list, limit: float, then_sigterm: bool = False) -> dict
             try:
                 process.wait(limit)
             except subprocess.TimeoutExpired:
-                if then_sigterm:
-                    os.killpg(process.pid, signal.SIGTERM)
+                if then_sigterm:       # to the CLI alone (the launcher waits for it)
+                    for child in _children(process.pid):
+                        os.kill(child, signal.SIGTERM)
                     term = time.monotonic()
                     try:
                         process.wait(60)
@@ -65,7 +75,8 @@ def run(name: str, args: list, limit: float, then_sigterm: bool = False) -> dict
                         outcome = f'no end in {limit:g} s, nor 60 s after SIGTERM: killed'
                 else:
                     outcome = f'no end in {limit:g} s: killed'
-                os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):   # what is left of the group
+                    os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
             seconds = time.monotonic() - started
         text = err_path.read_text(errors='replace')
