@@ -1,9 +1,9 @@
-"""Hostile input, round two (issue 29): truth files, training clips, bag discovery, a cluster
-address that does not answer, clip rates, camera names, parameter sets, outputs on a full disk.
+"""Hostile input, round two (issue 29): each row of the issue's table as a test.
 
-Each attack is the issue's exact input, run where it matters as the user runs it (the console
-script as a process, its exit code, its one error line, no traceback) on real files. Row numbers
-are the issue's table. `benchmarks/hostile_inputs.py` runs the costly ones (10 million truth
+Truth files, training clips, bag discovery, a cluster address that does not answer, clip rates,
+camera names, parameter sets, outputs on a full disk. Each attack is the issue's exact input,
+run where it matters as the user runs it (the console script as a process, its exit code, its
+one error line, no traceback) on real files. Row numbers are the issue's table. `benchmarks/hostile_inputs.py` runs the costly ones (10 million truth
 rows, a silent cluster address, a symlink loop with a `**` glob) against any checkout.
 """
 
@@ -39,7 +39,7 @@ def frame_stamp(i: int) -> int:
 
 @pytest.fixture(scope='module')
 def bag(tmp_path_factory):
-    """The synthetic camera, 3 s of 160x120 at 30 fps from START_NS, truth on /motion."""
+    """Record the synthetic camera, 3 s of 160x120 at 30 fps from START_NS, truth on /motion."""
     path = tmp_path_factory.mktemp('bag') / 'bag'
     record_synthetic(path, 'sqlite3', seconds=3.0, seed=11, width=160, height=120,
                      start_ns=START_NS)
@@ -186,7 +186,7 @@ def test_an_mcap_record_length_of_2_62_is_one_line_naming_file_and_reason(tmp_pa
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    """A tmpfs of a given size (root only): writes fail with ENOSPC, as on a full disk."""
+    """Mount a tmpfs of a given size (root only): writes fail with ENOSPC, as on a full disk."""
     mounted = []
 
     def mount(size: str) -> Path:
@@ -224,7 +224,7 @@ def test_out_bag_on_a_full_disk_leaves_nothing_behind(size, bag, small_tmpfs):
 # -- row 4: bag discovery and symlink loops -------------------------------------------------------
 
 def looped_tree(root: Path, bag_dir: Path = None) -> Path:
-    """A directory with two symlinks to itself (and a bag, if given): ~2^40 paths if followed."""
+    """Make a directory with two symlinks to itself (and a bag, if given): 2^40 paths to follow."""
     root.mkdir()
     if bag_dir is not None:
         os.symlink(bag_dir, root / 'recording')       # a bag given by a link: taken
@@ -345,7 +345,7 @@ def test_sigterm_while_a_silent_address_is_tried_ends_at_once(bag, tmp_path):
 
 
 def ray_processes_in(directory: Path) -> list:
-    """Processes of this user whose working directory is `directory` (a run's Ray runtime)."""
+    """Return the Ray processes whose working directory is `directory` (a run's runtime)."""
     found = []
     for proc in Path('/proc').iterdir():
         try:
