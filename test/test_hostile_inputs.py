@@ -3,8 +3,9 @@
 Truth files, training clips, bag discovery, a cluster address that does not answer, clip rates,
 camera names, parameter sets, outputs on a full disk. Each attack is the issue's exact input,
 run where it matters as the user runs it (the console script as a process, its exit code, its
-one error line, no traceback) on real files. Row numbers are the issue's table. `benchmarks/hostile_inputs.py` runs the costly ones (10 million truth
-rows, a silent cluster address, a symlink loop with a `**` glob) against any checkout.
+one error line, no traceback) on real files. Row numbers are the issue's table.
+`benchmarks/hostile_inputs.py` runs the costly ones (10 million truth rows, a silent cluster
+address, a symlink loop with a `**` glob) against any checkout.
 """
 
 import json
