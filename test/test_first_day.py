@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, console_script
+from conftest import CONSOLE_SCRIPTS, REPO, STOP_WITHIN_S, console_script
 from timesformer_ros import interface
 from timesformer_ros.pipeline import OK, WARN, health, input_problem
-from timesformer_ros.processes import MODULES
 
 rclpy = pytest.importorskip('rclpy')
 from timesformer_ros import camera, node  # noqa: E402
@@ -64,7 +63,7 @@ def test_two_sigints_end_the_node_cleanly(ros, start_node, small_checkpoint, mom
     code, elapsed, output = node.stop(signal.SIGINT, timeout=10.0)
     output = first_line + output
     assert code == 0, output
-    assert elapsed < 3.0
+    assert elapsed < STOP_WITHIN_S
     assert 'Traceback' not in output and 'KeyboardInterrupt' not in output
     assert ESCAPE not in output      # stdout is a pipe here: no terminal colour codes
     if moment == 'importing':
@@ -73,7 +72,7 @@ def test_two_sigints_end_the_node_cleanly(ros, start_node, small_checkpoint, mom
 
 # -- --help ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('script', sorted(MODULES))
+@pytest.mark.parametrize('script', sorted(CONSOLE_SCRIPTS))
 def test_help_prints_usage_and_exits_0_without_starting(script):
     """`--help` and `-h` print usage and return at once.
 
@@ -175,11 +174,11 @@ def test_watchdog_over_dds_warns_names_the_topic_and_recovers(ros, start_node,
     pub = ros.node.create_publisher(Image, '/robot/camera/image_raw', qos_profile_sensor_data)
     wait_for_subscriber(ros, pub)
     publish_at(ros, pub, 75, 30.0)                      # frames flow: OK
-    assert ros.spin_until(latest_is(OK, 'running'), 5.0), listener.statuses[-3:]
+    assert ros.spin_until(latest_is(OK, 'running'), 30.0), listener.statuses[-3:]
     publish_at(ros, pub, 40, 8.0, first_stamp_ns=2_000_000_000_000)   # far below 30 Hz
-    assert ros.spin_until(latest_is(WARN, 'expected 30 Hz'), 5.0), listener.statuses[-3:]
+    assert ros.spin_until(latest_is(WARN, 'expected 30 Hz'), 30.0), listener.statuses[-3:]
     # The camera stops.
-    assert ros.spin_until(latest_is(WARN, 'no frame on /robot/camera/image_raw for'), 5.0)
+    assert ros.spin_until(latest_is(WARN, 'no frame on /robot/camera/image_raw for'), 30.0)
     code, _, output = node.stop()
     assert code == 0, output
     # The same, throttled, in the log; and the recovery.

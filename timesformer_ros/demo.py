@@ -51,7 +51,7 @@ class RecentFrames(dict):
 
 
 def _env(domain_id: int) -> dict:
-    env = keep_dds_on_loopback(dict(os.environ))
+    env = keep_dds_on_loopback(dict(os.environ), checkout=REPO)
     env['ROS_DOMAIN_ID'] = str(domain_id)
     env['PYTHONUNBUFFERED'] = '1'
     return env
@@ -91,7 +91,7 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
     from vision_msgs.msg import LabelInfo
 
     env = _env(domain_id)
-    keep_dds_on_loopback()
+    keep_dds_on_loopback(checkout=REPO)
     node_cmd = console_command('timesformer_node') + [
         '--ros-args', '--params-file', str(REPO / 'config' / 'timesformer.yaml'),
         '-p', 'device:=cpu']
