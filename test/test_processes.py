@@ -15,7 +15,7 @@ from timesformer_ros.processes import (
 
 
 def ament_prefix(root, scripts):
-    """A ROS prefix as colcon installs the package: its index marker, scripts in lib/PACKAGE."""
+    """Make a ROS prefix as colcon installs the package: its index marker, lib/PACKAGE scripts."""
     marker = root / 'share' / 'ament_index' / 'resource_index' / 'packages' / 'timesformer_ros'
     marker.parent.mkdir(parents=True)
     marker.write_text('')

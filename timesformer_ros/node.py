@@ -25,7 +25,8 @@ from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import (
-    DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+    DurabilityPolicy, HistoryPolicy, QoSCompatibility, QoSProfile, ReliabilityPolicy,
+    qos_check_compatible)
 from sensor_msgs.msg import CompressedImage, Image
 
 from .checkpoints import CheckpointError
@@ -271,8 +272,11 @@ class TimeSformerNode(Node):
     def _camera_status(self, camera: Camera) -> DiagnosticStatus:
         snap = camera.stream.snapshot()
         topic = camera.subscription.topic_name
+        publishers = self.get_publishers_info_by_topic(topic) if not snap['frames_received'] \
+            else []                 # only asked while no frame has come
         problem = input_problem(snap, topic, self.values['input_timeout_s'],
-                                self.values['expected_rate_hz'], self.count_publishers(topic))
+                                self.values['expected_rate_hz'], len(publishers),
+                                self._incompatible(camera, publishers))
         self._log_input_problem(camera, problem)
         self._end_actions_on_silence(camera, snap)
         level, message = health(snap, self.values['failure_error_threshold'], problem)
@@ -286,6 +290,13 @@ class TimeSformerNode(Node):
         values['sampling'] = self.sampling.describe()
         values.update(self._engine_values())
         return self._status(diagnostic_name(camera.name), level, message, values)
+
+    @staticmethod
+    def _incompatible(camera: Camera, publishers) -> list:
+        """Return why the camera's subscription cannot take each refused publisher's QoS."""
+        checks = (qos_check_compatible(p.qos_profile, camera.subscription.qos_profile)
+                  for p in publishers)
+        return [reason for verdict, reason in checks if verdict == QoSCompatibility.ERROR]
 
     def _engine_values(self) -> dict:
         values = {'device': str(self.engine.device), 'model': self.engine.describe()}
