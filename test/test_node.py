@@ -270,7 +270,8 @@ def set_parameters(ros, **values):
 
 def test_runtime_parameters_take_effect_and_invalid_ones_are_refused(ros, start_node,
                                                                      small_checkpoint):
-    start_node('-p', f'checkpoint:={small_checkpoint}', '-p', 'sample_every:=1', *TOP1_LABEL)
+    node = start_node('-p', f'checkpoint:={small_checkpoint}', '-p', 'sample_every:=1',
+                      *TOP1_LABEL)
     listener = Listener(ros)
     pub = ros.node.create_publisher(Image, 'image', qos_profile_sensor_data)
     wait_for_subscriber(ros, pub)
@@ -301,6 +302,16 @@ def test_runtime_parameters_take_effect_and_invalid_ones_are_refused(ros, start_
     # stride 3 after a reset (the stamps jumped): first window after 4 frames, then every 3.
     assert len(later) == 3, [r['seq'] for r in later]
     assert all(label != 'unknown' for label in listener.labels[-2:])
+
+    # Each change the node applied is one line of its log, old -> new; refused ones are not;
+    # a value set again unchanged is no change.
+    assert all(r.successful for r in set_parameters(ros, stride=3))
+    code, _, output = node.stop()
+    assert code == 0, output
+    changes = [line.split(']: ')[-1] for line in output.splitlines() if ']: parameter ' in line]
+    assert changes == ['parameter top_k: 5 -> 2', 'parameter score_threshold: 0.0 -> 1.0',
+                       'parameter stride: 1 -> 3', 'parameter score_threshold: 1.0 -> 0.0'], \
+        changes
 
 
 @pytest.mark.parametrize('args, message', [

@@ -212,8 +212,12 @@ class TimeSformerNode(Node):
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params):
-        """Post-set: the accepted values take effect (on the next window)."""
+        """Post-set: the accepted values take effect (on the next window), each change logged."""
         names = {p.name for p in params if p.name in BY_NAME}
+        for param in params:
+            if param.name in names and param.value != self.values[param.name]:
+                self.get_logger().info(
+                    f'parameter {param.name}: {self.values[param.name]!r} -> {param.value!r}')
         self.values.update({p.name: p.value for p in params if p.name in names})
         if 'stride' in names:
             for camera in self.cameras:
