@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import time
+from functools import partial
 
 import jsonschema
 import numpy as np
@@ -275,14 +276,21 @@ def test_runtime_parameters_take_effect_and_invalid_ones_are_refused(ros, start_
     listener = Listener(ros)
     pub = ros.node.create_publisher(Image, 'image', qos_profile_sensor_data)
     wait_for_subscriber(ros, pub)
+    # publish_overlay is false: ~/attention/overlay is not advertised at all (issue 25).
+    overlays = partial(ros.node.count_publishers, '/timesformer/attention/overlay')
+    assert ros.spin_until(lambda: ros.node.count_publishers('/timesformer/attention/spatial'),
+                          30.0)
+    assert overlays() == 0
 
     (ok,) = set_parameters(ros, top_k=2)
     assert ok.successful
-    (ok,) = set_parameters(ros, score_threshold=1.0)
-    assert ok.successful
+    assert all(r.successful for r in set_parameters(ros, score_threshold=1.0,
+                                                    publish_overlay=True))
+    assert ros.spin_until(lambda: overlays() == 1, 30.0)       # advertised once switched on
     publish_at(ros, pub, 12, 30.0)
     assert ros.spin_until(lambda: len(listener.windows) >= 3, 30.0)
     assert all(len(r['results']) == 2 for r in listener.windows)
+    assert ros.spin_until(lambda: listener.overlay, 30.0)
     assert ros.spin_until(lambda: listener.labels, 30.0)
     assert set(listener.labels) == {'unknown'}  # no softmax score reaches 1.0
 
@@ -305,13 +313,15 @@ def test_runtime_parameters_take_effect_and_invalid_ones_are_refused(ros, start_
 
     # Each change the node applied is one line of its log, old -> new; refused ones are not;
     # a value set again unchanged is no change.
-    assert all(r.successful for r in set_parameters(ros, stride=3))
+    assert all(r.successful for r in set_parameters(ros, stride=3, publish_overlay=False))
+    assert ros.spin_until(lambda: overlays() == 0, 30.0)       # and gone once switched off
     code, _, output = node.stop()
     assert code == 0, output
     changes = [line.split(']: ')[-1] for line in output.splitlines() if ']: parameter ' in line]
     assert changes == ['parameter top_k: 5 -> 2', 'parameter score_threshold: 0.0 -> 1.0',
-                       'parameter stride: 1 -> 3', 'parameter score_threshold: 1.0 -> 0.0'], \
-        changes
+                       'parameter publish_overlay: False -> True', 'parameter stride: 1 -> 3',
+                       'parameter score_threshold: 1.0 -> 0.0',
+                       'parameter publish_overlay: True -> False'], changes
 
 
 @pytest.mark.parametrize('args, message', [

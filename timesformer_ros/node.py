@@ -126,17 +126,16 @@ class TimeSformerNode(Node):
         self._warned = {}
 
         self.types = rclpy_types()
-        qos = _qos_profiles()
+        self.output_qos = _qos_profiles()
         self.outputs = {}                   # node-wide outputs (label_info)
         for output in OUTPUTS:
             if not output.per_camera:
                 self.outputs[output.name] = self.create_publisher(
-                    self.types.classes(output.msgtype), '~/' + output.name, qos[output.qos])
+                    self.types.classes(output.msgtype), '~/' + output.name,
+                    self.output_qos[output.qos])
                 continue
             for camera in self.cameras:
-                camera.outputs[output.name] = self.create_publisher(
-                    self.types.classes(output.msgtype), f'~/{camera.prefix}{output.name}',
-                    qos[output.qos])
+                self._advertise(camera, output)
         for output in OUTPUTS:
             if output.latched:
                 self._send_latched(output)
@@ -228,6 +227,24 @@ class TimeSformerNode(Node):
             config = DecoderConfig.from_values(self.values)
             for camera in self.cameras:
                 camera.reporter.decoder.config = config      # the next window
+        for output in OUTPUTS:
+            if output.enabled_by in names:
+                for camera in self.cameras:
+                    with camera.lock:                   # not while the worker publishes
+                        self._advertise(camera, output)
+
+    def _advertise(self, camera: Camera, output):
+        """Create the camera's publisher of `output` where it is enabled; destroy it where not.
+
+        An output switched off by its parameter (`publish_overlay`) is not advertised at all.
+        """
+        enabled, publisher = output.enabled(self.values), camera.outputs.get(output.name)
+        if enabled and publisher is None:
+            camera.outputs[output.name] = self.create_publisher(
+                self.types.classes(output.msgtype), f'~/{camera.prefix}{output.name}',
+                self.output_qos[output.qos])
+        elif not enabled and publisher is not None:
+            self.destroy_publisher(camera.outputs.pop(output.name))
 
     # -- publishing (worker thread) -------------------------------------------------------------
 
@@ -243,8 +260,8 @@ class TimeSformerNode(Node):
     def _publish_result(self, camera: Camera, result):
         """Every per-camera output's messages for `result`, in the order of `OUTPUTS`."""
         for output in OUTPUTS:
-            if output.per_window:
-                publisher = camera.outputs[output.name]
+            publisher = camera.outputs.get(output.name)     # None: not enabled
+            if output.per_window and publisher is not None:
                 for msg in output.per_window(self.types, result, self.values):
                     publisher.publish(msg)
 
