@@ -31,7 +31,6 @@ from .interface import DIAGNOSTIC_NAME
 from .messages import dict_ns, stamp_ns
 from .processes import console_command, finish, keep_dds_on_loopback
 
-REPO = Path(__file__).resolve().parents[1]
 # Camera frames kept for the picture: the last 4 s at 30 Hz (the windows of the embedded model
 # span 0.47 s), so memory stays the same however long the demo runs.
 KEEP_FRAMES = 120
@@ -51,7 +50,9 @@ class RecentFrames(dict):
 
 
 def _env(domain_id: int) -> dict:
-    env = keep_dds_on_loopback(dict(os.environ), checkout=REPO)
+    # Run from a checkout's root (`make demo`), DDS stays on loopback with its
+    # dev/fastdds_localhost.xml; installed elsewhere, nothing is set.
+    env = keep_dds_on_loopback(dict(os.environ), checkout=Path.cwd())
     env['ROS_DOMAIN_ID'] = str(domain_id)
     env['PYTHONUNBUFFERED'] = '1'
     return env
@@ -91,10 +92,10 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
     from vision_msgs.msg import LabelInfo
 
     env = _env(domain_id)
-    keep_dds_on_loopback(checkout=REPO)
-    node_cmd = console_command('timesformer_node') + [
-        '--ros-args', '--params-file', str(REPO / 'config' / 'timesformer.yaml'),
-        '-p', 'device:=cpu']
+    keep_dds_on_loopback(checkout=Path.cwd())
+    # The node's defaults are config/timesformer.yaml's (test_first_day checks it): no params file,
+    # so the demo runs the same wherever the package is installed.
+    node_cmd = console_command('timesformer_node') + ['--ros-args', '-p', 'device:=cpu']
     if checkpoint:
         node_cmd += ['-p', f'checkpoint:={checkpoint}']
     camera_cmd = console_command('timesformer_synthetic_camera') + [

@@ -30,13 +30,15 @@ from rclpy.qos import (
 from sensor_msgs.msg import CompressedImage, Image
 
 from .checkpoints import CheckpointError
+from .clips import model_clip_buffer, model_sampling
 from .engine import Engine, EngineError, engine_from_values
 from .interface import (
     BY_NAME, DIAGNOSTICS_TOPIC, ENGINE_DIAGNOSTIC_NAME, INPUT_TOPICS, PARAMETERS, Topic,
     camera_names, diagnostic_name, help_text)
 from .messages import rclpy_types
 from .outputs import BY_OUTPUT, OUTPUTS, Reporter
-from .pipeline import OK, BatchWorker, Stream, health, input_problem
+from .diagnostics import OK, health, input_problem
+from .pipeline import BatchWorker, Stream
 from .segments import ActionDecoder, DecoderConfig
 from .spin import StartupError, declare, run_node
 
@@ -107,7 +109,7 @@ class TimeSformerNode(Node):
         self.engine = load_engine(values, self.get_logger(),
                                   max_batch=min(values['max_batch'], len(names)))
         self.get_logger().info(f'model: {self.engine.describe()}')
-        self.sampling = self.engine.sampling(values)
+        self.sampling = model_sampling(self.engine, values)
         self.get_logger().info(f'sampling: {self.sampling.describe()}')
         try:
             self.cameras = [Camera(name, Reporter(ActionDecoder(
@@ -115,7 +117,7 @@ class TimeSformerNode(Node):
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         for camera in self.cameras:
-            camera.stream = Stream(camera.name, self.engine.clip_buffer(values),
+            camera.stream = Stream(camera.name, model_clip_buffer(self.engine, values),
                                    self.engine.preprocessor,
                                    partial(self._publish, camera),
                                    partial(self._on_failure, camera),

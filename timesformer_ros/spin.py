@@ -19,7 +19,8 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.signals import uninstall_signal_handlers
 
-from .entry import take_signals
+from .signals import take_signals
+from .errors import brief
 from .interface import Param
 
 
@@ -58,7 +59,7 @@ def declare(node: rclpy.node.Node, params: Sequence[Param]) -> dict:
             hint = f' (write {float(param.default)!r}, not an integer)' \
                 if isinstance(param.default, float) else ''
             raise StartupError(f'parameter {param.name} ({kind}{hint}): '
-                               f'{str(exc).splitlines()[0]}') from None
+                               f'{brief(exc, with_type=False)}') from None
         reason = param.check(values[param.name])
         if reason:
             raise StartupError(reason)

@@ -33,6 +33,7 @@ from . import synthetic, world
 from .checkpoints import OFFICIAL_MEAN, OFFICIAL_STD, load_checkpoint, save_checkpoint
 from .frames import Normaliser, resize_and_crop
 from .model import ATTENTION_TYPES, TimeSformer, preset
+from .progress import Progress
 
 LOGGER = logging.getLogger(__name__)
 
@@ -212,16 +213,6 @@ def curriculum_phase(step: int, steps: int, curriculum: float, directions_first:
     return everything, style, 'all classes'
 
 
-def _progress(step: int, steps: int, loss: float, started: float, extra: str = ''):
-    done = (step + 1) / steps
-    bar = '#' * int(done * 30)
-    elapsed = time.monotonic() - started
-    eta = elapsed / done - elapsed
-    sys.stderr.write(f'\r[{bar:<30}] {step + 1}/{steps} loss {loss:.3f} '
-                     f'{elapsed:5.0f}s eta {eta:4.0f}s {extra}')
-    sys.stderr.flush()
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """A training run; the defaults are the embedded model's recipe."""
@@ -320,6 +311,7 @@ def train(config: TrainConfig = TrainConfig()):
     history = []
     score = ''
     phase = None
+    bar = Progress(config.steps, 'steps')
     for step in range(config.steps):
         model.train()
         if folder:
@@ -364,8 +356,8 @@ def train(config: TrainConfig = TrainConfig()):
                 score = f'val {acc:.3f} world {wide_acc:.3f}'
             if config.out:
                 _save(config, model, classes, mean, std, clip_fps, step + 1, started, history)
-        _progress(step, config.steps, loss, started, score)
-    sys.stderr.write('\n')
+        bar.update(step + 1, f'loss {loss:.3f} {score}'.strip())
+    bar.close()
     model.eval()
     if config.out:
         LOGGER.info('wrote %s', Path(config.out).with_suffix('.json'))
