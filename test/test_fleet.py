@@ -122,6 +122,17 @@ def assert_close(got, expected, where: str = ''):
         assert got == expected, where
 
 
+def test_results_compare_with_float_noise_and_no_other_difference():
+    """The comparison the fleet tests use: 0.32672 against 0.326721 agrees, a label does not."""
+    window = {'results': [{'class_id': 1, 'class_name': 'right', 'score': 0.326721}], 'seq': 3}
+    assert_close({**window, 'results': [{**window['results'][0], 'score': 0.32672}]}, window)
+    for changed in ({'class_id': 2}, {'class_name': 'left'}, {'score': 0.3268}):
+        with pytest.raises(AssertionError):
+            assert_close({**window, 'results': [{**window['results'][0], **changed}]}, window)
+    with pytest.raises(AssertionError):
+        assert_close({**window, 'seq': 4}, window)
+
+
 def assert_same(fleet: dict, single: dict):
     assert sorted(fleet) == sorted(single)
     for bag, (records, summary) in single.items():
