@@ -83,19 +83,24 @@ def header_ns(msg) -> int:
     return stamp_ns(msg.header)
 
 
-def caught_up(listener, frames=None, after: int = 0):
+def caught_up(listener, frames=None, after: int = 0, steady: bool = False):
     """Return a condition: the node has worked through its input, and its results are all here.
 
-    Its latest diagnostics (one newer than the first `after`) say it took `frames` frames
-    (received, or reported lost by DDS; any number when None), no window waits, and every window
-    it processed has reached `listener`. Wait on it instead of a fixed time for the last results.
+    Its latest diagnostics (newer than the first `after`) say it took `frames` frames (received,
+    or reported lost by DDS; any number when None; with `steady`, as many as the diagnostics
+    before said: nothing more arrives), no window waits, and every window it processed has
+    reached `listener`. Wait on it instead of a fixed time for the last results.
     """
+    def taken(status: dict) -> int:
+        return int(status['frames_received']) + int(status.get('frames_lost_in_dds', 0))
+
     def done() -> bool:
-        if len(listener.diagnostics) <= after:
+        if len(listener.diagnostics) <= after + steady:
             return False
         status = listener.diagnostics[-1]
-        taken = int(status['frames_received']) + int(status.get('frames_lost_in_dds', 0))
-        return ((frames is None or taken == frames) and status['windows_pending'] == '0' and
+        return ((frames is None or taken(status) == frames) and
+                (not steady or taken(status) == taken(listener.diagnostics[-2])) and
+                status['windows_pending'] == '0' and
                 len(listener.windows) == int(status['frames_processed']))
     return done
 
