@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, console_script
+from conftest import REPO, console_script, fresh_domain
 from independent_bags import independent_frames, write_independent_bag
 from timesformer_ros import synthetic
 from timesformer_ros.checkpoints import embedded_checkpoint, load_checkpoint
@@ -182,7 +182,7 @@ def test_demo_short_run_scores_well_above_chance(tmp_path):
     """`make demo` in a short mode: node and camera as processes over DDS, scored live."""
     result = subprocess.run(
         [sys.executable, '-m', 'timesformer_ros.demo', '--duration', '12', '--out',
-         str(tmp_path), '--domain-id', str(40 + (hash(str(tmp_path)) % 40))],
+         str(tmp_path), '--domain-id', str(fresh_domain())],
         capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((tmp_path / 'summary.json').read_text())
