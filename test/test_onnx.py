@@ -189,7 +189,7 @@ def test_the_node_over_dds_gives_the_offline_pytorch_results(exported, bag, ros,
                               node.poll() is not None, 60.0), 'the node did not come up'
         assert node.poll() is None, node.stdout.read()
         player = subprocess.Popen(
-            [sys.executable, '-m', 'timesformer_ros.bags', 'play', str(bag), '--topic',
+            [*console_script('timesformer_bag'), 'play', str(bag), '--topic',
              '/camera/image_raw', '--rate', '0.5', '--reliable'],
             env=ros.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert ros.spin_until(lambda: player.poll() is not None, 60.0), 'play did not finish'
@@ -214,7 +214,7 @@ def test_without_onnxruntime_an_onnx_checkpoint_is_one_line_and_exit_2(exported,
     env = hiding_env(tmp_path / 'hide', ['onnxruntime', 'onnx', 'onnxscript'])
     path = exported['embedded'][1]
     result = subprocess.run(
-        [sys.executable, '-m', 'timesformer_ros.bags', 'evaluate', str(bag), '--topic',
+        [*console_script('timesformer_bag'), 'evaluate', str(bag), '--topic',
          '/camera/image_raw', '--checkpoint', str(path), '--device', 'cpu'],
         capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2, result.stderr

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from .rates import MAX_FPS, MIN_FPS, rate_problem
+
 
 @dataclass(frozen=True)
 class Param:
@@ -61,6 +63,11 @@ class Topic:
 
 
 CAMERA_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*\Z')
+# ROS topic names have at most 247 characters (rmw's RMW_TOPIC_MAX_NAME_LENGTH, 255 less 8
+# reserved for the middleware's prefixes). A camera's longest topic is
+# /NAMESPACE/timesformer/CAMERA/attention/overlay: 200 characters of camera name leave 16 for
+# a namespace. The node still checks every topic it creates against the real limit.
+MAX_CAMERA_NAME = 200
 
 
 def camera_problem(names) -> Optional[str]:
@@ -71,13 +78,23 @@ def camera_problem(names) -> Optional[str]:
     names = list(names or [''])
     if names == ['']:
         return None
-    bad = [n for n in names if not CAMERA_NAME.match(n)]
+    bad = [n for n in names if not isinstance(n, str) or not CAMERA_NAME.match(n)]
     if bad:
         return (f'camera names must be ROS name tokens (a letter, then letters, digits or _), '
-                f'got {bad!r}')
+                f'got {bad!r:.200}')
+    long = [n for n in names if len(n) > MAX_CAMERA_NAME]
+    if long:
+        return (f'camera names must have at most {MAX_CAMERA_NAME} characters (ROS topic '
+                f'names have at most 247), got {len(long)} longer: {long[0][:40]}... '
+                f'({len(long[0])} characters)')
     if len(set(names)) != len(names):
-        return f'camera names must differ, got {names!r}'
+        return f'camera names must differ, got {names!r:.200}'
     return None
+
+
+def target_fps_problem(value) -> Optional[str]:
+    """Return what is wrong with a `target_fps`: 0 (unset) or a rate in `rates`' range."""
+    return None if value == 0 else rate_problem(value)
 
 
 def camera_names(value) -> list:
@@ -131,7 +148,8 @@ PARAMETERS = (
           "with target_fps 0: the checkpoint's clip rate.", low=0, high=1000),
     Param('target_fps', 0.0, 'Sample frames at this rate by header stamps. 0 with '
           "sample_every 0: the checkpoint's clip rate (the rate its clips were trained at; "
-          'every frame when it records none).', low=0.0, high=1000.0),
+          f'every frame when it records none); else {MIN_FPS:g}..{MAX_FPS:g}.', low=0.0,
+          high=MAX_FPS, validate=target_fps_problem),
     Param('max_gap_s', 0.5, 'A stamp gap longer than this, a stamp going backwards, or a '
           'change of size, encoding or frame_id restarts the window.', low=0.001,
           high=3600.0),
