@@ -61,6 +61,7 @@ from .bags.discover import find_bags, is_bag
 from .bags.truth import is_truth_file, read_truth_csv
 from .cluster import (  # noqa: F401 - start_local: fleet's API, as before
     Stopped, StopRequest, check_stop, connect, one_line, start_local)
+from .digests import digest
 from .errors import brief, first_line
 from .interface import read_params_file
 from .progress import Progress
@@ -70,19 +71,6 @@ _ENGINES = {}       # engines built in this worker process, by their values
 
 
 # -- keys: what a result was computed from --------------------------------------------------------
-
-def digest(path: Path) -> str:
-    """SHA-256 of a file, or of a directory's files (their relative names and bytes)."""
-    path = Path(path)
-    sha = hashlib.sha256()
-    files = sorted(p for p in path.rglob('*') if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        sha.update(str(file.relative_to(path) if path.is_dir() else '').encode() + b'\0')
-        with open(file, 'rb') as handle:
-            for block in iter(lambda: handle.read(1 << 20), b''):
-                sha.update(block)
-    return sha.hexdigest()
-
 
 def run_digest(config: 'FleetConfig', topic: str) -> str:
     """SHA-256 of everything besides the bag that a unit's results depend on.

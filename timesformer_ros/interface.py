@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import yaml
-
 from .rates import MAX_FPS, MIN_FPS, rate_problem
 
 
@@ -104,6 +102,24 @@ def camera_names(value) -> list:
     return list(value) if value else ['']
 
 
+# ONNX Runtime's execution providers by the short names of the `providers` parameter.
+PROVIDERS = {'tensorrt': 'TensorrtExecutionProvider', 'cuda': 'CUDAExecutionProvider',
+             'cpu': 'CPUExecutionProvider'}
+
+
+def provider_problem(names) -> Optional[str]:
+    """Return what is wrong with a `providers` list, or None."""
+    names = list(names or [])
+    if not names or names == ['']:
+        return f'give at least one execution provider, e.g. {list(PROVIDERS)}'
+    bad = [n for n in names if n not in PROVIDERS and not
+           re.fullmatch(r'[A-Za-z][A-Za-z0-9]*ExecutionProvider', n)]
+    if bad:
+        return (f'unknown execution providers {bad!r}: use {"/".join(PROVIDERS)} or an ONNX '
+                f'Runtime name such as OpenVINOExecutionProvider')
+    return None
+
+
 # Every parameter of the node, in one place. read_only: changing it needs a restart (reload).
 PARAMETERS = (
     Param('checkpoint', '', 'Model checkpoint: a timesformer_ros .json/.safetensors, an '
@@ -111,10 +127,21 @@ PARAMETERS = (
           'the embedded motion model.'),
     Param('labels', '', 'Optional labels file (one per line, or JSON) replacing the '
           "checkpoint's labels."),
-    Param('device', 'auto', 'Inference device: auto (cuda when available), cpu, cuda, cuda:N.'),
+    Param('device', 'auto', 'Inference device: auto (cuda when available), cpu, cuda, cuda:N. '
+          'For an .onnx checkpoint: cpu keeps only the CPU provider, cuda:N picks the GPU.'),
     Param('dtype', 'auto', 'auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or '
           'float16.', choices=('auto', 'float32', 'bfloat16', 'float16')),
     Param('compile', False, 'torch.compile the model (CUDA graphs on a GPU); slower start.'),
+    Param('providers', ['tensorrt', 'cuda', 'cpu'], 'ONNX Runtime execution providers for an '
+          '.onnx checkpoint, in order of preference: tensorrt, cuda, cpu or a full ONNX Runtime '
+          'name (OpenVINOExecutionProvider). Those this onnxruntime lacks are left out; the '
+          'choice is logged at start.', validate=provider_problem),
+    Param('trt_cache_dir', '', 'TensorRT engine cache (.onnx checkpoints): engines are kept in '
+          "a subdirectory named by the file's SHA-256, the TensorRT version, fp16 and "
+          'max_batch, so a changed file or TensorRT builds a new one. Empty: '
+          '~/.cache/timesformer_ros/tensorrt.'),
+    Param('fp16', False, 'Build the TensorRT engine in FP16 (.onnx checkpoints; LayerNorm stays '
+          'FP32 as one LayerNormalization). The CUDA and CPU providers run float32.'),
     Param('stride', 1, 'Run once every `stride` newly sampled frames.', read_only=False,
           low=1, high=1000),
     Param('sample_every', 0, 'Sample every k-th frame (ignored when target_fps > 0). 0 '
@@ -213,6 +240,7 @@ def read_params_file(path: Optional[Path], node_name: str = 'timesformer') -> di
     The file's parameters under `/**` or the node's name go over the declared defaults (all of them
     without a file).
     """
+    import yaml      # here: the engine and the benchmarks import this module without PyYAML
     values = defaults()
     if not path:
         return values

@@ -27,7 +27,8 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.parameter_service import ParameterService
 from rclpy.qos import (
-    DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+    DurabilityPolicy, HistoryPolicy, QoSCompatibility, QoSProfile, ReliabilityPolicy,
+    qos_check_compatible)
 from sensor_msgs.msg import CompressedImage, Image
 
 from .checkpoints import CheckpointError
@@ -189,17 +190,16 @@ class TimeSformerNode(Node):
     def _create_topics(self, values: dict):
         """Create every publisher and subscription of the cameras and the node."""
         self.types = rclpy_types()
-        qos = _qos_profiles()
+        self.output_qos = _qos_profiles()
         self.outputs = {}                   # node-wide outputs (label_info)
         for output in OUTPUTS:
             if not output.per_camera:
                 self.outputs[output.name] = self.create_publisher(
-                    self.types.classes(output.msgtype), '~/' + output.name, qos[output.qos])
+                    self.types.classes(output.msgtype), '~/' + output.name,
+                    self.output_qos[output.qos])
                 continue
             for camera in self.cameras:
-                camera.outputs[output.name] = self.create_publisher(
-                    self.types.classes(output.msgtype), f'~/{camera.prefix}{output.name}',
-                    qos[output.qos])
+                self._advertise(camera, output)
         for output in OUTPUTS:
             if output.latched:
                 self._send_latched(output)
@@ -295,8 +295,12 @@ class TimeSformerNode(Node):
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params):
-        """Post-set: the accepted values take effect (on the next window)."""
+        """Post-set: the accepted values take effect (on the next window), each change logged."""
         names = {p.name for p in params if p.name in BY_NAME}
+        for param in params:
+            if param.name in names and param.value != self.values[param.name]:
+                self.get_logger().info(
+                    f'parameter {param.name}: {self.values[param.name]!r} -> {param.value!r}')
         self.values.update({p.name: p.value for p in params if p.name in names})
         if 'stride' in names:
             for camera in self.cameras:
@@ -309,6 +313,24 @@ class TimeSformerNode(Node):
             config = DecoderConfig.from_values(self.values_after([]))
             for camera in self.cameras:
                 camera.reporter.decoder.config = config      # the next window
+        for output in OUTPUTS:
+            if output.enabled_by in names:
+                for camera in self.cameras:
+                    with camera.lock:                   # not while the worker publishes
+                        self._advertise(camera, output)
+
+    def _advertise(self, camera: Camera, output):
+        """Create the camera's publisher of `output` where it is enabled; destroy it where not.
+
+        An output switched off by its parameter (`publish_overlay`) is not advertised at all.
+        """
+        enabled, publisher = output.enabled(self.values), camera.outputs.get(output.name)
+        if enabled and publisher is None:
+            camera.outputs[output.name] = self.create_publisher(
+                self.types.classes(output.msgtype), f'~/{camera.prefix}{output.name}',
+                self.output_qos[output.qos])
+        elif not enabled and publisher is not None:
+            self.destroy_publisher(camera.outputs.pop(output.name))
 
     # -- publishing (worker thread) -------------------------------------------------------------
 
@@ -324,8 +346,8 @@ class TimeSformerNode(Node):
     def _publish_result(self, camera: Camera, result):
         """Every per-camera output's messages for `result`, in the order of `OUTPUTS`."""
         for output in OUTPUTS:
-            if output.per_window:
-                publisher = camera.outputs[output.name]
+            publisher = camera.outputs.get(output.name)     # None: not enabled
+            if output.per_window and publisher is not None:
                 for msg in output.per_window(self.types, result, self.values):
                     publisher.publish(msg)
 
@@ -357,8 +379,11 @@ class TimeSformerNode(Node):
     def _camera_status(self, camera: Camera) -> DiagnosticStatus:
         snap = camera.stream.snapshot()
         topic = camera.subscription.topic_name
+        publishers = self.get_publishers_info_by_topic(topic) if not snap['frames_received'] \
+            else []                 # only asked while no frame has come
         problem = input_problem(snap, topic, self.values['input_timeout_s'],
-                                self.values['expected_rate_hz'], self.count_publishers(topic))
+                                self.values['expected_rate_hz'], len(publishers),
+                                self._incompatible(camera, publishers))
         self._log_input_problem(camera, problem)
         self._end_actions_on_silence(camera, snap)
         level, message = health(snap, self.values['failure_error_threshold'], problem)
@@ -372,6 +397,13 @@ class TimeSformerNode(Node):
         values['sampling'] = self.sampling.describe()
         values.update(self._engine_values())
         return self._status(diagnostic_name(camera.name), level, message, values)
+
+    @staticmethod
+    def _incompatible(camera: Camera, publishers) -> list:
+        """Return why the camera's subscription cannot take each refused publisher's QoS."""
+        checks = (qos_check_compatible(p.qos_profile, camera.subscription.qos_profile)
+                  for p in publishers)
+        return [reason for verdict, reason in checks if verdict == QoSCompatibility.ERROR]
 
     def _engine_values(self) -> dict:
         values = {'device': str(self.engine.device), 'model': self.engine.describe()}

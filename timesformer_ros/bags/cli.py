@@ -108,10 +108,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except OutputError as exc:
         print(f'timesformer_bag: error: {exc} (no output was left behind)', file=sys.stderr)
         return 1
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and not _model_error(exc):
+            raise
         print(f'timesformer_bag: error: {exc}', file=sys.stderr)
-        return 1
+        return 2 if _model_error(exc) else 1
     return 0
+
+
+def _model_error(exc: BaseException) -> bool:
+    """Whether `exc` is a checkpoint or engine error: exit status 2, as the node's.
+
+    Looked up among the loaded modules: one of them raised it, and the bag tools do not import
+    torch before the bag has been checked.
+    """
+    kinds = [getattr(sys.modules.get(f'timesformer_ros.{module}'), name, None)
+             for module, name in (('checkpoints', 'CheckpointError'), ('engine', 'EngineError'))]
+    return isinstance(exc, tuple(kind for kind in kinds if kind is not None))
 
 
 def _print_summary(summary: dict):
