@@ -294,6 +294,7 @@ def evaluate_many(fleet: Fleet, stop: Optional['StopRequest'] = None) -> dict:
     # A truth file is read once, here, every row checked before Ray starts; the units share it
     # through the object store.
     truth = read_truth_csv(fleet.config.truth) if is_truth_file(fleet.config.truth) else None
+    check_stop(stop)                # before a local runtime takes seconds to start
     created = [d for d in (results_dir, *results_dir.parents) if not d.exists()]
     started_here = False
     try:

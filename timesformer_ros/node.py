@@ -112,8 +112,9 @@ class WholeSetParameterService(ParameterService):
     for, and whether a set works would depend on its order: [enter 0.5, exit 0.3] from enter
     1.0 / exit 1.0 refused enter and applied exit, leaving 1.0 / 0.3. Here the node is told the
     whole request first, and the on-set callback judges such rules on the values after it
-    (`TimeSformerNode.values_after`), as the ROS 2 parameter guidance asks of on-set callbacks:
-    validate the values the node would be left with, with no side effects.
+    (`TimeSformerNode.values_after`). The roles stay those of ROS 2's parameter callback design
+    (rclcpp's "Proposed node parameters callback Design", rclpy alike): on-set validates with
+    no side effects, post-set applies, and what is validated is the state a request leaves.
     """
 
     def _set_parameters_callback(self, request, response):
