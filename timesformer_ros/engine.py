@@ -22,6 +22,7 @@ from einops import rearrange, reduce
 from .checkpoints import Checkpoint, default_labels, embedded_checkpoint, load_checkpoint
 from .clips import ClipRate
 from .frames import Preprocessor
+from .locate import Locator
 from .model import TimeSformer, preset
 
 LOGGER = logging.getLogger(__name__)
@@ -45,6 +46,11 @@ class Prediction:
     spatial_last: Optional[np.ndarray] = None   # (H/p, W/p)
     temporal: Optional[np.ndarray] = None       # (T,), sums to 1
     timings: dict = field(default_factory=dict)  # milliseconds
+    # Where the action is (`locate.py`): (x_min, y_min, x_max, y_max) as shares of the model's
+    # square input (0..1; `frames.to_source` maps them to the camera's pixels), how sure, how.
+    box: Optional[np.ndarray] = None
+    box_confidence: float = 0.0
+    box_method: str = ''
 
     @property
     def label(self) -> str:
@@ -136,6 +142,7 @@ class Engine(ClipRate):
         self.labels = list(self.checkpoint.labels)
         self.config = self.checkpoint.config
         self.model = self.checkpoint.model.to(self.device, self.dtype).eval()
+        self.locator = Locator.for_checkpoint(self.checkpoint).to(self.device, self.dtype)
         if self.device.type == 'cpu' and not keep_freed_memory():
             LOGGER.debug('mallopt unavailable: CPU inference re-faults its buffers each call')
         self.preprocessor = Preprocessor(self.config.img_size, self.checkpoint.mean,
@@ -153,14 +160,17 @@ class Engine(ClipRate):
         return self.config.num_frames
 
     def _forward(self, video: torch.Tensor, with_attention: bool):
+        """Logits, and with attention its summaries and the locator's evidence (`locate`)."""
         if not with_attention:
-            return self.model(video), None, None
-        logits, weights = self.model.forward_with_attention(video)
+            return self.model(video), None, None, None
+        last = len(self.model.blocks) - 1
+        tokens, weights = self.model.forward_features_with_attention(
+            video, {last} | self.locator.blocks)
         grid = (video.shape[-2] // self.config.patch_size,
                 video.shape[-1] // self.config.patch_size)
-        spatial, temporal = attention_summary(self.model, weights[len(self.model.blocks) - 1],
-                                              video.shape[1], grid)
-        return logits, spatial, temporal
+        spatial, temporal = attention_summary(self.model, weights[last], video.shape[1], grid)
+        evidence = self.locator.evidence(tokens, weights, video.shape[1], grid)
+        return self.model.forward_head(tokens), spatial, temporal, evidence
 
     def warm_up(self, max_batch: int = 1):
         """Run dummy clips once (and compile, when asked) so the first real window is fast."""
@@ -175,8 +185,8 @@ class Engine(ClipRate):
         """Predictions for a (B, T, C, S, S) tensor of preprocessed frames."""
         started = time.perf_counter()
         with torch.inference_mode():
-            logits, spatial, temporal = self._run(video.to(self.device, self.dtype),
-                                                  with_attention)
+            logits, spatial, temporal, evidence = self._run(
+                video.to(self.device, self.dtype), with_attention)
             probs = logits.float().softmax(-1)
             top_scores, top_ids = probs.sort(dim=-1, descending=True)
             probs = probs.cpu().numpy()
@@ -184,6 +194,7 @@ class Engine(ClipRate):
             if with_attention:
                 spatial = spatial.float().cpu().numpy()
                 temporal = temporal.float().cpu().numpy()
+                boxes, confidences = self.locator.boxes(evidence, video.shape[-1])
         # .cpu() waited for the device, so this is the whole inference time.
         elapsed = (time.perf_counter() - started) * 1000.0
         out = []
@@ -195,7 +206,10 @@ class Engine(ClipRate):
                 spatial=spatial[i] if with_attention else None,
                 spatial_last=spatial[i][-1] if with_attention else None,
                 temporal=temporal[i] if with_attention else None,
-                timings={'inference_ms': elapsed}))
+                timings={'inference_ms': elapsed},
+                box=boxes[i] / video.shape[-1] if with_attention else None,
+                box_confidence=float(confidences[i]) if with_attention else 0.0,
+                box_method=self.locator.method if with_attention else ''))
         return out
 
     def infer(self, clips: Sequence[Sequence[torch.Tensor]], with_attention: bool = True) -> list:

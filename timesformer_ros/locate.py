@@ -1,0 +1,363 @@
+"""Where the action is: one box per window, in the model's input pixels. No ROS imports.
+
+Two methods, picked by the checkpoint (`Locator.for_checkpoint`):
+
+* `head`: a checkpoint that carries a localisation head (`LocatorHead`, the embedded motion
+  model does) points at the object it classified. The head reads the final tokens of the
+  window's newest frame and gives, for every patch, a logit that the object's centre lies in it
+  and the object's box relative to that patch (CenterNet-like: sub-patch centre offset, log
+  size). The box is that of the most likely patch; the confidence its softmax probability. It
+  is trained on the boxes the training world knows, with the classifier frozen
+  (`train_locator`), so the classification is unchanged.
+* `rollout`: any other checkpoint (Kinetics included). Attention rollout (Abnar & Zuidema,
+  2020) of the newest frame's spatial attention through every block, the CLS token's row as a
+  relevance map, upsampled (bilinear) to the input size and thresholded at half its peak; the
+  box encloses the connected part around the peak. The confidence is the share of relevance
+  inside the box. It says where the model looked, which is not always where an object is.
+
+Boxes are (x_min, y_min, x_max, y_max) with pixel edges at 0..S in the S x S input;
+`frames.to_source` maps them to the camera's pixels (undoing the resize and the centre crop).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange, reduce
+from torch import nn
+
+from .model import TimeSformer
+
+LOGGER = logging.getLogger(__name__)
+METHODS = ('head', 'rollout')
+LOCATOR_KEY = 'locator'          # the checkpoint description's entry for the head
+
+
+class LocatorHead(nn.Module):
+    """Per patch of the newest frame: a centre logit, a sub-patch centre offset and a log size.
+
+    Takes final-norm tokens (B, N, D) of one frame's N patches (row-major, `grid` rows and
+    columns); `decode` turns the outputs into boxes in input pixels.
+    """
+
+    def __init__(self, dim: int, patch_size: int, hidden: int = 64):
+        super().__init__()
+        self.patch_size = patch_size
+        self.hidden = hidden
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 5))
+
+    def forward(self, tokens: torch.Tensor) -> tuple:
+        """Return (logits (B, N), offsets (B, N, 2) in patches, log sizes (B, N, 2) in patches)."""
+        out = self.mlp(tokens)
+        return out[..., 0], out[..., 1:3], out[..., 3:5]
+
+    def decode(self, tokens: torch.Tensor, grid: tuple) -> tuple:
+        """Return (boxes (B, 4) in input pixels, confidences (B,)) for tokens (B, N, D)."""
+        logits, offsets, log_sizes = self(tokens)
+        probs = logits.float().softmax(-1)
+        confidence, index = probs.max(-1)
+        take = index[:, None, None].expand(-1, 1, 2)
+        offset = offsets.float().gather(1, take)[:, 0]
+        size = log_sizes.float().gather(1, take)[:, 0].clamp(-4.0, 4.0).exp()
+        row = torch.div(index, grid[1], rounding_mode='floor')
+        col = index - row * grid[1]
+        centre = torch.stack([col + 0.5, row + 0.5], -1).float() + offset
+        p = self.patch_size
+        boxes = torch.cat([(centre - size / 2) * p, (centre + size / 2) * p], -1)
+        return boxes, confidence
+
+    def targets(self, boxes: torch.Tensor, grid: tuple) -> tuple:
+        """Return (patch index (B,), offset (B, 2), log size (B, 2)) of boxes in input pixels."""
+        p = self.patch_size
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2 / p
+        size = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0.5) / p
+        col = centre[:, 0].floor().clamp(0, grid[1] - 1)
+        row = centre[:, 1].floor().clamp(0, grid[0] - 1)
+        index = (row * grid[1] + col).long()
+        offset = centre - torch.stack([col + 0.5, row + 0.5], -1)
+        return index, offset, size.log()
+
+    def loss(self, tokens: torch.Tensor, boxes: torch.Tensor, grid: tuple) -> torch.Tensor:
+        """Cross-entropy on the centre patch, L1 on its offset and log size."""
+        logits, offsets, log_sizes = self(tokens)
+        index, offset, log_size = self.targets(boxes, grid)
+        rows = torch.arange(len(index))
+        return (F.cross_entropy(logits, index) + F.l1_loss(offsets[rows, index], offset)
+                + F.l1_loss(log_sizes[rows, index], log_size))
+
+
+def newest_frame_tokens(tokens: torch.Tensor, patches: int) -> torch.Tensor:
+    """Return the final-norm tokens (B, N, D) of the window's newest frame (N = `patches`).
+
+    Patch tokens are frame-major, so they are the last N; space-only models average their
+    frames' tokens, so there the N tokens are that average.
+    """
+    return tokens[:, -patches:]
+
+
+def rollout(model: TimeSformer, weights: dict, frames: int, grid: tuple) -> torch.Tensor:
+    """Return the CLS token's rolled-out relevance over the newest frame's patches (B, gh, gw).
+
+    Each block's attention (heads averaged) is mixed with the identity (the residual path),
+    rows renormalised, and the blocks' matrices multiplied in order. Divided and space-only
+    blocks: the newest frame's spatial attention (temporal attention keeps a patch's position,
+    so it leaves the spatial map as it is); joint blocks: the whole attention, then the newest
+    frame's patches.
+    """
+    kind = model.config.attention_type
+    relevance = None
+    for index in sorted(weights):
+        attn = weights[index].spatial.float()
+        if kind == 'joint_space_time':
+            attn = reduce(attn, 'b h q k -> b q k', 'mean')
+        else:
+            attn = reduce(attn, '(b t) h q k -> b t q k', 'mean', t=frames)[:, -1]
+        eye = torch.eye(attn.shape[-1], device=attn.device)
+        step = 0.5 * attn + 0.5 * eye
+        step = step / step.sum(-1, keepdim=True)
+        relevance = step if relevance is None else step @ relevance
+    cls = relevance[:, 0, 1:]
+    n = grid[0] * grid[1]
+    return rearrange(cls[:, -n:], 'b (gh gw) -> b gh gw', gh=grid[0], gw=grid[1])
+
+
+def map_box(relevance: np.ndarray, size: int, level: float = 0.5) -> tuple:
+    """Return (box in input pixels, confidence) of a relevance map (gh, gw).
+
+    The map is upsampled (bilinear, pixel centres aligned) to size x size, thresholded at
+    `level` of its range above its minimum, and boxed around the connected part holding the
+    peak; the confidence is the share of the (minimum-subtracted) relevance inside the box.
+    """
+    up = cv2.resize(np.ascontiguousarray(relevance, np.float32), (size, size),
+                    interpolation=cv2.INTER_LINEAR)
+    up = up - up.min()
+    peak = float(up.max())
+    if not peak > 0 or not math.isfinite(peak):
+        return (0.0, 0.0, float(size), float(size)), 0.0
+    mask = (up >= level * peak).astype(np.uint8)
+    _, labels = cv2.connectedComponents(mask, connectivity=8)
+    y, x = np.unravel_index(int(np.argmax(up)), up.shape)
+    ys, xs = np.nonzero(labels == labels[y, x])
+    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+    inside = float(up[ys.min():ys.max() + 1, xs.min():xs.max() + 1].sum())
+    return box, inside / float(up.sum())
+
+
+class Locator:
+    """Boxes for a batch of windows, by `method`: 'head' (with `head`) or 'rollout'."""
+
+    def __init__(self, model: TimeSformer, head: Optional[LocatorHead] = None):
+        self.model = model
+        self.head = head
+        self.method = 'head' if head is not None else 'rollout'
+
+    @classmethod
+    def for_checkpoint(cls, checkpoint) -> 'Locator':
+        """The checkpoint's head when it has one (`load_head`), else rollout."""
+        return cls(checkpoint.model, load_head(checkpoint))
+
+    def to(self, device, dtype) -> 'Locator':
+        if self.head is not None:
+            self.head.to(device, dtype).eval()
+        return self
+
+    @property
+    def blocks(self) -> set:
+        """The blocks whose attention weights the method needs."""
+        depth = len(self.model.blocks)
+        return {depth - 1} if self.head is not None else set(range(depth))
+
+    def evidence(self, tokens: torch.Tensor, weights: dict, frames: int,
+                 grid: tuple) -> torch.Tensor:
+        """Tensors only (it runs inside a compiled forward): what `boxes` turns into boxes.
+
+        With a head, (B, 5) boxes in input pixels and confidences; else the rolled-out
+        relevance maps (B, gh, gw).
+        """
+        if self.head is not None:
+            boxes, confidence = self.head.decode(newest_frame_tokens(tokens, grid[0] * grid[1]),
+                                                 grid)
+            return torch.cat([boxes, confidence[:, None]], -1)
+        return rollout(self.model, weights, frames, grid)
+
+    def boxes(self, evidence: torch.Tensor, size: int) -> tuple:
+        """Return (boxes (B, 4) in input pixels, confidences (B,)), numpy float32."""
+        evidence = evidence.float().cpu().numpy()
+        if self.head is not None:
+            return evidence[:, :4], evidence[:, 4]
+        found = [map_box(m, size) for m in evidence]
+        return (np.array([b for b, _ in found], np.float32).reshape(-1, 4),
+                np.array([c for _, c in found], np.float32))
+
+
+def head_path(checkpoint) -> Optional[Path]:
+    """Return the head's weights file that a checkpoint's description names, or None."""
+    entry = (checkpoint.extra or {}).get(LOCATOR_KEY)
+    if not entry or not checkpoint.path:
+        return None
+    from .checkpoints import CheckpointError, _weights_beside
+    if not isinstance(entry, dict) or not isinstance(entry.get('hidden'), int):
+        raise CheckpointError(f'{checkpoint.path}: {LOCATOR_KEY} must be an object with '
+                              f'weights and hidden, got {entry!r}'[:300])
+    return _weights_beside(Path(checkpoint.path).with_suffix('.json'), entry.get('weights'))
+
+
+def load_head(checkpoint) -> Optional[LocatorHead]:
+    """Return the localisation head a checkpoint carries, or None (it has none)."""
+    path = head_path(checkpoint)
+    if path is None:
+        return None
+    from safetensors.torch import load_file
+
+    from .checkpoints import CheckpointError
+    cfg = checkpoint.config
+    head = LocatorHead(cfg.embed_dim, cfg.patch_size, checkpoint.extra[LOCATOR_KEY]['hidden'])
+    try:
+        head.load_state_dict(load_file(str(path)))
+    except Exception as exc:  # noqa: BLE001 - any unreadable or unfitting file: one line
+        raise CheckpointError(f'{path}: not the localisation head of a {cfg.embed_dim}-dim '
+                              f'model ({str(exc).splitlines()[0][:200]})') from None
+    return head.eval()
+
+
+def save_head(checkpoint_json: Path, head: LocatorHead, training: dict) -> Path:
+    """Write the head beside a checkpoint and name it in its description; return the file."""
+    from safetensors.torch import save_file
+    checkpoint_json = Path(checkpoint_json).with_suffix('.json')
+    weights = checkpoint_json.with_name(checkpoint_json.stem + '.locator.safetensors')
+    save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
+              str(weights))
+    meta = json.loads(checkpoint_json.read_text())
+    meta[LOCATOR_KEY] = {'weights': weights.name, 'hidden': head.hidden, 'training': training}
+    checkpoint_json.write_text(json.dumps(meta, indent=2) + '\n', encoding='utf-8')
+    return weights
+
+
+# -- scoring and training ---------------------------------------------------------------------
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of boxes (..., 4) (x_min, y_min, x_max, y_max)."""
+    w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = w * h
+    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
+
+
+def holds_centre(box: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Whether each box holds the centre of its true box."""
+    cx, cy = (truth[..., 0] + truth[..., 2]) / 2, (truth[..., 1] + truth[..., 3]) / 2
+    return (box[..., 0] <= cx) & (cx <= box[..., 2]) & (box[..., 1] <= cy) & (cy <= box[..., 3])
+
+
+def _world_batch(rng: np.random.Generator, count: int, size: int, frames: int,
+                 clip_fps: float) -> tuple:
+    from . import synthetic, world
+    clips, boxes = [], []
+    while len(clips) < count:
+        label = synthetic.CLASSES[int(rng.integers(len(synthetic.CLASSES)))]
+        clip, box = world.make_clip_and_boxes(rng, label, size, frames, clip_fps)
+        if np.isnan(box[-1]).any():
+            continue                   # the object left the view in the newest frame
+        if rng.random() < 0.5:         # flips keep the box true
+            clip, box = clip[:, :, ::-1], box[:, [2, 1, 0, 3]] * [-1, 1, -1, 1] + [size, 0,
+                                                                                   size, 0]
+        clips.append(clip)
+        boxes.append(box[-1])
+    return np.ascontiguousarray(np.stack(clips)), np.stack(boxes).astype(np.float32)
+
+
+def train_locator(checkpoint, steps: int, batch_size: int = 32, lr: float = 3e-3,
+                  seed: int = 0, hidden: int = 64, val_clips: int = 300,
+                  log_every: int = 100) -> tuple:
+    """Train a `LocatorHead` on a frozen classifier with the training world's boxes.
+
+    Returns (head, history). Validation uses the training world's validation seeds.
+    """
+    from .frames import Normaliser
+    from .train import DEFAULT_CLIP_FPS, VAL_SEED
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed + 1)
+    model = checkpoint.model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    cfg = model.config
+    grid = (cfg.grid_size, cfg.grid_size)
+    clip_fps = checkpoint.clip_fps or DEFAULT_CLIP_FPS
+    normaliser = Normaliser(checkpoint.mean, checkpoint.std)
+    head = LocatorHead(cfg.embed_dim, cfg.patch_size, hidden)
+    optimiser = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
+    val = _world_batch(np.random.default_rng(VAL_SEED + seed), val_clips, cfg.img_size,
+                       cfg.num_frames, clip_fps)
+    history, started = [], time.monotonic()
+
+    def tokens_of(clips):
+        with torch.no_grad():
+            return newest_frame_tokens(model.forward_features(
+                normaliser(torch.from_numpy(clips))), cfg.num_patches)
+
+    for step in range(steps):
+        clips, boxes = _world_batch(rng, batch_size, cfg.img_size, cfg.num_frames, clip_fps)
+        for group in optimiser.param_groups:
+            group['lr'] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        head.train()
+        loss = head.loss(tokens_of(clips), torch.from_numpy(boxes), grid)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            head.eval()
+            with torch.no_grad():
+                found, _ = head.decode(tokens_of(val[0]), grid)
+            found = found.numpy()
+            entry = {'step': step + 1, 'loss': round(float(loss.detach()), 4),
+                     'val_centre_hit': round(float(holds_centre(found, val[1]).mean()), 4),
+                     'val_median_iou': round(float(np.median(iou(found, val[1]))), 4),
+                     'seconds': round(time.monotonic() - started)}
+            history.append(entry)
+            LOGGER.info('locator %s', entry)
+    return head.eval(), history
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Train the localisation head of a checkpoint (`timesformer_train locator` runs this)."""
+    import argparse
+    import shlex
+    import sys
+
+    from .checkpoints import load_checkpoint
+    parser = argparse.ArgumentParser(prog='timesformer_train locator')
+    parser.add_argument('checkpoint', type=Path, help='a timesformer_ros .json checkpoint: '
+                        'the head is written beside it and named in it')
+    parser.add_argument('--steps', type=int, default=1500)
+    parser.add_argument('--batch-size', type=int, default=32)
+    parser.add_argument('--lr', type=float, default=3e-3)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--hidden', type=int, default=64)
+    parser.add_argument('--threads', type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    checkpoint = load_checkpoint(args.checkpoint)
+    started = time.monotonic()
+    head, history = train_locator(checkpoint, args.steps, args.batch_size, args.lr, args.seed,
+                                  args.hidden)
+    command = 'timesformer_train locator ' + ' '.join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    path = save_head(args.checkpoint, head, {
+        'command': command, 'steps': args.steps, 'batch_size': args.batch_size, 'lr': args.lr,
+        'seed': args.seed, 'data': 'world.py (training seeds), newest frame box',
+        'classifier': 'frozen', 'seconds': round(time.monotonic() - started),
+        'history': history})
+    LOGGER.info('wrote %s', path)
+    return 0
