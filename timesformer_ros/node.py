@@ -32,12 +32,12 @@ from .checkpoints import CheckpointError
 from .engine import Engine, EngineError, engine_from_values
 from .interface import (
     BY_NAME, DIAGNOSTICS_TOPIC, ENGINE_DIAGNOSTIC_NAME, INPUT_TOPICS, PARAMETERS, Topic,
-    camera_names, diagnostic_name, help_text)
+    camera_names, diagnostic_name, help_text, override_param, split_override)
 from .messages import rclpy_types
 from .outputs import BY_OUTPUT, OUTPUTS, Reporter
 from .pipeline import OK, BatchWorker, Stream, health, input_problem
 from .segments import ActionDecoder, DecoderConfig
-from .spin import StartupError, declare, run_node
+from .spin import StartupError, declare, declare_overrides, run_node
 
 SUMMARY = """Video action recognition: buffers camera frames in a sliding window, runs a
 TimeSformer on each window and publishes labels, scores and attention summaries."""
@@ -76,6 +76,8 @@ class Camera:
 
     name: str
     reporter: Reporter
+    values: dict                                      # its settings: the globals, overridden
+    overrides: dict = field(default_factory=dict)    # its own (cameras.NAME.PARAM)
     stream: Optional[Stream] = None
     subscription: object = None
     outputs: dict = field(default_factory=dict)       # output name -> publisher
@@ -83,6 +85,7 @@ class Camera:
     # so ~/events and the latched ~/active never go out of order.
     lock: threading.Lock = field(default_factory=threading.Lock)
     input_problem: Optional[str] = None
+    sampling: object = None                           # its clips.Sampling
 
     @property
     def prefix(self) -> str:
@@ -103,18 +106,26 @@ class TimeSformerNode(Node):
         super().__init__('timesformer', **kwargs)
         self.values = values = declare(self, PARAMETERS)
         names = camera_names(values['cameras'])
+        overrides = declare_overrides(self, names)
         self.engine = load_engine(values, self.get_logger(),
                                   max_batch=min(values['max_batch'], len(names)))
-        self.get_logger().info(f'model: {self.engine.describe()}')
-        self.sampling = self.engine.sampling(values)
-        self.get_logger().info(f'sampling: {self.sampling.describe()}')
-        try:
-            self.cameras = [Camera(name, Reporter(ActionDecoder(
-                self.engine.labels, DecoderConfig.from_values(values)))) for name in names]
-        except ValueError as exc:
-            raise StartupError(str(exc)) from None
+        self.get_logger().info(f'model: {self.engine.describe()} (region: '
+                               f'{self.engine.locator.method})')
+        self.cameras = []
+        for name in names:
+            own = {**values, **overrides[name]}
+            try:
+                decoder = ActionDecoder(self.engine.labels, DecoderConfig.from_values(own))
+            except ValueError as exc:
+                raise StartupError(f'{exc}{" (camera " + name + ")" if name else ""}') \
+                    from None
+            self.cameras.append(Camera(name, Reporter(decoder), own, overrides[name]))
         for camera in self.cameras:
-            camera.stream = Stream(camera.name, self.engine.clip_buffer(values),
+            camera.sampling = self.engine.sampling(camera.values)
+            self.get_logger().info(f'sampling{camera.where}: {camera.sampling.describe()}'
+                                   + (f' (overrides: {_dict_text(camera.overrides)})'
+                                      if camera.overrides else ''))
+            camera.stream = Stream(camera.name, self.engine.clip_buffer(camera.values),
                                    self.engine.preprocessor,
                                    partial(self._publish, camera),
                                    partial(self._on_failure, camera),
@@ -141,12 +152,13 @@ class TimeSformerNode(Node):
                 self._send_latched(output)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
 
-        qos = QoSProfile(depth=values['qos_depth'], history=HistoryPolicy.KEEP_LAST,
-                         durability=DurabilityPolicy.VOLATILE,
-                         reliability=ReliabilityPolicy.RELIABLE if values['qos'] == 'reliable'
-                         else ReliabilityPolicy.BEST_EFFORT)
-        compressed = values['input_transport'] == 'compressed'
         for camera in self.cameras:
+            own = camera.values
+            qos = QoSProfile(depth=own['qos_depth'], history=HistoryPolicy.KEEP_LAST,
+                             durability=DurabilityPolicy.VOLATILE,
+                             reliability=ReliabilityPolicy.RELIABLE if own['qos'] == 'reliable'
+                             else ReliabilityPolicy.BEST_EFFORT)
+            compressed = own['input_transport'] == 'compressed'
             # Frames lost inside DDS (a full history queue while a large frame decodes) are
             # counted.
             events = SubscriptionEventCallbacks(message_lost=partial(self._on_lost, camera))
@@ -159,10 +171,11 @@ class TimeSformerNode(Node):
         self.steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.diagnostics_timer = self.create_timer(values['diagnostics_period_s'],
                                                    self._publish_diagnostics, clock=self.steady)
-        topics = ', '.join(c.subscription.topic_name for c in self.cameras)
-        self.get_logger().info(f'listening on {topics} ({values["input_transport"]}, qos '
-                               f'{values["qos"]}, depth {values["qos_depth"]}; batches of at '
-                               f'most {self.worker.max_batch})')
+        topics = ', '.join(f'{c.subscription.topic_name} ({c.values["input_transport"]}, qos '
+                           f'{c.values["qos"]}, depth {c.values["qos_depth"]})'
+                           for c in self.cameras)
+        self.get_logger().info(f'listening on {topics}; batches of at most '
+                               f'{self.worker.max_batch}')
         self.worker.start()       # last: a constructor that fails leaves no thread behind
 
     # -- callbacks ------------------------------------------------------------------------------
@@ -196,33 +209,59 @@ class TimeSformerNode(Node):
         rclpy itself refuses read-only ones and values outside the descriptors' ranges.
         """
         for param in params:
-            spec = BY_NAME.get(param.name)
+            override = split_override(param.name)
+            spec = override_param(*override) if override else BY_NAME.get(param.name)
             if spec is None:
                 continue
             reason = f'{param.name} is read-only (restart)' if spec.read_only \
                 else spec.check(param.value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
-        if DECODER_PARAMETERS & {p.name for p in params}:
-            try:   # the thresholds are checked together (exit <= enter)
-                DecoderConfig.from_values({**self.values, **{p.name: p.value for p in params}})
-            except ValueError as exc:
-                return SetParametersResult(successful=False, reason=str(exc))
+        for camera, changes in self._changes(params):
+            if DECODER_PARAMETERS & set(changes):
+                try:   # the thresholds are checked together (exit <= enter)
+                    DecoderConfig.from_values({**camera.values, **changes})
+                except ValueError as exc:
+                    return SetParametersResult(successful=False,
+                                               reason=f'{exc}{camera.where}')
         return SetParametersResult(successful=True)
+
+    def _changes(self, params) -> list:
+        """[(camera, {parameter: new value})]: what `params` change in each camera's settings.
+
+        A global parameter changes the cameras without their own override of it; an override
+        changes its camera alone.
+        """
+        changes = {camera.name: {} for camera in self.cameras}
+        for param in params:
+            override = split_override(param.name)
+            if override and override[0] in changes and param.value is not None:
+                changes[override[0]][override[1]] = param.value
+            elif param.name in BY_NAME:
+                for camera in self.cameras:
+                    if param.name not in camera.overrides:
+                        changes[camera.name].setdefault(param.name, param.value)
+        return [(camera, changes[camera.name]) for camera in self.cameras
+                if changes[camera.name]]
 
     def _apply_parameters(self, params):
         """Post-set: the accepted values take effect (on the next window)."""
+        changes = self._changes(params)
         names = {p.name for p in params if p.name in BY_NAME}
         self.values.update({p.name: p.value for p in params if p.name in names})
-        if 'stride' in names:
-            for camera in self.cameras:
-                camera.stream.set_stride(self.values['stride'])
+        for camera, changed in changes:
+            for param in params:
+                override = split_override(param.name)
+                if override and override[0] == camera.name:
+                    camera.overrides[override[1]] = param.value
+            with camera.lock:
+                camera.values.update(changed)
+                if DECODER_PARAMETERS & set(changed):
+                    camera.reporter.decoder.config = DecoderConfig.from_values(camera.values)
+            if 'stride' in changed:
+                camera.stream.set_stride(camera.values['stride'])
         if 'score_threshold' in names:
             self._send_latched(BY_OUTPUT['label_info'])
-        if DECODER_PARAMETERS & names:
-            config = DecoderConfig.from_values(self.values)
-            for camera in self.cameras:
-                camera.reporter.decoder.config = config      # the next window
 
     # -- publishing (worker thread) -------------------------------------------------------------
 
@@ -240,7 +279,7 @@ class TimeSformerNode(Node):
         for output in OUTPUTS:
             if output.per_window:
                 publisher = camera.outputs[output.name]
-                for msg in output.per_window(self.types, result, self.values):
+                for msg in output.per_window(self.types, result, camera.values):
                     publisher.publish(msg)
 
     def _publish(self, camera: Camera, job, prediction, latency_ms: float):
@@ -249,7 +288,7 @@ class TimeSformerNode(Node):
         try:
             with camera.lock:   # built and published in one go: events stay in order
                 result = camera.reporter.window(job.window, prediction, job.header.frame_id,
-                                                latency_ms, self.values, job.rgb)
+                                                latency_ms, camera.values, job.rgb)
                 self._publish_result(camera, result)
         except Exception:  # noqa: BLE001 - a signal may shut the context down mid-publish
             if self.context.ok():
@@ -260,7 +299,7 @@ class TimeSformerNode(Node):
 
         It ends (reason input_timeout) instead of staying active until frames come back.
         """
-        timeout = self.values['input_timeout_s']
+        timeout = camera.values['input_timeout_s']
         if not timeout or snap['input_silence_s'] < timeout:
             return
         with camera.lock:
@@ -271,8 +310,8 @@ class TimeSformerNode(Node):
     def _camera_status(self, camera: Camera) -> DiagnosticStatus:
         snap = camera.stream.snapshot()
         topic = camera.subscription.topic_name
-        problem = input_problem(snap, topic, self.values['input_timeout_s'],
-                                self.values['expected_rate_hz'], self.count_publishers(topic))
+        problem = input_problem(snap, topic, camera.values['input_timeout_s'],
+                                camera.values['expected_rate_hz'], self.count_publishers(topic))
         self._log_input_problem(camera, problem)
         self._end_actions_on_silence(camera, snap)
         level, message = health(snap, self.values['failure_error_threshold'], problem)
@@ -283,7 +322,8 @@ class TimeSformerNode(Node):
         values['batch_sizes'] = _dict_text(snap['batch_sizes'])
         values['camera'] = camera.name
         values['topic'] = topic
-        values['sampling'] = self.sampling.describe()
+        values['sampling'] = camera.sampling.describe()
+        values['overrides'] = _dict_text(camera.overrides)
         values.update(self._engine_values())
         return self._status(diagnostic_name(camera.name), level, message, values)
 
