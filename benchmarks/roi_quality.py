@@ -41,7 +41,7 @@ from timesformer_ros.engine import attention_summary  # noqa: E402
 from timesformer_ros.frames import (  # noqa: E402
     Normaliser, resize_and_crop, square_of, to_source)
 from timesformer_ros.locate import (  # noqa: E402
-    holds_centre, iou, load_head, map_box, newest_frame_tokens, rollout)
+    head_features, holds_centre, iou, load_head, map_box, rollout)
 from timesformer_ros.train import load_generator  # noqa: E402
 from timesformer_ros.world import mask_box  # noqa: E402
 
@@ -95,7 +95,8 @@ def synthetic_scenes(count: int, seed: int, fps: float, frames: int):
 def windows_of(clip: np.ndarray, boxes: np.ndarray, size: int, frames: int):
     """Sliding windows (one per frame once T are held): (inputs (W, T, S, S, 3), truths)."""
     small = np.stack([resize_and_crop(f, size) for f in clip])
-    starts = [s for s in range(len(clip) - frames + 1) if not np.isnan(boxes[s + frames - 1]).any()]
+    starts = [s for s in range(len(clip) - frames + 1)
+              if not np.isnan(boxes[s + frames - 1]).any()]
     return (np.stack([small[s:s + frames] for s in starts]),
             np.stack([boxes[s + frames - 1] for s in starts]))
 
@@ -113,7 +114,7 @@ def predict(ckpt, head, inputs: np.ndarray, normaliser) -> dict:
         found = {name: np.array([map_box(m, cfg.img_size)[0] for m in value], np.float32)
                  for name, value in maps.items()}
         if head is not None:
-            boxes, _ = head.decode(newest_frame_tokens(tokens, cfg.num_patches), grid)
+            boxes, _ = head.decode(head_features(model, video), grid)
             found['head'] = boxes.numpy()
     return found
 

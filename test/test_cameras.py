@@ -334,7 +334,7 @@ def test_per_camera_overrides_take_effect_for_that_camera_only(ros, start_node,
 
 
 def _shifted(frame, offset):
-    """A camera's frame source continuing `offset` frames on (the stamps keep increasing)."""
+    """Continue a camera's frame source `offset` frames on (the stamps keep increasing)."""
     return lambda i: frame(i + offset)
 
 

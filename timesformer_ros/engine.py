@@ -169,7 +169,7 @@ class Engine(ClipRate):
         grid = (video.shape[-2] // self.config.patch_size,
                 video.shape[-1] // self.config.patch_size)
         spatial, temporal = attention_summary(self.model, weights[last], video.shape[1], grid)
-        evidence = self.locator.evidence(tokens, weights, video.shape[1], grid)
+        evidence = self.locator.evidence(video, weights, grid)
         return self.model.forward_head(tokens), spatial, temporal, evidence
 
     def warm_up(self, max_batch: int = 1):

@@ -182,6 +182,7 @@ def split_override(name: str) -> Optional[tuple]:
         return None
     return match.group(1), match.group(2)
 
+
 # The node's inputs and its diagnostics; its outputs are `outputs.OUTPUTS` (`node.TOPICS` is
 # the whole table).
 INPUT_TOPICS = (

@@ -122,7 +122,7 @@ def window_dict(prediction, window, frame_id: str, latency_ms: float, seq: int,
 
 
 def roi_dict(prediction, key) -> Optional[dict]:
-    """The window's region in the camera's pixels (`~/window`'s roi), None without a box.
+    """Return the window's region in the camera's pixels (`~/window`'s roi), None without a box.
 
     `key` is the window's `frames.FrameKey` (the source size the box is mapped back into).
     """
