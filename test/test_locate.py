@@ -84,3 +84,46 @@ def test_any_checkpoint_gets_a_region_by_rollout(small_checkpoint):
     x0, y0, x1, y1 = prediction.box
     assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
     assert 0 < prediction.box_confidence <= 1 and prediction.box_method == 'rollout'
+
+
+def test_a_trained_head_travels_with_the_checkpoint_and_leaves_the_classifier_alone(
+        small_checkpoint, tmp_path):
+    """`timesformer_train locator` on a copy: the checkpoint gains the head, same logits."""
+    import shutil
+
+    from timesformer_ros.checkpoints import load_checkpoint
+    from timesformer_ros.train import main
+    for path in small_checkpoint.parent.glob(small_checkpoint.stem + '.*'):
+        shutil.copy(path, tmp_path / path.name)
+    copy = tmp_path / small_checkpoint.name
+    video = torch.randn(2, 4, 3, 32, 32)
+    before = Engine(str(copy), device='cpu', warmup=False).infer_tensor(video)
+    assert main(['locator', str(copy), '--clips', '24', '--steps', '4', '--batch-size', '8',
+                 '--threads', '1']) == 0
+    assert (tmp_path / 'small.locator.safetensors').is_file()
+    assert load_checkpoint(copy).extra['locator']['training']['classifier'] == 'frozen'
+    engine = Engine(str(copy), device='cpu', warmup=False)
+    assert engine.locator.method == 'head'
+    after = engine.infer_tensor(video)
+    for a, b in zip(before, after):
+        # Equal up to float rounding: without a head, every block ran the explicit attention
+        # path (for rollout); with it, only the last.
+        assert np.allclose(a.probabilities, b.probabilities, atol=1e-6)
+        x0, y0, x1, y1 = b.box
+        assert x0 < x1 and y0 < y1 and b.box_method == 'head' and 0 < b.box_confidence <= 1
+
+
+def test_a_broken_head_file_is_one_line_naming_it(small_checkpoint, tmp_path):
+    import json
+    import shutil
+
+    from timesformer_ros.checkpoints import CheckpointError
+    for path in small_checkpoint.parent.glob(small_checkpoint.stem + '.*'):
+        shutil.copy(path, tmp_path / path.name)
+    copy = tmp_path / small_checkpoint.name
+    meta = json.loads(copy.read_text())
+    meta['locator'] = {'weights': 'small.locator.safetensors', 'hidden': 64, 'kind': 'conv'}
+    copy.write_text(json.dumps(meta))
+    (tmp_path / 'small.locator.safetensors').write_bytes(b'not a tensor file')
+    with pytest.raises(CheckpointError, match='small.locator.safetensors'):
+        Engine(str(copy), device='cpu', warmup=False)

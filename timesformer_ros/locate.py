@@ -40,6 +40,7 @@ LOGGER = logging.getLogger(__name__)
 METHODS = ('head', 'rollout')
 LOCATOR_KEY = 'locator'          # the checkpoint description's entry for the head
 FEATURES = 4                     # head_features per patch, in embedding dimensions
+HEAD_KINDS = ('mlp', 'conv')
 
 
 class LocatorHead(nn.Module):
@@ -49,15 +50,31 @@ class LocatorHead(nn.Module):
     columns); `decode` turns the outputs into boxes in input pixels.
     """
 
-    def __init__(self, dim: int, patch_size: int, hidden: int = 64):
+    def __init__(self, dim: int, patch_size: int, hidden: int = 64, kind: str = 'mlp'):
         super().__init__()
+        if kind not in HEAD_KINDS:
+            raise ValueError(f'head kind must be one of {HEAD_KINDS}, got {kind!r}')
         self.patch_size = patch_size
         self.hidden = hidden
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 5))
+        self.kind = kind
+        if kind == 'mlp':      # each patch alone
+            self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 5))
+        else:                  # each patch with its neighbours (two 3x3 convolutions)
+            self.net = nn.Sequential(nn.Conv2d(dim, hidden, 3, padding=1), nn.GELU(),
+                                     nn.Conv2d(hidden, hidden, 3, padding=1), nn.GELU(),
+                                     nn.Conv2d(hidden, 5, 1))
 
     def forward(self, tokens: torch.Tensor) -> tuple:
-        """Return (logits (B, N), offsets (B, N, 2) in patches, log sizes (B, N, 2) in patches)."""
-        out = self.mlp(tokens)
+        """Return (logits (B, N), offsets (B, N, 2) in patches, log sizes (B, N, 2) in patches).
+
+        `tokens` (B, N, F) are a square grid of patches, row-major.
+        """
+        if self.kind == 'mlp':
+            out = self.net(tokens)
+        else:
+            side = math.isqrt(tokens.shape[1])
+            grid = rearrange(tokens, 'b (gh gw) f -> b f gh gw', gh=side)
+            out = rearrange(self.net(grid), 'b f gh gw -> b (gh gw) f')
         return out[..., 0], out[..., 1:3], out[..., 3:5]
 
     def decode(self, tokens: torch.Tensor, grid: tuple) -> tuple:
@@ -228,8 +245,9 @@ def load_head(checkpoint) -> Optional[LocatorHead]:
 
     from .checkpoints import CheckpointError
     cfg = checkpoint.config
-    head = LocatorHead(FEATURES * cfg.embed_dim, cfg.patch_size,
-                       checkpoint.extra[LOCATOR_KEY]['hidden'])
+    entry = checkpoint.extra[LOCATOR_KEY]
+    head = LocatorHead(FEATURES * cfg.embed_dim, cfg.patch_size, entry['hidden'],
+                       entry.get('kind', 'mlp'))
     try:
         head.load_state_dict(load_file(str(path)))
     except Exception as exc:  # noqa: BLE001 - any unreadable or unfitting file: one line
@@ -246,7 +264,8 @@ def save_head(checkpoint_json: Path, head: LocatorHead, training: dict) -> Path:
     save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
               str(weights))
     meta = json.loads(checkpoint_json.read_text())
-    meta[LOCATOR_KEY] = {'weights': weights.name, 'hidden': head.hidden, 'training': training}
+    meta[LOCATOR_KEY] = {'weights': weights.name, 'hidden': head.hidden, 'kind': head.kind,
+                         'training': training}
     checkpoint_json.write_text(json.dumps(meta, indent=2) + '\n', encoding='utf-8')
     return weights
 

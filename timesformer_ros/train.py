@@ -30,9 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from . import synthetic, world
-from .checkpoints import OFFICIAL_MEAN, OFFICIAL_STD, load_checkpoint, save_checkpoint
+from .checkpoints import (
+    OFFICIAL_MEAN, OFFICIAL_STD, CheckpointError, load_checkpoint, save_checkpoint)
 from .frames import Normaliser, resize_and_crop
-from .locate import LocatorHead, head_features, holds_centre, iou, save_head
+from .locate import HEAD_KINDS, LocatorHead, head_features, holds_centre, iou, save_head
 from .model import ATTENTION_TYPES, TimeSformer, preset
 
 LOGGER = logging.getLogger(__name__)
@@ -544,7 +545,7 @@ def _features(model: TimeSformer, clips: np.ndarray, normaliser: Normaliser,
 
 def train_locator(checkpoint, clips: int = 6000, steps: int = 4000, batch_size: int = 64,
                   lr: float = 3e-3, seed: int = 0, hidden: int = 64,
-                  val_clips: int = 400) -> tuple:
+                  val_clips: int = 400, kind: str = 'conv') -> tuple:
     """Train a `locate.LocatorHead` for a checkpoint whose weights stay frozen.
 
     The head learns from `clips` training-world clips (seeds `seed`..., their boxes known),
@@ -565,7 +566,7 @@ def train_locator(checkpoint, clips: int = 6000, steps: int = 4000, batch_size: 
                                    cfg.img_size, cfg.num_frames, clip_fps)
     val = _features(model, val, normaliser)
     LOGGER.info('locator: features of %d clips in %.0f s', clips, time.monotonic() - started)
-    head = LocatorHead(features.shape[-1], cfg.patch_size, hidden)
+    head = LocatorHead(features.shape[-1], cfg.patch_size, hidden, kind)
     optimiser = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=0.01)
     rng = torch.Generator().manual_seed(seed)
     history = []
@@ -604,19 +605,25 @@ def locator_main(argv: Sequence[str]) -> int:
     parser.add_argument('--lr', type=float, default=3e-3)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--hidden', type=int, default=64)
+    parser.add_argument('--kind', choices=HEAD_KINDS, default='conv',
+                        help='mlp: each patch alone; conv: each patch with its neighbours')
     parser.add_argument('--threads', type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.monotonic()
-    checkpoint = load_checkpoint(args.checkpoint)
+    try:
+        checkpoint = load_checkpoint(args.checkpoint)
+    except CheckpointError as exc:
+        parser.exit(2, f'timesformer_train locator: error: {exc}\n')
     head, history = train_locator(checkpoint, args.clips, args.steps, args.batch_size, args.lr,
-                                  args.seed, args.hidden)
+                                  args.seed, args.hidden, kind=args.kind)
     path = save_head(args.checkpoint, head, {
         'command': 'timesformer_train locator ' + ' '.join(shlex.quote(a) for a in argv),
         'clips': args.clips, 'steps': args.steps, 'batch_size': args.batch_size,
-        'lr': args.lr, 'seed': args.seed, 'data': "world.py, the newest frame's box",
+        'lr': args.lr, 'seed': args.seed, 'kind': args.kind,
+        'data': "world.py, the newest frame's box",
         'classifier': 'frozen', 'seconds': round(time.monotonic() - started),
         'history': history})
     LOGGER.info('wrote %s', path)
