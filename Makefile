@@ -12,6 +12,7 @@ REQUIREMENTS := requirements/runtime.txt requirements/ros-wheels.txt requirement
 	requirements/test.txt
 INTERFACES := $(shell find dev/interfaces -type f) dev/build_interfaces.py
 DURATION ?= 30
+TESTS ?= test
 PYTEST_ARGS ?=
 
 # DDS stays on loopback on development and CI machines (dev/fastdds_localhost.xml): every
@@ -37,7 +38,7 @@ demo: $(STAMP)
 	$(PY) -m timesformer_ros.demo --duration $(DURATION)
 
 test: $(STAMP)
-	$(PY) -m pytest test $(PYTEST_ARGS)
+	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m timesformer_ros.bench

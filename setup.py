@@ -35,7 +35,7 @@ setup(
             'timesformer_train = timesformer_ros.train:main',
             'timesformer_bench = timesformer_ros.bench:main',
             'timesformer_synthetic_camera = timesformer_ros.entry:camera',
-            'timesformer_bag = timesformer_ros.bags:main',
+            'timesformer_bag = timesformer_ros.bags.cli:main',
         ],
     },
 )

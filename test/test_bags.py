@@ -250,10 +250,10 @@ def test_replay_into_the_node_matches_offline_evaluation_with_sim_time(bags, ros
 def record_cameras(out, cameras, seconds=3.0):
     """Write a rosbag2 with one synthetic image topic per (topic, fps, seed, width, height)."""
     from rosbags.rosbag2 import Writer
-    from timesformer_ros.bags import _typestore
+    from timesformer_ros.bags import typestore
     from timesformer_ros.messages import IMAGE, bag_types
     from timesformer_ros.synthetic import SyntheticStream
-    store = _typestore()
+    store = typestore()
     types = bag_types(store)
     with Writer(out, version=9) as writer:
         for topic, fps, seed, width, height in cameras:
@@ -308,3 +308,14 @@ def test_camera_names_of_topics_are_ros_name_tokens_and_distinct():
     assert camera_name('/image_raw') == 'camera0'
     assert camera_name('/3d/image', ['front']) == 'camera1_3d'
     assert camera_name('/front/image', ['front']) == 'front_1'
+
+
+def test_evaluate_help_explains_every_option():
+    """Each option of `timesformer_bag evaluate` says what it is for (a robot user's report)."""
+    result = bag_cli('evaluate', '--help', timeout=120)
+    assert result.returncode == 0, result.stderr
+    text = ' '.join(result.stdout.split())
+    for option, words in (('--checkpoint', 'embedded motion model'),
+                          ('--device', 'cpu, cuda, cuda:N or auto'),
+                          ('--batch-size', 'windows run through the model at once')):
+        assert option in text and words in text, option

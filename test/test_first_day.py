@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO, console_script
 from timesformer_ros import interface
-from timesformer_ros.pipeline import OK, WARN, health, input_problem
+from timesformer_ros.diagnostics import OK, WARN, health, input_problem
 from timesformer_ros.processes import MODULES
 
 rclpy = pytest.importorskip('rclpy')
@@ -32,7 +32,7 @@ ESCAPE = '\x1b['
 def catches_sigterm(pid: int) -> bool:
     """Whether the process has a SIGTERM handler.
 
-    Python installs none by default, so this is the program's own (entry.take_signals), in place
+    Python installs none by default, so this is the program's own (signals.take_signals), in place
     before its heavy imports.
     """
     for line in Path(f'/proc/{pid}/status').read_text().splitlines():

@@ -235,11 +235,11 @@ class Hide(importlib.abc.MetaPathFinder):
         if name.split('.')[0] == 'ray':
             raise ImportError(f'{{name}} is hidden')
 sys.meta_path.insert(0, Hide())
-from timesformer_ros import bags
+from timesformer_ros.bags import cli
 args = ['evaluate', {str(fleet_bags['good'][0])!r}, '--topic', {TOPIC!r}, '--checkpoint',
         {str(small_checkpoint)!r}, '--device', 'cpu']
-assert bags.main(args) == 0
-assert bags.main(args[:2] + [{str(fleet_bags['good'][1])!r}] + args[2:] +
+assert cli.main(args) == 0
+assert cli.main(args[:2] + [{str(fleet_bags['good'][1])!r}] + args[2:] +
                  ['--out-dir', {str(fleet_bags['root'] / 'no_ray')!r}]) == 1
 assert 'ray' not in sys.modules
 '''

@@ -385,7 +385,7 @@ def test_a_chunk_that_lies_about_its_size_is_not_inflated_past_it(tmp_path):
 def test_the_chunk_limit_is_checked_when_reading_too(tmp_path, monkeypatch):
     """`iter_messages` (replay, truth) refuses the chunk without evaluate's early check."""
     bomb = mcap_bomb(tmp_path / 'bomb.mcap', 4 << 20, frames=3)
-    monkeypatch.setattr(bags, 'MAX_CHUNK_BYTES', 1 << 20)
+    monkeypatch.setattr(bags.mcap, 'MAX_CHUNK_BYTES', 1 << 20)
     read = []
     with pytest.raises(bags.BagError, match='declares 4194304 bytes') as error:
         for _, msg in bags.iter_messages(bomb, TOPIC, (IMAGE,)):

@@ -19,7 +19,8 @@ from timesformer_ros.checkpoints import Checkpoint
 from timesformer_ros.clips import ClipBuffer
 from timesformer_ros.engine import Engine
 from timesformer_ros.model import TimeSformer, TimeSformerConfig
-from timesformer_ros.pipeline import ERROR, OK, WARN, BatchWorker, Stream, health
+from timesformer_ros.diagnostics import ERROR, OK, WARN, health
+from timesformer_ros.pipeline import BatchWorker, Stream
 
 sensor_msgs = pytest.importorskip('sensor_msgs.msg')
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from .errors import brief
 from .model import TimeSformer, TimeSformerConfig
 
 LOGGER = logging.getLogger(__name__)
@@ -212,11 +213,6 @@ def _listing(items: Sequence, show: Callable = _show, limit: int = 8) -> str:
     shown = ', '.join(show(item) for item in items[:limit])
     more = f', ... ({len(items)} in all)' if len(items) > limit else ''
     return f'[{shown}{more}]'
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @contextmanager
@@ -765,7 +761,7 @@ def _torch_load(path: Path) -> object:
     except Exception as exc:  # noqa: BLE001 - unpickling garbage raises any exception type
         raise CheckpointError(
             f'{path}: not a readable PyTorch checkpoint (truncated, corrupt or a foreign '
-            f'file?): {_first_line(exc)}') from None
+            f'file?): {brief(exc, with_type=False)}') from None
 
 
 def _safetensors_errors() -> tuple:
@@ -787,7 +783,7 @@ def _safetensors_header(path: Path) -> dict:
     except _safetensors_errors() as exc:
         raise CheckpointError(
             f'{path}: not a readable safetensors file (truncated or corrupt?): '
-            f'{_first_line(exc)}') from None
+            f'{brief(exc, with_type=False)}') from None
     state = {}
     for name, (shape, dtype) in header.items():
         if dtype not in _SAFETENSORS_DTYPES:
@@ -808,7 +804,7 @@ def _safetensors_load(path: Path) -> dict:
     except _safetensors_errors() as exc:
         raise CheckpointError(
             f'{path}: not a readable safetensors file (truncated or corrupt?): '
-            f'{_first_line(exc)}') from None
+            f'{brief(exc, with_type=False)}') from None
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -839,7 +835,8 @@ def _read_json(path: Path, what: str = 'JSON file', dict_only: bool = True) -> o
     except RecursionError:
         raise CheckpointError(f'{path}: not readable JSON: nested too deeply') from None
     except ValueError as exc:
-        raise CheckpointError(f'{path}: not readable JSON: {_first_line(exc)}') from None
+        reason = brief(exc, with_type=False)
+        raise CheckpointError(f'{path}: not readable JSON: {reason}') from None
     if dict_only and not isinstance(data, dict):
         raise CheckpointError(f'{path}: expected a JSON object, got {_show(data)}')
     return data

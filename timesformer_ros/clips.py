@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Optional
+from typing import Any, Callable, Hashable, Optional, Protocol
 
 from .messages import NS_PER_S as NS
 
@@ -222,24 +222,26 @@ class ClipBuffer:
         return PushResult(sampled=True, reset=reset, window=window)
 
 
-class ClipRate:
-    """The windowing a model needs: its clip rate unless the parameters say otherwise.
+class ClipRate(Protocol):
+    """What the windowing needs to know of a model: its clip rate and clip length.
 
-    For engines (`engine.Engine`) and what stands in for one (`fleet.RemoteEngine`): they
-    give `clip_fps` (the checkpoint's, None when unknown) and `num_frames`.
+    An engine (`engine.Engine`, or `fleet.RemoteEngine` standing in for one) has both:
+    `clip_fps` is the checkpoint's clip rate (None when unknown), `num_frames` its clip length.
     """
 
     clip_fps: Optional[float]
     num_frames: int
 
-    def sampling(self, values: dict) -> Sampling:
-        """Return the sampling that the parameters `target_fps`/`sample_every` ask for.
 
-        With neither set it is the checkpoint's clip rate: the model works at that rate.
-        """
-        return Sampling.resolve(values['target_fps'], values['sample_every'], self.clip_fps)
+def model_sampling(model: ClipRate, values: dict) -> Sampling:
+    """Return the sampling that the parameters `target_fps`/`sample_every` ask for of `model`.
 
-    def clip_buffer(self, values: dict) -> ClipBuffer:
-        """Return the window buffer of the parameters, sampling as `sampling` says."""
-        return self.sampling(values).buffer(self.num_frames, stride=values['stride'],
-                                            max_gap_s=values['max_gap_s'])
+    With neither set it is the checkpoint's clip rate: the model works at that rate.
+    """
+    return Sampling.resolve(values['target_fps'], values['sample_every'], model.clip_fps)
+
+
+def model_clip_buffer(model: ClipRate, values: dict) -> ClipBuffer:
+    """Return the window buffer of the parameters for `model`, sampling as `model_sampling`."""
+    return model_sampling(model, values).buffer(model.num_frames, stride=values['stride'],
+                                                max_gap_s=values['max_gap_s'])

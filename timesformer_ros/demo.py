@@ -31,7 +31,6 @@ from .interface import DIAGNOSTIC_NAME
 from .messages import dict_ns, stamp_ns
 from .processes import console_command, finish, keep_dds_on_loopback
 
-REPO = Path(__file__).resolve().parents[1]
 # Camera frames kept for the picture: the last 4 s at 30 Hz (the windows of the embedded model
 # span 0.47 s), so memory stays the same however long the demo runs.
 KEEP_FRAMES = 120
@@ -92,9 +91,9 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
 
     env = _env(domain_id)
     keep_dds_on_loopback()
-    node_cmd = console_command('timesformer_node') + [
-        '--ros-args', '--params-file', str(REPO / 'config' / 'timesformer.yaml'),
-        '-p', 'device:=cpu']
+    # The node's defaults are config/timesformer.yaml's (test_first_day checks it): no params file,
+    # so the demo runs the same wherever the package is installed.
+    node_cmd = console_command('timesformer_node') + ['--ros-args', '-p', 'device:=cpu']
     if checkpoint:
         node_cmd += ['-p', f'checkpoint:={checkpoint}']
     camera_cmd = console_command('timesformer_synthetic_camera') + [

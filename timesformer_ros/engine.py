@@ -20,7 +20,6 @@ import torch
 from einops import rearrange, reduce
 
 from .checkpoints import Checkpoint, default_labels, embedded_checkpoint, load_checkpoint
-from .clips import ClipRate
 from .frames import Preprocessor
 from .locate import Locator
 from .model import TimeSformer, preset
@@ -129,7 +128,7 @@ def attention_summary(model: TimeSformer, weights, frames: int, grid: tuple):
     return rearrange(spatial, 'b t (gh gw) -> b t gh gw', gh=gh, gw=gw), temporal
 
 
-class Engine(ClipRate):
+class Engine:
     """Runs a checkpoint on clips of preprocessed frames (T, 3, S, S) from `preprocessor`."""
 
     def __init__(self, checkpoint: Union[str, Checkpoint], device: str = 'auto',

@@ -7,34 +7,7 @@ request and does not start.
 
 from __future__ import annotations
 
-import signal
-
-
-class StopRequests:
-    """The Python SIGINT/SIGTERM handler.
-
-    Once rclpy is initialised, its own handler does the stopping (it shuts the context down, which
-    wakes and ends the executor) and then calls this one, which only notes the request: raising
-    KeyboardInterrupt here could land anywhere, in a constructor whose node then cannot be
-    destroyed, or in the middle of the cleanup, and a second signal (the terminal's and launch's
-    SIGINT arrive together) would do it again.
-    """
-
-    def __init__(self):
-        self.requested = False
-
-    def __call__(self, signum, frame):
-        self.requested = True
-
-
-STOPS = StopRequests()
-
-
-def take_signals() -> StopRequests:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(signum) is not STOPS:
-            signal.signal(signum, STOPS)
-    return STOPS
+from .signals import take_signals
 
 
 def node() -> int:

@@ -55,9 +55,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .bags import (
-    BagError, Evaluation, EvaluationOutputs, OutputError, _brief, engine_values, evaluate)
-from .clips import ClipRate
+    BagError, Evaluation, EvaluationOutputs, OutputError, accuracy, engine_values, evaluate,
+    write_whole)
+from .errors import brief
 from .interface import read_params_file
+from .progress import Progress
 
 BAG_SUFFIXES = ('.mcap', '.bag', '.db3')
 RETRIES = 3         # Ray retries a unit whose worker died, restarts a model actor that died
@@ -173,7 +175,7 @@ def local_engine(config: FleetConfig):
     return _ENGINES[key]
 
 
-class RemoteEngine(ClipRate):
+class RemoteEngine:
     """What `evaluate` uses of an engine, with `infer` run by a `ModelServer` actor.
 
     Frames are preprocessed here, on the worker's CPU, in float32 (the server casts them to its
@@ -274,7 +276,7 @@ def evaluate_unit(bag: str, topic: str, run_key: str, config: FleetConfig, done,
         key = f'{digest(Path(bag))[:20]}-{run_key[:20]}'
     except OSError as exc:
         return {**unit, 'key': None, 'status': 'failed',
-                'error': f'{bag}: cannot read ({exc.strerror or _brief(exc)})'}
+                'error': f'{bag}: cannot read ({exc.strerror or brief(exc)})'}
     if key in done:
         return {**unit, 'key': key, 'status': 'reused'}
     engine = local_engine(config) if server is None else RemoteEngine(server, spec)
@@ -366,31 +368,23 @@ def connect(address: Optional[str], workers: Optional[int]) -> tuple:
 
 
 class _Progress:
-    """The whole run's progress on stderr: units done, windows/s, ETA."""
+    """The whole run's progress on stderr: bags done, failed and reused, windows/s, ETA."""
 
     def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
-        self.started = time.monotonic()
+        self.line = Progress(total, 'bags', enabled)
+        self.total = total
         self.counts = Counter()
         self.windows = 0
 
     def add(self, result: dict):
         self.counts[result['status']] += 1
         self.windows += result.get('summary', {}).get('windows', 0)
-        if not self.enabled:
-            return
-        done = sum(self.counts.values())
-        elapsed = time.monotonic() - self.started
-        evaluated = self.counts['done'] + self.counts['failed']
-        left = self.total - done
-        eta = f'{left * elapsed / evaluated:.0f} s' if evaluated else '?'
-        sys.stderr.write(f'\r{done}/{self.total} bags ({self.counts["failed"]} failed, '
-                         f'{self.counts["reused"]} reused), {self.windows} windows, '
-                         f'{self.windows / elapsed if elapsed else 0.0:.1f} windows/s, '
-                         f'ETA {eta}   ')
+        done, elapsed = sum(self.counts.values()), self.line.elapsed()
+        self.line.update(done, f' ({self.counts["failed"]} failed, {self.counts["reused"]} '
+                               f'reused), {self.windows} windows, '
+                               f'{self.windows / elapsed if elapsed else 0.0:.1f} windows/s')
         if done == self.total:
-            sys.stderr.write('\n')
-        sys.stderr.flush()
+            self.line.close()
 
 
 def evaluate_many(fleet: Fleet) -> dict:
@@ -429,7 +423,7 @@ def evaluate_many(fleet: Fleet) -> dict:
                     result = ray.get(ref)
                 except ray.exceptions.RayError as exc:     # the worker died RETRIES + 1 times
                     result = {'bag': bag, 'topic': topic, 'key': None, 'status': 'failed',
-                              'error': f'{bag}: {_brief(exc)}'}
+                              'error': f'{bag}: {brief(exc)}'}
                 if result['status'] == 'done':
                     _store(results_dir, result)
                 results.append(result)
@@ -461,9 +455,7 @@ def _start_servers(ray, config: FleetConfig, count: int, gpus: int) -> tuple:
 
 def _write_json(path: Path, data, lines: Optional[str] = None):
     """Write JSON (or `lines` as they are) under a partial name, then rename it into place."""
-    partial = path.with_name(path.name + '.partial')
-    partial.write_text(lines if lines is not None else json.dumps(data, indent=1) + '\n')
-    os.replace(partial, path)
+    write_whole(path, lines if lines is not None else json.dumps(data, indent=1) + '\n')
 
 
 def _store(results_dir: Path, result: dict):
@@ -521,7 +513,7 @@ def aggregate(summaries: Sequence[dict]) -> dict:
     matrix = sum(np.array(s['confusion']['matrix']) for s in scored)
     windows = int(matrix.sum())
     total.update({'scored_windows': windows,
-                  'accuracy': float(np.trace(matrix) / windows) if windows else 0.0,
+                  'accuracy': accuracy(matrix),
                   'confusion': {'labels': labels, 'matrix': matrix.tolist()}})
     metrics = [s['segment_metrics'] for s in scored]
     pooled = {k: sum(m[k] for m in metrics) for k in (

@@ -169,16 +169,14 @@ def bag_types(store) -> MessageTypes:
 
 
 def vision_definition_dirs() -> list:
-    """Where vision_msgs' .msg files may be: each ROS prefix's share/, then the source tree's.
+    """Where vision_msgs' .msg files may be: share/vision_msgs/msg of each ROS prefix.
 
-    A ROS install (AMENT_PREFIX_PATH) and the development .venv (where `make` builds them from
-    dev/interfaces) install them under share/vision_msgs/msg; a source checkout has them in
-    dev/interfaces.
+    The prefixes of the ament index (AMENT_PREFIX_PATH: a ROS install, a colcon workspace), then
+    the interpreter's own prefix (the development .venv, where `make` builds them from
+    dev/interfaces). Installed code never looks for a source checkout.
     """
     prefixes = [p for p in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if p]
-    dirs = [Path(p) / 'share' / 'vision_msgs' / 'msg' for p in [*prefixes, sys.prefix]]
-    return dirs + [Path(__file__).resolve().parents[1] / 'dev' / 'interfaces' / 'vision_msgs'
-                   / 'msg']
+    return [Path(p) / 'share' / 'vision_msgs' / 'msg' for p in [*prefixes, sys.prefix]]
 
 
 def register_vision_types(store, folders: Optional[Sequence[Path]] = None) -> Path:

@@ -29,13 +29,15 @@ from rclpy.qos import (
 from sensor_msgs.msg import CompressedImage, Image
 
 from .checkpoints import CheckpointError
+from .clips import model_clip_buffer, model_sampling
 from .engine import Engine, EngineError, engine_from_values
 from .interface import (
     BY_NAME, DIAGNOSTICS_TOPIC, ENGINE_DIAGNOSTIC_NAME, INPUT_TOPICS, PARAMETERS, Topic,
     camera_names, diagnostic_name, help_text, override_param, split_override)
 from .messages import rclpy_types
 from .outputs import BY_OUTPUT, OUTPUTS, Reporter
-from .pipeline import OK, BatchWorker, Stream, health, input_problem
+from .diagnostics import OK, health, input_problem
+from .pipeline import BatchWorker, Stream
 from .segments import ActionDecoder, DecoderConfig
 from .spin import StartupError, declare, declare_overrides, run_node
 
@@ -121,11 +123,11 @@ class TimeSformerNode(Node):
                     from None
             self.cameras.append(Camera(name, Reporter(decoder), own, overrides[name]))
         for camera in self.cameras:
-            camera.sampling = self.engine.sampling(camera.values)
+            camera.sampling = model_sampling(self.engine, camera.values)
             self.get_logger().info(f'sampling{camera.where}: {camera.sampling.describe()}'
                                    + (f' (overrides: {_dict_text(camera.overrides)})'
                                       if camera.overrides else ''))
-            camera.stream = Stream(camera.name, self.engine.clip_buffer(camera.values),
+            camera.stream = Stream(camera.name, model_clip_buffer(self.engine, camera.values),
                                    self.engine.preprocessor,
                                    partial(self._publish, camera),
                                    partial(self._on_failure, camera),

@@ -42,10 +42,14 @@ import numpy as np
 from . import frames
 from .clips import ClipBuffer, PushResult, Window
 from .engine import Engine, Prediction
+from .errors import brief
 from .frames import FrameError
 from .messages import stamp_ns
 
 LOGGER = logging.getLogger(__name__)
+
+INTAKE_DEPTH = 4          # frames waiting for the decoder thread; more: the oldest is dropped
+RATE_SETTLE_S = 2.0       # receive this long before judging the input rate
 
 
 class NonFiniteResult(ValueError):
@@ -78,7 +82,7 @@ def take_frame(buffer: ClipBuffer, msg, preprocess: Callable[[np.ndarray], objec
         return Intake(refused=exc.reason, message=str(exc))
     except Exception as exc:  # noqa: BLE001 - see above
         return Intake(refused='decode_error',
-                      message=f'decoding failed ({type(exc).__name__}: {exc})')
+                      message=f'decoding failed ({brief(exc, limit=500)})')
     stamp = stamp_ns(msg.header)
     try:
         result = buffer.push(stamp, key, msg.header.frame_id, lambda: preprocess(rgb))
@@ -86,11 +90,16 @@ def take_frame(buffer: ClipBuffer, msg, preprocess: Callable[[np.ndarray], objec
         return Intake(rgb, stamp, refused=exc.reason, message=str(exc))
     except Exception as exc:  # noqa: BLE001 - see above
         return Intake(rgb, stamp, refused='internal_error',
-                      message=f'preprocessing failed ({type(exc).__name__}: {exc})')
+                      message=f'preprocessing failed ({brief(exc, limit=500)})')
     if result.refused:
         return Intake(rgb, stamp, result, result.refused,
                       f"stamp {stamp} ns repeats the previous frame's")
     return Intake(rgb, stamp, result)
+
+
+def failure_reason(outcome: BaseException) -> str:
+    """Return why a window failed, as counted: 'non_finite' (NaN or inf scores) or 'error'."""
+    return 'non_finite' if isinstance(outcome, NonFiniteResult) else 'error'
 
 
 def _log_publish_failure(job, exc: BaseException):
@@ -217,7 +226,7 @@ class Stream:
         self._intake_thread = threading.Thread(
             target=self._decode_loop, name=f'timesformer-decoder-{name}'.rstrip('-'))
         self._buffer_lock = threading.Lock()   # the decoder's push, a parameter's stride
-        self._notify: Callable[[], None] = lambda: None   # the worker's: a window waits
+        self._on_window: Callable[[], None] = lambda: None   # `on_window`: one waits
         self.last_refusal = ''       # the message of the latest refused frame
         self._started = time.monotonic()
         self._first_arrival: Optional[float] = None   # steady clock, for the input watchdog
@@ -310,8 +319,12 @@ class Stream:
             else:
                 self._waiting_since = time.monotonic()
             self._mailbox = job
-        self._notify()
+        self._on_window()
         return None
+
+    def on_window(self, wake: Callable[[], None]):
+        """Call `wake()` whenever a window starts waiting (the worker's, to wake its thread)."""
+        self._on_window = wake
 
     def count_lost(self, count: int):
         """Count frames the middleware reports lost before they reached the subscription."""
@@ -364,7 +377,7 @@ class Stream:
     def finish(self, job: Job, outcome, batch_size: int = 1, stopping: bool = False):
         """Hand the window's Prediction (or the exception that failed it) to the callbacks."""
         if isinstance(outcome, BaseException):
-            reason = 'non_finite' if isinstance(outcome, NonFiniteResult) else 'error'
+            reason = failure_reason(outcome)
             with self._lock:
                 self.counters.failed += 1
                 self.counters.failed_consecutive += 1
@@ -450,7 +463,7 @@ class BatchWorker:
         self.inference_ms = deque(maxlen=200)    # per batch
         self.batch_rate = RateMeter()
         for stream in self.streams:
-            stream._notify = self._notify
+            stream.on_window(self._notify)
 
     def _notify(self):
         with self._lock:
@@ -532,55 +545,3 @@ class BatchWorker:
             'inference_p50_ms': float(np.percentile(times, 50)),
             'inference_p95_ms': float(np.percentile(times, 95)),
         }
-
-
-OK, WARN, ERROR = 0, 1, 2
-INTAKE_DEPTH = 4          # frames waiting for the decoder thread; more: the oldest is dropped
-RATE_SETTLE_S = 2.0       # receive this long before judging the input rate
-
-
-def input_problem(snapshot: dict, topic: str, timeout_s: float, expected_rate_hz: float,
-                  publishers: int = 0) -> Optional[str]:
-    """Return what is wrong with the input, for the watchdog.
-
-    No frame for `timeout_s` (0: not checked), or frames arriving at less than half of
-    `expected_rate_hz` (0: not checked). `publishers` on the topic tell a wrong remap (none) from a
-    QoS mismatch (some).
-    """
-    silence = snapshot['input_silence_s']
-    if timeout_s and silence >= timeout_s:
-        if snapshot['frames_received']:
-            return f'no frame on {topic} for {silence:.1f} s'
-        if publishers:
-            return (f'no frame received on {topic} since the start {silence:.1f} s ago, '
-                    f'though {publishers} publisher(s) are on it: do their QoS settings '
-                    f'match the qos parameter (a reliable subscription gets nothing from a '
-                    f'best-effort publisher)?')
-        return (f'no frame received on {topic} since the start {silence:.1f} s ago, and '
-                f'nothing publishes on it (is the topic remapped to the camera?)')
-    rate = snapshot['input_rate_hz']
-    if expected_rate_hz and snapshot['receiving_for_s'] >= RATE_SETTLE_S \
-            and rate < expected_rate_hz / 2:
-        return f'frames on {topic} arrive at {rate:.1f} Hz, expected {expected_rate_hz:g} Hz'
-    return None
-
-
-def health(snapshot: dict, error_after: int, input_problem: Optional[str] = None) -> tuple:
-    """(level, message) for diagnostics.
-
-    ERROR after `error_after` consecutive failed inferences, WARN while the input has a problem,
-    frames are being refused or inferences fail, else OK.
-    """
-    if snapshot['failed_consecutive'] >= error_after:
-        return ERROR, f'inference failed {snapshot["failed_consecutive"]} times in a row'
-    if input_problem:
-        return WARN, input_problem
-    if snapshot['frames_failed']:
-        reasons = ', '.join(f'{k}: {v}' for k, v in sorted(snapshot['failed_by_reason'].items()))
-        return WARN, f'{snapshot["frames_failed"]} inferences failed ({reasons})'
-    if snapshot['publish_failed']:
-        return WARN, f'publishing failed for {snapshot["publish_failed"]} windows'
-    if snapshot['frames_refused']:
-        reasons = ', '.join(f'{k}: {v}' for k, v in sorted(snapshot['refused_by_reason'].items()))
-        return WARN, f'frames refused ({reasons})'
-    return OK, 'running'

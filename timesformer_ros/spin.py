@@ -20,7 +20,8 @@ from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.parameter import Parameter
 from rclpy.signals import uninstall_signal_handlers
 
-from .entry import take_signals
+from .signals import take_signals
+from .errors import brief
 from .interface import PER_CAMERA, Param, override_param
 
 
@@ -98,7 +99,7 @@ def _declare_problem(param: Param, exc: Exception) -> str:
     kind = type(param.default).__name__
     hint = f' (write {float(param.default)!r}, not an integer)' \
         if isinstance(param.default, float) else ''
-    return f'parameter {param.name} ({kind}{hint}): {str(exc).splitlines()[0]}'
+    return f'parameter {param.name} ({kind}{hint}): {brief(exc, with_type=False)}'
 
 
 def _ros_args(argv: Sequence[str]) -> tuple:
