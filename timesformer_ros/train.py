@@ -508,7 +508,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ['locator']:
         from .train_locator import main as train_locator
-        return train_locator(argv[1:])
+        return train_locator(argv[1:], DEFAULT_CLIP_FPS, VAL_SEED)
     parser = argparse.ArgumentParser(prog='timesformer_train', description=__doc__.strip(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)

@@ -26,7 +26,6 @@ from .checkpoints import CheckpointError, load_checkpoint
 from .frames import Normaliser
 from .locate import HEAD_KINDS, LocatorHead, head_features, holds_centre, iou, save_head
 from .model import TimeSformer
-from .train import DEFAULT_CLIP_FPS, VAL_SEED
 
 LOGGER = logging.getLogger(__name__)
 
@@ -61,24 +60,27 @@ def _features(model: TimeSformer, clips: np.ndarray, normaliser: Normaliser,
 
 def train_locator(checkpoint, clips: int = 6000, steps: int = 4000, batch_size: int = 64,
                   lr: float = 3e-3, seed: int = 0, hidden: int = 64,
-                  val_clips: int = 400, kind: str = 'conv') -> tuple:
+                  val_clips: int = 400, kind: str = 'conv', default_clip_fps: float = 10.0,
+                  val_seed: int = 10 ** 7) -> tuple:
     """Train a `locate.LocatorHead` for a checkpoint whose weights stay frozen.
 
     The head learns from `clips` training-world clips (seeds `seed`..., their boxes known),
     whose features (`locate.head_features`) are computed once, for `steps` steps of
-    `batch_size`; it is validated on the world's validation seeds. Returns (head, history).
+    `batch_size`; it is validated on the world's validation seeds (`val_seed`, never drawn for
+    training). Clips are drawn around the checkpoint's clip rate (`default_clip_fps` when it
+    records none). Returns (head, history).
     """
     torch.manual_seed(seed)
     model = checkpoint.model.eval()
     cfg = model.config
     grid = (cfg.grid_size, cfg.grid_size)
-    clip_fps = checkpoint.clip_fps or DEFAULT_CLIP_FPS
+    clip_fps = checkpoint.clip_fps or default_clip_fps
     normaliser = Normaliser(checkpoint.mean, checkpoint.std)
     started = time.monotonic()
     data, boxes = located_batch(np.random.default_rng(seed), clips, cfg.img_size,
                                 cfg.num_frames, clip_fps)
     features, boxes = _features(model, data, normaliser), torch.from_numpy(boxes)
-    val, val_boxes = located_batch(np.random.default_rng(VAL_SEED + seed), val_clips,
+    val, val_boxes = located_batch(np.random.default_rng(val_seed + seed), val_clips,
                                    cfg.img_size, cfg.num_frames, clip_fps)
     val = _features(model, val, normaliser)
     LOGGER.info('locator: features of %d clips in %.0f s', clips, time.monotonic() - started)
@@ -107,7 +109,7 @@ def train_locator(checkpoint, clips: int = 6000, steps: int = 4000, batch_size: 
     return head.eval(), history
 
 
-def main(argv: Sequence[str]) -> int:
+def main(argv: Sequence[str], default_clip_fps: float, val_seed: int) -> int:
     """`timesformer_train locator CHECKPOINT`: train its localisation head, write it beside."""
     parser = argparse.ArgumentParser(
         prog='timesformer_train locator',
@@ -134,7 +136,8 @@ def main(argv: Sequence[str]) -> int:
     except CheckpointError as exc:
         parser.exit(2, f'timesformer_train locator: error: {exc}\n')
     head, history = train_locator(checkpoint, args.clips, args.steps, args.batch_size, args.lr,
-                                  args.seed, args.hidden, kind=args.kind)
+                                  args.seed, args.hidden, kind=args.kind,
+                                  default_clip_fps=default_clip_fps, val_seed=val_seed)
     path = save_head(args.checkpoint, head, {
         'command': 'timesformer_train locator ' + ' '.join(shlex.quote(a) for a in argv),
         'clips': args.clips, 'steps': args.steps, 'batch_size': args.batch_size,
