@@ -31,17 +31,11 @@ from timesformer_ros.locate import Locator  # noqa: E402
 from timesformer_ros.model import TimeSformer, preset  # noqa: E402
 
 
-def _median_ms(run, reps: int) -> float:
-    run()
-    times = []
-    for _ in range(reps):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return round(float(np.median(times)) * 1000, 3)
-
-
 def measure(engine: Engine, reps: int) -> dict:
+    """Return the median ms per window before and with the region, the two timed in turn.
+
+    In turn, because a machine loaded by others drifts between two separate series.
+    """
     cfg = engine.config
     video = torch.randn(1, cfg.num_frames, 3, cfg.img_size, cfg.img_size)
     grid = (cfg.grid_size, cfg.grid_size)
@@ -53,9 +47,18 @@ def measure(engine: Engine, reps: int) -> dict:
             attention_summary(engine.model, weights[last], cfg.num_frames, grid)
             logits.softmax(-1).sort(descending=True)
 
-    without = _median_ms(before, reps)
-    with_region = _median_ms(lambda: engine.infer_tensor(video), reps)
-    return {'method': engine.locator.method, 'window_ms_before': without,
+    def now():
+        engine.infer_tensor(video)
+
+    times = {before: [], now: []}
+    before(), now()
+    for _ in range(reps):
+        for run, found in times.items():
+            started = time.perf_counter()
+            run()
+            found.append(time.perf_counter() - started)
+    without, with_region = (round(float(np.median(t)) * 1000, 3) for t in times.values())
+    return {'method': engine.locator.method, 'reps': reps, 'window_ms_before': without,
             'window_ms_with_region': with_region,
             'region_share': round(with_region / without - 1, 3)}
 
@@ -70,8 +73,9 @@ def main() -> int:
                'threads': 1}
     embedded = Engine(load_checkpoint(embedded_checkpoint()), device='cpu', warmup=False)
     results['embedded'] = measure(embedded, args.reps)
-    embedded.locator = Locator(embedded.model)             # as if it had no head
-    results['embedded_without_head'] = measure(embedded, args.reps)
+    if embedded.locator.method != 'rollout':
+        embedded.locator = Locator(embedded.model)         # as if it had no head
+        results['embedded_without_head'] = measure(embedded, args.reps)
     model = TimeSformer(preset('base_8x224')).eval()
     base = Engine(Checkpoint(model=model, labels=default_labels(400), source='preset'),
                   device='cpu', warmup=False)

@@ -60,7 +60,7 @@ def _features(model: TimeSformer, clips: np.ndarray, normaliser: Normaliser,
 
 def train_locator(checkpoint, clips: int = 6000, steps: int = 4000, batch_size: int = 64,
                   lr: float = 3e-3, seed: int = 0, hidden: int = 64,
-                  val_clips: int = 400, kind: str = 'conv', default_clip_fps: float = 10.0,
+                  val_clips: int = 400, kind: str = 'mlp', default_clip_fps: float = 10.0,
                   val_seed: int = 10 ** 7) -> tuple:
     """Train a `locate.LocatorHead` for a checkpoint whose weights stay frozen.
 
@@ -123,7 +123,7 @@ def main(argv: Sequence[str], default_clip_fps: float, val_seed: int) -> int:
     parser.add_argument('--lr', type=float, default=3e-3)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--hidden', type=int, default=64)
-    parser.add_argument('--kind', choices=HEAD_KINDS, default='conv',
+    parser.add_argument('--kind', choices=HEAD_KINDS, default='mlp',
                         help='mlp: each patch alone; conv: each patch with its neighbours')
     parser.add_argument('--threads', type=int, default=0)
     args = parser.parse_args(argv)
