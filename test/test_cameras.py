@@ -355,3 +355,15 @@ def test_bad_camera_overrides_exit_2_with_one_line(ros, small_checkpoint, overri
     assert result.returncode == 2 and message in output, output
     assert 'Traceback' not in output
     assert len([line for line in output.splitlines() if 'cannot start' in line]) == 1
+
+
+def test_help_lists_the_per_camera_overrides():
+    import subprocess
+    from conftest import console_script
+    from timesformer_ros.interface import PER_CAMERA
+    result = subprocess.run(console_script('timesformer_node') + ['--help'],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    flat = ' '.join(result.stdout.split())
+    assert 'per-camera overrides' in flat
+    assert all(f'cameras.CAMERA.{name}' in flat for name in PER_CAMERA)
