@@ -229,7 +229,8 @@ def head_path(checkpoint) -> Optional[Path]:
     entry = (checkpoint.extra or {}).get(LOCATOR_KEY)
     if not entry or not checkpoint.path:
         return None
-    from .checkpoints import CheckpointError, _weights_beside
+    from .checkpoints import CheckpointError
+    from .checkpoints.formats import _weights_beside
     if not isinstance(entry, dict) or not isinstance(entry.get('hidden'), int):
         raise CheckpointError(f'{checkpoint.path}: {LOCATOR_KEY} must be an object with '
                               f'weights and hidden, got {entry!r}'[:300])

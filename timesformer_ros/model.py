@@ -11,7 +11,7 @@ The maths follows the official facebookresearch/TimeSformer `timesformer/models/
   final norm and head (one row of logits per clip, unlike Hugging Face's `space_only`).
 
 Parameter names are the official ones (without the `model.` prefix of its wrapper), so converting
-an official checkpoint is a matter of stripping prefixes (see `checkpoints.py`).
+an official checkpoint is a matter of stripping prefixes (see `checkpoints`).
 
 Internally patch tokens are ordered frame-major, `(t n)`; the official code orders them
 `(n t)`. Attention, layer norms and MLPs are equivariant to that permutation, so the logits are
