@@ -463,10 +463,18 @@ class TimeSformer(nn.Module):
         Returns (logits, {block index: BlockWeights}). Those blocks run the explicit attention
         path, every other block the fused one; the logits equal `forward`'s.
         """
+        tokens, weights = self.forward_features_with_attention(video, blocks)
+        return self.forward_head(tokens), weights
+
+    def forward_features_with_attention(self, video: torch.Tensor,
+                                        blocks: Optional[set] = None):
+        """Return `forward_features`' tokens and the attention weights of `blocks`.
+
+        (tokens, {block index: BlockWeights}); `blocks` defaults to the last block only.
+        """
         if blocks is None:
             blocks = {len(self.blocks) - 1}
-        tokens, weights = self._forward_tokens(video, frozenset(blocks))
-        return self.forward_head(tokens), weights
+        return self._forward_tokens(video, frozenset(blocks))
 
 
 def attention_flops(config: TimeSformerConfig, num_frames: Optional[int] = None) -> int:
