@@ -236,7 +236,8 @@ class TrainingError(RuntimeError):
 def _stop_unless_finite(value: torch.Tensor, what: str, step: int):
     """Stop training before a non-finite `value` reaches the weights or a checkpoint."""
     if not torch.isfinite(value):
-        raise TrainingError(f'step {step + 1}: the {what} is {float(value)}; training stopped '
+        shown = float(value.detach())
+        raise TrainingError(f'step {step + 1}: the {what} is {shown}; training stopped '
                             f'before it reached the weights, no checkpoint written at this step '
                             f'(try a lower --lr)')
 
