@@ -2,7 +2,7 @@
 
 For each checkpoint: the window's inference as it was before the region (the model with the
 last block's attention for the summaries), and the engine's whole inference now (the same plus
-the region by the checkpoint's method: `head` or `rollout`), medians over `--reps` windows on
+the region by the checkpoint's method: `head` or `motion`), medians over `--reps` windows on
 one thread. The embedded model is timed with its head and also as a checkpoint without one
 (rollout); `base_8x224` is the Kinetics architecture (random weights: the cost is the same).
 
@@ -73,7 +73,7 @@ def main() -> int:
                'threads': 1}
     embedded = Engine(load_checkpoint(embedded_checkpoint()), device='cpu', warmup=False)
     results['embedded'] = measure(embedded, args.reps)
-    if embedded.locator.method != 'rollout':
+    if embedded.locator.head is not None:
         embedded.locator = Locator(embedded.model)         # as if it had no head
         results['embedded_without_head'] = measure(embedded, args.reps)
     model = TimeSformer(preset('base_8x224')).eval()

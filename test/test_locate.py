@@ -77,13 +77,30 @@ def test_the_head_decodes_its_own_targets():
     assert np.allclose(iou(decoded.numpy(), boxes.numpy()), 1.0, atol=1e-4)
 
 
-def test_any_checkpoint_gets_a_region_by_rollout(small_checkpoint):
+def test_any_checkpoint_gets_a_region_by_motion(small_checkpoint):
     engine = Engine(str(small_checkpoint), device='cpu', warmup=False)
-    assert engine.locator.method == 'rollout'
+    assert engine.locator.method == 'motion'
     (prediction,) = engine.infer_tensor(torch.randn(1, 4, 3, 32, 32))
     x0, y0, x1, y1 = prediction.box
     assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
-    assert 0 < prediction.box_confidence <= 1 and prediction.box_method == 'rollout'
+    assert 0 < prediction.box_confidence <= 1 and prediction.box_method == 'motion'
+
+
+def test_the_motion_region_is_the_mover_in_the_newest_frame(small_checkpoint):
+    """A square moving over a textured still background: the box is its newest position.
+
+    Whatever the (random) model attends to, the change from the window's median is the mover.
+    """
+    engine = Engine(str(small_checkpoint), device='cpu', warmup=False)
+    rng = np.random.default_rng(3)
+    background = rng.uniform(-1, 1, (3, 32, 32)).astype(np.float32)
+    video = np.repeat(background[None], 4, 0)
+    for t in range(4):
+        video[t, :, 8:16, 2 + 5 * t:10 + 5 * t] = 2.0          # 8x8, 5 px right a frame
+    (prediction,) = engine.infer_tensor(torch.from_numpy(video)[None])
+    truth = np.array([[17 / 32, 8 / 32, 25 / 32, 16 / 32]])
+    found = np.array([prediction.box])
+    assert holds_centre(found, truth).all() and iou(found, truth)[0] > 0.5, found * 32
 
 
 def test_a_trained_head_travels_with_the_checkpoint_and_leaves_the_classifier_alone(

@@ -176,7 +176,7 @@ def test_node_end_to_end_at_30hz(ros, start_node, small_checkpoint):
     for result in listener.windows:
         roi = result['roi']
         assert 8 <= roi['x_min'] < roi['x_max'] <= 56 and 0 <= roi['y_min'] < roi['y_max'] <= 48
-        assert roi['method'] == 'rollout'     # the fixture's checkpoint has no head
+        assert roi['method'] == 'motion'      # the fixture's checkpoint has no head
         stamp = stamp_of(result['header']['stamp'])
         msg, typed_msg = detections.get(stamp), typed.get(stamp)
         if msg is None or typed_msg is None:

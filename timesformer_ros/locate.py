@@ -9,11 +9,20 @@ Two methods, picked by the checkpoint (`Locator.for_checkpoint`):
   The box is that of the most likely patch; the confidence its softmax probability. It is
   trained on the boxes the training world knows, with the classifier frozen
   (`train.train_locator`), so the classification is unchanged.
-* `rollout`: any other checkpoint (Kinetics included). Attention rollout (Abnar & Zuidema,
-  2020) of the newest frame's spatial attention through every block, the CLS token's row as a
-  relevance map, upsampled (bilinear) to the input size and thresholded at half its peak; the
-  box encloses the connected part around the peak. The confidence is the share of relevance
-  inside the box. It says where the model looked, which is not always where an object is.
+* `motion`: any other checkpoint (Kinetics included). Where the newest frame differs from the
+  window's per-pixel median (what stayed put over the window: the background, for a moving
+  thing), on the frames summed over channels at half the input size, smoothed (Gaussian,
+  sigma = input size / 32), weighted by where the model looked:
+  attention rollout (Abnar & Zuidema, 2020) of the newest frame's spatial attention through
+  every block, the CLS token's row upsampled to the map's size (`rollout`), as
+  `change * (0.25 + rollout / max)`. Thresholded at 0.35 of its range (`MOTION_LEVEL`); the box
+  encloses the connected part around the peak, the confidence is the share of the map inside
+  it. Chosen by measurement over rollout alone (`benchmarks/roi_quality.py`, README): rollout
+  says where the model looked, which is rarely the object's extent; the change says where
+  something moved, and the rollout weight picks the mover the model attends to among several.
+  When nothing moves the map is noise and the confidence low.
+* `rollout` (not chosen by default, kept for comparison): the rollout map alone, thresholded at
+  half its range.
 
 Boxes are (x_min, y_min, x_max, y_max) with pixel edges at 0..S in the S x S input;
 `frames.to_source` maps them to the camera's pixels (undoing the resize and the centre crop).
@@ -37,7 +46,9 @@ from torch import nn
 from .model import TimeSformer
 
 LOGGER = logging.getLogger(__name__)
-METHODS = ('head', 'rollout')
+METHODS = ('head', 'motion', 'rollout')
+MOTION_LEVEL = 0.35              # `motion`'s threshold, of the map's range
+MOTION_FLOOR = 0.25              # `motion`: the weight of a pixel the model did not look at
 LOCATOR_KEY = 'locator'          # the checkpoint description's entry for the head
 FEATURES = 4                     # head_features per patch, in embedding dimensions
 HEAD_KINDS = ('mlp', 'conv')
@@ -179,17 +190,44 @@ def map_box(relevance: np.ndarray, size: int, level: float = 0.5) -> tuple:
     return box, inside / float(up.sum())
 
 
+def motion_map(video: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+    """Return the `motion` map (B, S/2, S/2) of windows (B, T, C, S, S) and rollouts (B, gh, gw).
+
+    The newest frame's change from the window's per-pixel median, on the frames summed over
+    channels at half the input size (a quarter of a millisecond less a window than at full
+    size and in colour, for the same boxes: `map_box` upsamples the map), smoothed and weighted
+    by the rollout relevance (module docstring). Tensors only.
+    """
+    gray = F.avg_pool2d(video.float().sum(2), 2)                              # (B, T, S/2, S/2)
+    size = gray.shape[-1]
+    change = (gray[:, -1] - gray.median(dim=1).values).abs()[:, None]         # (B, 1, s, s)
+    sigma = size / 32                  # of the half-size map: input size / 32 input pixels
+    radius = max(1, int(math.ceil(3 * sigma)))
+    taps = torch.arange(-radius, radius + 1, device=gray.device, dtype=gray.dtype)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    change = F.conv2d(F.pad(change, (radius, radius, 0, 0), mode='replicate'),
+                      kernel.view(1, 1, 1, -1))
+    change = F.conv2d(F.pad(change, (0, 0, radius, radius), mode='replicate'),
+                      kernel.view(1, 1, -1, 1))
+    look = F.interpolate(relevance.float()[:, None], size=(size, size), mode='bilinear',
+                         align_corners=False)[:, 0]
+    low = look.amin(dim=(1, 2), keepdim=True)
+    look = (look - low) / (look.amax(dim=(1, 2), keepdim=True) - low).clamp_min(1e-12)
+    return change[:, 0] * (MOTION_FLOOR + look)
+
+
 class Locator:
-    """Boxes for a batch of windows, by `method`: 'head' (with `head`) or 'rollout'."""
+    """Boxes for a batch of windows, by `method`: 'head' (with `head`), else 'motion'."""
 
     def __init__(self, model: TimeSformer, head: Optional[LocatorHead] = None):
         self.model = model
         self.head = head
-        self.method = 'head' if head is not None else 'rollout'
+        self.method = 'head' if head is not None else 'motion'
 
     @classmethod
     def for_checkpoint(cls, checkpoint) -> 'Locator':
-        """Return a locator with the checkpoint's head (`load_head`), else by rollout."""
+        """Return a locator with the checkpoint's head (`load_head`), else by motion."""
         return cls(checkpoint.model, load_head(checkpoint))
 
     def to(self, device, dtype) -> 'Locator':
@@ -206,20 +244,20 @@ class Locator:
     def evidence(self, video: torch.Tensor, weights: dict, grid: tuple) -> torch.Tensor:
         """Tensors only (it runs inside a compiled forward): what `boxes` turns into boxes.
 
-        With a head, (B, 5) boxes in input pixels and confidences; else the rolled-out
-        relevance maps (B, gh, gw).
+        With a head, (B, 5) boxes in input pixels and confidences; else the motion maps
+        (B, S/2, S/2) (`motion_map`).
         """
         if self.head is not None:
             boxes, confidence = self.head.decode(head_features(self.model, video), grid)
             return torch.cat([boxes, confidence[:, None]], -1)
-        return rollout(self.model, weights, video.shape[1], grid)
+        return motion_map(video, rollout(self.model, weights, video.shape[1], grid))
 
     def boxes(self, evidence: torch.Tensor, size: int) -> tuple:
         """Turn `evidence` into numpy box corners (B, 4) in input pixels, confidences (B,)."""
         evidence = evidence.float().cpu().numpy()
         if self.head is not None:
             return evidence[:, :4], evidence[:, 4]
-        found = [map_box(m, size) for m in evidence]
+        found = [map_box(m, size, MOTION_LEVEL) for m in evidence]
         return (np.array([b for b, _ in found], np.float32).reshape(-1, 4),
                 np.array([c for _, c in found], np.float32))
 
