@@ -26,7 +26,8 @@ LAYERS = {
     'runtime': {'interface', 'messages', 'frames', 'clips', 'engine', 'pipeline', 'segments',
                 'outputs', 'synthetic', 'diagnostics'},
     'ros': {'node', 'camera', 'spin', 'entry'},
-    'tools': {'bags', 'fleet', 'train', 'world', 'demo', 'bench', 'convert', 'processes'},
+    'tools': {'bags', 'fleet', 'train', 'finetune', 'finetune_ray', 'world', 'demo', 'bench',
+              'convert', 'processes'},
 }
 MAY_IMPORT = {'base': set(), 'model': {'base', 'model'}, 'runtime': {'base', 'model', 'runtime'},
               'ros': {'base', 'model', 'runtime', 'ros'},

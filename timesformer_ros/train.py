@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import synthetic, world
+from . import finetune, synthetic, world
 from .checkpoints import OFFICIAL_MEAN, OFFICIAL_STD, load_checkpoint, save_checkpoint
 from .frames import Normaliser, resize_and_crop
 from .model import ATTENTION_TYPES, TimeSformer, preset
@@ -511,7 +511,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tr = sub.add_parser('train', help='train a preset on synthetic motion (or --data)')
     tr.add_argument('--preset', default='motion')
     tr.add_argument('--attention-type', choices=ATTENTION_TYPES)
-    tr.add_argument('--steps', type=int, default=12000)
+    tr.add_argument('--steps', type=int, help='default 12000 (--bags: 300)')
     tr.add_argument('--clip-fps', type=float,
                     help='the clip rate (frames per second of the sampled clip) to train for, '
                          'recorded in the checkpoint: the node samples at it (synthetic: '
@@ -519,8 +519,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tr.add_argument('--wide', type=float, default=0.8,
                     help="share of the clips from the wide world (world.py) after the "
                          "curriculum; the rest from synthetic.py")
-    tr.add_argument('--batch-size', type=int, default=32)
-    tr.add_argument('--lr', type=float, default=1e-3)
+    tr.add_argument('--batch-size', type=int, help='default 32 (--bags: 16)')
+    tr.add_argument('--lr', type=float, help='default 1e-3 (--bags: 5e-4)')
     tr.add_argument('--seed', type=int, default=0)
     tr.add_argument('--weight-decay', type=float, default=0.01)
     tr.add_argument('--val-every', type=int, default=500)
@@ -537,6 +537,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help='start from this checkpoint (fine-tuning); a new head when its '
                          'classes are not those of the data')
     tr.add_argument('--out', type=Path, required=True, help='output checkpoint path')
+    finetune.add_arguments(tr)
     rep = sub.add_parser('report', help='quality figures of a trained motion model')
     rep.add_argument('checkpoint', type=Path)
     rep.add_argument('--clips', type=int, default=2100)
@@ -553,9 +554,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides = {'attention_type': args.attention_type} if args.attention_type else {}
         command = 'timesformer_train ' + ' '.join(shlex.quote(a) for a in
                                                   (argv if argv is not None else sys.argv[1:]))
+        if args.bags:
+            return finetune.main(args, command)
         train(TrainConfig(
-            preset_name=args.preset, overrides=overrides, steps=args.steps,
-            batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+            preset_name=args.preset, overrides=overrides, steps=args.steps or 12000,
+            batch_size=args.batch_size or 32, lr=args.lr or 1e-3, weight_decay=args.weight_decay,
             seed=args.seed, val_every=args.val_every, curriculum=args.curriculum,
             directions_first=args.directions_first, wide=args.wide,
             clip_fps=args.clip_fps or (None if args.data else DEFAULT_CLIP_FPS),
