@@ -32,7 +32,7 @@ START_NS = 1_700_000_000_000_000_000
 
 
 def _crop(rng, photo: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A random crop of a photograph resized to (height, width), uint8 RGB."""
+    """Return a random crop of a photograph resized to (height, width), uint8 RGB."""
     h, w = photo.shape[:2]
     scale = rng.uniform(0.4, 1.0)
     ch, cw = int(h * scale), int(min(w, h * scale * width / height))
@@ -42,7 +42,7 @@ def _crop(rng, photo: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _object(rng, photos, side: int) -> tuple:
-    """(RGB patch, alpha mask): a disc, square or ellipse of a photograph's texture."""
+    """Return (RGB patch, alpha mask): a disc, square or ellipse of a photograph's texture."""
     texture = _crop(rng, photos[rng.integers(len(photos))], side, side)
     texture = np.clip(texture.astype(np.float32) * rng.uniform(0.6, 1.4, 3), 0, 255)
     mask = np.zeros((side, side), np.float32)
@@ -70,7 +70,7 @@ def _paste(frame: np.ndarray, patch: np.ndarray, alpha: np.ndarray, cx: float, c
 
 
 def _stretch(rng, photos, label: str, count: int, height: int, width: int):
-    """The frames of one stretch of `label`, `count` frames long."""
+    """Yield the frames of one stretch of `label`, `count` frames long."""
     background = _crop(rng, photos[rng.integers(len(photos))], height, width)
     short = min(height, width)
     side = int(short * rng.uniform(0.18, 0.3))

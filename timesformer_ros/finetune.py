@@ -17,14 +17,17 @@ data-parallel on Ray Train (`finetune_ray`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -52,7 +55,7 @@ DEFAULT_BATCH = 16
 DEFAULT_LR = 5e-4
 VAL_SHARE = 0.2
 # Validation windows run through the model this many at a time (memory stays bounded).
-_VAL_BATCH = 128
+_VAL_BATCH = 32
 
 
 @dataclass
@@ -244,7 +247,7 @@ def _truth_digest(truth: str) -> str:
 
 
 def lr_at(step: int, steps: int, base: float) -> float:
-    """A tenth of the steps' linear warm-up, then a cosine decay to zero."""
+    """Return the learning rate: a linear warm-up over a tenth of the steps, then a cosine."""
     warm = max(1, steps // 10)
     if step < warm:
         return base * (step + 1) / warm
@@ -348,8 +351,8 @@ def _state_path(out: Path) -> Path:
 def fit(run: BagTraining, data: dict) -> dict:
     """Train in this process from `data` (`prepare`); return the training record's figures.
 
-    Writes a resumable state every `val_every` steps and on Ctrl-C (then KeyboardInterrupt
-    goes on up); `run.resume` continues from it.
+    Writes a resumable state every `val_every` steps and on Ctrl-C, after the step under way
+    (then raises KeyboardInterrupt); `run.resume` continues from it.
     """
     start, train_set = data['start'], data['train']
     key = run_key(run, [w.digest for w in data['bags']], start)
@@ -363,7 +366,7 @@ def fit(run: BagTraining, data: dict) -> dict:
         step, history = _resume(state_path, key, model, optimiser, rng)
     bar = Progress(run.steps, 'steps', run.progress)
     loss = float('nan')
-    try:
+    with _interruptible() as interrupted:
         while step < run.steps:
             for group in optimiser.param_groups:
                 group['lr'] = lr_at(step, run.steps, run.lr)
@@ -379,14 +382,38 @@ def fit(run: BagTraining, data: dict) -> dict:
                     _save_state(state_path, key, model, optimiser, rng, step, history)
             rate = step * run.batch_size / max(bar.elapsed(), 1e-9)
             bar.update(step, f'loss {loss:.3f}, {rate:.0f} windows/s')
-    except KeyboardInterrupt:
-        bar.close()
-        _save_state(state_path, key, model, optimiser, rng, step, history)
-        say(f'interrupted at step {step} of {run.steps}: the state is in {state_path}; run the '
-            f'same command with --resume to continue')
-        raise
+            if interrupted and step < run.steps:
+                bar.close()
+                _save_state(state_path, key, model, optimiser, rng, step, history)
+                say(f'interrupted at step {step} of {run.steps}: the state is in {state_path}; '
+                    f'run the same command with --resume to continue')
+                raise KeyboardInterrupt
     bar.close()
     return {'steps': step, 'seconds': round(bar.elapsed(), 1), 'history': history}
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """Note SIGINT (Ctrl-C) in the yielded list instead of raising, so a step ends whole.
+
+    Only in the main thread (signals can be handled nowhere else); a second Ctrl-C still
+    stops at once.
+    """
+    noted = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+
+    def note(signum, frame):
+        if noted:
+            raise KeyboardInterrupt
+        noted.append(signum)
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _save_state(path: Path, key: str, model, optimiser, rng, step: int, history: list):
@@ -452,16 +479,21 @@ def finish(run: BagTraining, data: dict, model, figures: dict) -> dict:
     return {'training': training, **result}
 
 
-def train_bags(run: BagTraining) -> dict:
-    """Train on recordings as `run` says (here, or on Ray with workers); return the report."""
+def train_bags(run: BagTraining, on_ray: Optional[Callable] = None) -> dict:
+    """Train on recordings as `run` says; return the report.
+
+    In this process, or, with `run.workers` or `run.address`, by `on_ray(run, data)`: that is
+    `finetune_ray.fit_on_ray`, which imports this module, so the command line passes it in.
+    """
     data = prepare(run)
     start = data['start']
     say(f'{len(data["train"].classes)} training windows, {len(data["val"].classes)} '
         f'validation windows of {start.classes}; left out: {data["counts"] or "none"}; '
         f'sampling {start.cutting.sampling.describe()}')
     if run.workers or run.address:
-        from .finetune_ray import fit_on_ray
-        model, figures = fit_on_ray(run, data)
+        if on_ray is None:
+            raise DataError('--workers and --address need Ray Train (finetune_ray.fit_on_ray)')
+        model, figures = on_ray(run, data)
     else:
         figures = fit(run, data)
         model = start.model
@@ -498,7 +530,7 @@ def add_arguments(parser):
     group.add_argument('--address', help='a running Ray cluster to train on')
 
 
-def main(args, command: str) -> int:
+def main(args, command: str, on_ray: Optional[Callable] = None) -> int:
     """Run `timesformer_train train --bags ...`; return the exit code (2: bad input)."""
     if not args.topic or not args.truth:
         print('timesformer_train: error: --bags needs --topic and --truth', file=sys.stderr)
@@ -514,7 +546,7 @@ def main(args, command: str) -> int:
             steps=args.steps or DEFAULT_STEPS, batch_size=args.batch_size or DEFAULT_BATCH,
             lr=args.lr or DEFAULT_LR, weight_decay=args.weight_decay, seed=args.seed,
             resume=args.resume, command=command, workers=args.workers, address=args.address)
-        train_bags(run)
+        train_bags(run, on_ray)
     except KeyboardInterrupt:
         return 130
     except (DataError, TruthError, BagError, ValueError, OSError) as exc:

@@ -288,7 +288,7 @@ class Preprocessor:
         self.normaliser = Normaliser(mean, std, device, dtype)
 
     def crop(self, rgb: np.ndarray) -> np.ndarray:
-        """Return the resized centre crop (size, size, 3) uint8 that `normaliser` takes."""
+        """Return the resized centre crop, (size, size, 3) uint8: what `normaliser` takes."""
         return np.ascontiguousarray(resize_and_crop(rgb, self.size))
 
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:

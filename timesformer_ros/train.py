@@ -555,7 +555,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         command = 'timesformer_train ' + ' '.join(shlex.quote(a) for a in
                                                   (argv if argv is not None else sys.argv[1:]))
         if args.bags:
-            return finetune.main(args, command)
+            from .finetune_ray import fit_on_ray
+            return finetune.main(args, command, fit_on_ray)
         train(TrainConfig(
             preset_name=args.preset, overrides=overrides, steps=args.steps or 12000,
             batch_size=args.batch_size or 32, lr=args.lr or 1e-3, weight_decay=args.weight_decay,

@@ -78,7 +78,7 @@ class BagWindows:
     truth: str = ''           # the truth of this bag (a file or a String topic)
 
     def clips(self, indices: Sequence[int]) -> np.ndarray:
-        """Return windows `indices` as uint8 clips (len, T, S, S, 3)."""
+        """Return the windows at `indices` as uint8 clips, (len, T, S, S, 3)."""
         return self.frames[self.windows[np.asarray(indices)]]
 
     def frame_times(self) -> dict:
@@ -213,8 +213,11 @@ def label_windows(windows: BagWindows, labeller: Callable[[int], Optional[str]])
 
 
 def split(windows: BagWindows, share: float) -> np.ndarray:
-    """Return each window's part: 0 training, 1 validation (the bag's last `share` of time), -1
-    across the cut (left out, so that no frame is in both)."""
+    """Return each window's part: 0 training, 1 validation, -1 across the cut.
+
+    Validation is the bag's last `share` of time; a window across the cut is left out, so that
+    no frame is in both.
+    """
     parts = np.zeros(len(windows.windows), np.int8)
     if not len(windows.stamps) or share <= 0:
         return parts
