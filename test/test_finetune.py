@@ -282,6 +282,7 @@ def test_two_ray_train_workers_give_a_checkpoint_that_scores_like_one_process(
     one = json.loads((tmp_path / 'one.validation.json').read_text())
     ray = json.loads((tmp_path / 'ray.validation.json').read_text())
     assert ray['training']['ray_workers'] == 2 and ray['training']['steps'] == 30
+    assert not (tmp_path / 'ray.ray').exists()          # Ray Train's storage is cleaned up
     assert ray['windows'] == one['windows'] > 40
     assert load_checkpoint(tmp_path / 'ray.json').labels == \
         load_checkpoint(tmp_path / 'one.json').labels

@@ -14,6 +14,7 @@ The runtime is `fleet.connect`'s: the cluster at `--address`, else a local one b
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -104,15 +105,16 @@ def fit_on_ray(run, data: dict) -> tuple:
         backend = 'NCCL on GPUs' if gpus else 'gloo on CPUs'
         say(f'training on {count} Ray Train worker(s) ({backend})')
         began = time.monotonic()
+        storage = Path(str(run.out) + '.ray').resolve()
         trainer = TorchTrainer(
             _worker_loop, train_loop_config=config,
             scaling_config=ScalingConfig(num_workers=count, use_gpu=gpus > 0,
                                          resources_per_worker={'CPU': 1}),
-            run_config=RunConfig(name='timesformer_train',
-                                 storage_path=str(Path(str(run.out) + '.ray').resolve())))
+            run_config=RunConfig(name='timesformer_train', storage_path=str(storage)))
         result = trainer.fit()
         with result.checkpoint.as_directory() as directory:
             state = torch.load(Path(directory) / 'model.pt', weights_only=True)
+        shutil.rmtree(storage, ignore_errors=True)     # the weights are in the checkpoint
     finally:
         if started_here:
             ray.shutdown()

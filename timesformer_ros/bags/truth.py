@@ -64,7 +64,7 @@ class TruthError(ValueError):
 
 
 @dataclass(frozen=True)
-class Segment:
+class TruthSegment:
     """A stretch of header-stamp time [start_ns, end_ns) with one label, from row `row`."""
 
     start_ns: int
@@ -104,7 +104,7 @@ def _bounded_rows(path: Path):
 
 
 def read_segments(path: Path) -> list:
-    """Return the Segments of a CSV of `start,end,label` rows, sorted by start.
+    """Return the TruthSegments of a CSV of `start,end,label` rows, sorted by start.
 
     Stamps are header stamps in seconds (decimals, read exactly); a first line
     `start,end,label` is a header. Every row is checked: three fields, stamps that are numbers
@@ -129,7 +129,7 @@ def read_segments(path: Path) -> list:
         if not label or len(label) > MAX_LABEL_CHARS:
             raise TruthError(f'{path}: row {row}: a label of 1 to {MAX_LABEL_CHARS} characters '
                              f'is needed, got {label[:40]!r}')
-        segments.append(Segment(start, end, label, row))
+        segments.append(TruthSegment(start, end, label, row))
     if not segments:
         raise TruthError(f'{path}: no segments (rows of start,end,label)')
     segments.sort(key=lambda s: (s.start_ns, s.end_ns))
@@ -158,7 +158,7 @@ def is_segments_file(source: str) -> bool:
 class SegmentLabels:
     """The label at a header stamp: of the segment that contains it, or None."""
 
-    def __init__(self, segments: Sequence[Segment]):
+    def __init__(self, segments: Sequence[TruthSegment]):
         merged = []       # disjoint [start, end) runs, same-label overlaps joined
         for segment in sorted(segments, key=lambda s: s.start_ns):
             if merged and merged[-1][2] == segment.label and segment.start_ns <= merged[-1][1]:
