@@ -4,6 +4,7 @@ Real rosbag2 files written by rosbags, real checkpoints, the real command line.
 """
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -268,7 +269,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, recordings, capsys):
 # -- Ray Train ---------------------------------------------------------------------------------
 
 def test_two_ray_train_workers_give_a_checkpoint_that_scores_like_one_process(
-        tmp_path, recordings):
+        tmp_path, recordings, monkeypatch):
     """2 CPU workers (gloo) on the local runtime on 127.0.0.1, each reading its own bag.
 
     Same seed, same steps and global batch: the two checkpoints' validation accuracies agree
@@ -278,7 +279,10 @@ def test_two_ray_train_workers_give_a_checkpoint_that_scores_like_one_process(
     common = ['--bags', bag, other, '--truth', csv, other_csv, '--val-bags', held,
               '--val-truth', held_csv, '--steps', 30, '--batch-size', 8, '--seed', 3]
     assert train(*common, '--out', tmp_path / 'one') == 0
-    assert train(*common, '--out', tmp_path / 'ray', '--workers', 2) == 0
+    # relative paths: the workers run in a directory of Ray's
+    monkeypatch.chdir(bag.parent)
+    relative = [Path(a).name if isinstance(a, Path) else a for a in common]
+    assert train(*relative, '--out', os.path.relpath(tmp_path / 'ray'), '--workers', 2) == 0
     one = json.loads((tmp_path / 'one.validation.json').read_text())
     ray = json.loads((tmp_path / 'ray.validation.json').read_text())
     assert ray['training']['ray_workers'] == 2 and ray['training']['steps'] == 30
@@ -294,7 +298,6 @@ def test_two_ray_train_workers_give_a_checkpoint_that_scores_like_one_process(
 
 def test_ctrl_c_saves_a_state_that_resume_continues(tmp_path, recordings):
     """The real command in its own process: SIGINT mid-training, exit 130, then --resume."""
-    import os
     import signal
     import subprocess
     import sys

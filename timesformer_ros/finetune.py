@@ -170,8 +170,10 @@ def paired(specs: Sequence, truths: Sequence[str], what: str) -> list:
                         f'given, got {len(truths)}')
     pairs = []
     for i, spec in enumerate(specs):
-        truth = truths[0] if len(truths) == 1 else truths[i]
-        pairs += [(bag, str(truth)) for bag in find_bags([spec])]
+        truth = str(truths[0] if len(truths) == 1 else truths[i])
+        if Path(truth).is_file():
+            truth = str(Path(truth).resolve())     # read elsewhere too (Ray workers)
+        pairs += [(bag, truth) for bag in find_bags([spec])]
     return pairs
 
 

@@ -8,7 +8,8 @@ every N-th window. The result is the same kind of checkpoint as a run in one pro
 reports the weights, and the driver validates and writes them (`finetune.finish`).
 
 The runtime is `fleet.connect`'s: the cluster at `--address`, else a local one bound to
-127.0.0.1 (never another interface). Ray Train needs its `train` extra (requirements/fleet.txt).
+127.0.0.1 (never another interface). Workers run in a directory of Ray's, so every path they get
+is absolute. Ray Train needs its `train` extra (requirements/fleet.txt).
 """
 
 from __future__ import annotations
@@ -96,11 +97,14 @@ def fit_on_ray(run, data: dict) -> tuple:
         fields = {f.name: getattr(run, f.name) for f in dataclasses.fields(run)}
         fields.update(bags=[str(b) for b in fields['bags']],
                       val_bags=[str(b) for b in fields['val_bags']],
-                      out=str(run.out), init=str(run.init) if run.init else None,
-                      params_file=str(run.params_file) if run.params_file else None,
+                      out=str(Path(run.out).resolve()),
+                      init=str(Path(run.init).resolve()) if run.init else None,
+                      params_file=str(Path(run.params_file).resolve()) if run.params_file
+                      else None,
                       progress=False, workers=0, address=None, resume=False)
         config = {'run': fields, 'bags': [(str(w.bag), w.truth) for w in data['bags']],
-                  'classes': data['start'].classes, 'cache': str(run.out) + '.windows',
+                  'classes': data['start'].classes,
+                  'cache': str(Path(str(run.out) + '.windows').resolve()),
                   'parts': (0,) if data['val_bags'] else None}
         backend = 'NCCL on GPUs' if gpus else 'gloo on CPUs'
         say(f'training on {count} Ray Train worker(s) ({backend})')
