@@ -94,6 +94,9 @@ class BagTraining:
             self.truth = [str(self.truth)]
         if isinstance(self.val_truth, (str, Path)):
             self.val_truth = [str(self.val_truth)]
+        if self.resume and (self.workers or self.address):
+            raise ValueError('--resume continues a run of one process; a Ray Train run starts '
+                             'again (its windows are cached: only the training is repeated)')
         if not self.lr > 0:
             raise ValueError(f'--lr must be positive, got {self.lr!r}')
 

@@ -7,7 +7,8 @@
 Training clips are generated on the fly (seeded per step) from `world.py`, a wide world of real
 photographs and many shapes, and `synthetic.py`, after a curriculum on easy synthetic scenes;
 a folder of labelled clips (`--data DIR` with DIR/<class>/*.npy, each a (T, H, W, 3) uint8
-array) trains on a user's own recordings instead, with the folder's classes. Validation and the
+array) trains on a user's own clips instead, with the folder's classes; `--bags` trains on
+labelled rosbags, windowed as the node windows them (`finetune`). Validation and the
 report use seeds the training never draws from; the report also scores an independent clip
 generator that training never sees (the tests' `independent_clips.py`).
 """
