@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQUIREMENTS := requirements/runtime.txt requirements/ros-wheels.txt requirements/ros-build.txt \
-	requirements/fleet.txt \
+	requirements/fleet.txt requirements/onnx.txt \
 	requirements/test.txt
 INTERFACES := $(shell find dev/interfaces -type f) dev/build_interfaces.py
 DURATION ?= 30
@@ -42,6 +42,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m timesformer_ros.bench
+	$(PY) benchmarks/onnx_runtime.py --threads 1
 	$(PY) benchmarks/node_latency.py
 	$(PY) benchmarks/multi_camera.py
 	$(PY) benchmarks/bag_throughput.py

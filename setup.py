@@ -37,6 +37,7 @@ setup(
             'timesformer_bench = timesformer_ros.bench:main',
             'timesformer_synthetic_camera = timesformer_ros.entry:camera',
             'timesformer_bag = timesformer_ros.bags.cli:main',
+            'timesformer_export = timesformer_ros.export:main',
         ],
     },
 )

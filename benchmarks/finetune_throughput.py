@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from timesformer_ros.bags.dataset import cut_windows  # noqa: E402
 from timesformer_ros.finetune import BagTraining, starting_point  # noqa: E402
-from timesformer_ros.fleet import digest  # noqa: E402
+from timesformer_ros.digests import digest  # noqa: E402
 from timesformer_ros.train import main as train_main  # noqa: E402
 
 

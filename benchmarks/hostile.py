@@ -125,8 +125,8 @@ def main() -> int:
     from test_hostile_node import _compressed, compressed_attacks, raw_attacks
     # The node on its own: not the OpenCV limits this process's import of the package set.
     env = {k: v for k, v in os.environ.items() if not k.startswith('OPENCV_IO_')}
-    env = keep_dds_on_loopback({**env, 'ROS_DOMAIN_ID': str(DOMAIN_ID)})
-    keep_dds_on_loopback()
+    env = keep_dds_on_loopback({**env, 'ROS_DOMAIN_ID': str(DOMAIN_ID)}, checkout=REPO)
+    keep_dds_on_loopback(checkout=REPO)
     rows = []
     for name, fmt, data in compressed_attacks():
         rows.append(run_attack(name, 'compressed',

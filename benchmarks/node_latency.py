@@ -45,7 +45,7 @@ def main() -> int:
     parser.add_argument('--extra', nargs='*', default=[], help='more node -p name:=value')
     args = parser.parse_args()
 
-    keep_dds_on_loopback()
+    keep_dds_on_loopback(checkout=REPO)
     env = {**os.environ, 'ROS_DOMAIN_ID': str(args.domain_id), 'PYTHONUNBUFFERED': '1'}
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray

@@ -141,7 +141,7 @@ def main() -> int:
     parser.add_argument('--domain-id', type=int, default=63)
     args = parser.parse_args()
 
-    keep_dds_on_loopback()
+    keep_dds_on_loopback(checkout=REPO)
     env = {**os.environ, 'ROS_DOMAIN_ID': str(args.domain_id), 'PYTHONUNBUFFERED': '1'}
     interpreter = [interpreter_s(env) for _ in range(args.runs)]
     imports = [import_s(env) for _ in range(args.runs)]

@@ -1,5 +1,6 @@
 """Shared fixtures: seeds, tiny configurations, reference models."""
 
+import ast
 import itertools
 import os
 import random
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from timesformer_ros.processes import console_command, finish, keep_dds_on_loopback
+from timesformer_ros.processes import ScriptNotFound, console_command, finish, keep_dds_on_loopback
 
 # Tests never touch a GPU even where one exists: it is hidden from this process and from the
 # programs the tests start (CUDA initialises lazily, so this holds although torch is imported).
@@ -81,14 +82,37 @@ def hf_reference_logits(hf_model, video: torch.Tensor) -> torch.Tensor:
 # tests start, which inherit the environment) uses the project's loopback-only Fast DDS profile.
 # Set before rclpy loads.
 REPO = Path(__file__).resolve().parents[1]
-keep_dds_on_loopback()
+keep_dds_on_loopback(checkout=REPO)
 os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 
 _domain_counter = itertools.count()
 # Test domains: FIRST:COUNT, so that suites run side by side (two checkouts) never share one.
 _DOMAIN_FIRST, _DOMAIN_COUNT = (int(part) for part in
                                 os.environ.get('TIMESFORMER_TEST_DOMAINS', '20:80').split(':'))
-console_script = console_command
+
+
+def _console_scripts() -> dict:
+    """{script: 'module:function'} of setup.py's console_scripts: their one source."""
+    tree = ast.parse((REPO / 'setup.py').read_text())
+    call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call)
+                and getattr(n.func, 'id', '') == 'setup')
+    points = ast.literal_eval(next(k.value for k in call.keywords if k.arg == 'entry_points'))
+    return dict(line.replace(' ', '').split('=') for line in points['console_scripts'])
+
+
+CONSOLE_SCRIPTS = _console_scripts()
+
+
+def console_script(name: str) -> list:
+    """Return the installed console script `name`'s command; the test skips where there is none.
+
+    Tests start what users start: never `python -m` in its place (processes.find_script).
+    """
+    assert name in CONSOLE_SCRIPTS, f'{name} is not a console script of setup.py'
+    try:
+        return console_command(name)
+    except ScriptNotFound as exc:
+        pytest.skip(str(exc))
 
 
 def fresh_domain() -> int:
@@ -168,6 +192,11 @@ def reset_peak_rss(pid: int):
     Path(f'/proc/{pid}/clear_refs').write_text('5')
 
 
+# launch sends SIGTERM 5 s after SIGINT (ExecuteProcess's sigterm_timeout): a node must be gone
+# by then on any machine, a loaded one included. What it takes on an idle one is a benchmark.
+STOP_WITHIN_S = 5.0
+
+
 class NodeProcess:
     """`timesformer_node` started as users start it, with --ros-args."""
 
@@ -177,7 +206,7 @@ class NodeProcess:
         self.proc = subprocess.Popen(cmd, env=ros.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
 
-    def stop(self, sig=signal.SIGINT, timeout=2.0):
+    def stop(self, sig=signal.SIGINT, timeout=2 * STOP_WITHIN_S):
         """Signal the node; returns (exit code, seconds it took, output)."""
         started = time.monotonic()
         self.proc.send_signal(sig)
@@ -205,3 +234,24 @@ def start_node(ros):
     yield start
     for node in started:
         node.kill()
+
+
+def hiding_env(directory: Path, modules, env=None) -> dict:
+    """Return `env` with Python started so that `modules` (top-level names) cannot be imported.
+
+    A sitecustomize.py in `directory`, first on PYTHONPATH, puts a finder at the front of
+    sys.meta_path that refuses them: a machine without those packages, for a child process.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / 'sitecustomize.py').write_text(
+        'import importlib.abc, sys\n'
+        f'HIDDEN = {sorted(modules)!r}\n'
+        'class Hide(importlib.abc.MetaPathFinder):\n'
+        '    def find_spec(self, name, path=None, target=None):\n'
+        "        if name.split('.')[0] in HIDDEN:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r} (hidden)', name=name)\n"
+        'sys.meta_path.insert(0, Hide())\n')
+    env = dict(os.environ if env is None else env)
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (str(directory), env.get('PYTHONPATH'))
+                                        if p)
+    return env

@@ -3,7 +3,6 @@
 import json
 import sqlite3
 import subprocess
-import sys
 
 import pytest
 
@@ -18,7 +17,7 @@ FPS = 30.0
 
 
 def bag_cli(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, '-m', 'timesformer_ros.bags', *map(str, args)],
+    return subprocess.run(console_script('timesformer_bag') + [*map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -192,11 +191,12 @@ def test_replay_into_the_node_matches_offline_evaluation_with_sim_time(bags, ros
     assert expected_ended and expected_open
 
     results, diag_stamps, events = [], [], []
-    ros.node.create_subscription(String, '/timesformer/window',
-                                 lambda m: results.append(json.loads(m.data)), 200)
-    ros.node.create_subscription(String, '/timesformer/events',
-                                 lambda m: events.append(json.loads(m.data)),
-                                 QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    outputs = [ros.node.create_subscription(String, '/timesformer/window',
+                                            lambda m: results.append(json.loads(m.data)), 200),
+               ros.node.create_subscription(String, '/timesformer/events',
+                                            lambda m: events.append(json.loads(m.data)),
+                                            QoSProfile(depth=100,
+                                                       reliability=ReliabilityPolicy.RELIABLE))]
     ros.node.create_subscription(
         DiagnosticArray, '/diagnostics',
         lambda m: diag_stamps.append(stamp_ns(m.header)), 10)
@@ -206,21 +206,21 @@ def test_replay_into_the_node_matches_offline_evaluation_with_sim_time(bags, ros
         env=ros.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         # The node's outputs must reach this test before the first frame is played: wait for
-        # its diagnostics and its window publisher (play itself waits for the node's
-        # image subscription).
-        assert ros.spin_until(lambda: diag_stamps and ros.node.count_publishers(
-            '/timesformer/window') > 0, 30.0), 'the node did not come up'
-        ros.spin_for(0.5)
+        # its diagnostics and for its window and events publishers to match this test's
+        # subscriptions (play itself waits for the node's image subscription).
+        assert ros.spin_until(lambda: diag_stamps and all(
+            sub.get_publisher_count() > 0 for sub in outputs), 30.0), 'the node did not come up'
         player = subprocess.Popen(
-            [sys.executable, '-m', 'timesformer_ros.bags', 'play', str(path), '--topic',
-             '/camera/image_raw', '--rate', '0.5', '--clock', '--reliable'],
+            console_script('timesformer_bag') + [
+                'play', str(path), '--topic', '/camera/image_raw', '--rate', '0.5', '--clock',
+                '--reliable'],
             env=ros.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert ros.spin_until(lambda: player.poll() is not None, 60.0), 'play did not finish'
         assert player.returncode == 0, player.stdout.read()
-        ros.spin_until(lambda: len(results) >= len(expected), 10.0)
+        ros.spin_until(lambda: len(results) >= len(expected), 30.0)
     finally:
         node.send_signal(2)
-        node.wait(timeout=10)
+        node.wait(timeout=30)
     online = [(ns(r['header']['stamp']), r['results'][0]['class_name']) for r in results]
     missing = sorted(set(expected) - set(online))
     extra = sorted(set(online) - set(expected))

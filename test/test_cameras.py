@@ -8,6 +8,7 @@ nothing for the others.
 import numpy as np
 import pytest
 
+from conftest import STOP_WITHIN_S
 from test_node import TOP1_LABEL, Listener, header_ns, wait_for_subscriber
 from timesformer_ros.interface import ENGINE_DIAGNOSTIC_NAME, diagnostic_name
 from timesformer_ros.messages import dict_ns as stamp_of
@@ -158,7 +159,7 @@ def test_three_cameras_at_their_own_rates_sizes_and_encodings(ros, start_node,
     assert '/timesformer/label_info' in topics and '/timesformer/label' not in topics
     assert '/timesformer/rear/active' in topics
     code, elapsed, output = node.stop()
-    assert code == 0 and elapsed < 2.0, output
+    assert code == 0 and elapsed < STOP_WITHIN_S, output
 
 
 def bad_frame(kind: str, i: int, stamp_ns: int) -> Image:

@@ -2,14 +2,13 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import hf_reference_logits, randomise_
+from conftest import console_script, hf_reference_logits, randomise_
 from timesformer_ros.checkpoints import (
     CheckpointError, OFFICIAL_MEAN, OFFICIAL_STD, detect_format, load_checkpoint, load_model,
     load_vit_weights_into_timesformer, save_checkpoint)
@@ -219,8 +218,9 @@ def test_convert_console_script_writes_the_own_format(tmp_path, make_hf_model):
     labels.write_text(json.dumps({str(i): f'act{i}' for i in range(5)}))
     dst = tmp_path / 'out' / 'converted'
     result = subprocess.run(
-        [sys.executable, '-m', 'timesformer_ros.convert', str(src), str(dst), '--labels',
-         str(labels), '--num-heads', '4'], capture_output=True, text=True, timeout=120)
+        console_script('timesformer_convert') + [
+            str(src), str(dst), '--labels', str(labels), '--num-heads', '4'],
+        capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert 'joint_space_time' in result.stdout
     ckpt = load_checkpoint(dst.with_suffix('.json'))
@@ -235,7 +235,7 @@ def test_convert_console_script_reports_a_bad_source_in_one_line(tmp_path):
     bad = tmp_path / 'notes.pyth'
     bad.write_text('these are not weights')
     result = subprocess.run(
-        [sys.executable, '-m', 'timesformer_ros.convert', str(bad), str(tmp_path / 'x')],
+        console_script('timesformer_convert') + [str(bad), str(tmp_path / 'x')],
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.startswith('timesformer_convert: error: ')
@@ -400,11 +400,12 @@ def test_the_clip_rate_is_written_read_and_checked(tmp_path):
     unrated = save_checkpoint(tmp_path / 'unrated', _tiny_model(), ['a', 'b', 'c'])
     assert 'clip_fps' not in json.loads(unrated.read_text())
     assert load_checkpoint(unrated).clip_fps is None
-    for bad in (0, -5, 'fast', True, 1e6):
+    # Rates outside 0.01..1000 fps (issue 29: 1e-300 in a sidecar once gave 0 windows, no word).
+    for bad in (0, -5, 'fast', True, 1e6, 1e-300, 1e-9, 0.001):
         description = json.loads(meta.read_text())
         description['clip_fps'] = bad
         meta.write_text(json.dumps(description))
-        with pytest.raises(CheckpointError, match=r'rated\.json: clip_fps must be a number'):
+        with pytest.raises(CheckpointError, match=r'rated\.json: clip_fps must be a'):
             load_checkpoint(meta)
     with pytest.raises(CheckpointError, match='clip_fps must be'):
         save_checkpoint(tmp_path / 'nan', _tiny_model(), ['a', 'b', 'c'], clip_fps=float('nan'))
@@ -421,7 +422,7 @@ def test_an_official_name_states_the_clip_rate(tmp_path, make_hf_model):
 
 
 def convert(*args):
-    return subprocess.run([sys.executable, '-m', 'timesformer_ros.convert', *map(str, args)],
+    return subprocess.run(console_script('timesformer_convert') + [*map(str, args)],
                           capture_output=True, text=True, timeout=120)
 
 

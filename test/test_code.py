@@ -21,13 +21,13 @@ ROS_PACKAGES = {'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'builtin_
 # subpackage (bags) is one entry: its modules are in its layer. `base` holds small pieces that
 # every layer uses and that import nothing of the package.
 LAYERS = {
-    'base': {'errors', 'progress', 'signals'},
+    'base': {'errors', 'progress', 'signals', 'digests', 'rates'},
     'model': {'model', 'checkpoints'},
     'runtime': {'interface', 'messages', 'frames', 'clips', 'engine', 'pipeline', 'segments',
-                'outputs', 'synthetic', 'diagnostics'},
+                'outputs', 'synthetic', 'diagnostics', 'onnx_engine', 'predictions'},
     'ros': {'node', 'camera', 'spin', 'entry'},
-    'tools': {'bags', 'fleet', 'train', 'finetune', 'finetune_ray', 'world', 'demo', 'bench',
-              'convert', 'processes'},
+    'tools': {'bags', 'fleet', 'cluster', 'clip_folder', 'train', 'finetune', 'finetune_ray',
+              'world', 'demo', 'bench', 'convert', 'processes', 'export'},
 }
 MAY_IMPORT = {'base': set(), 'model': {'base', 'model'}, 'runtime': {'base', 'model', 'runtime'},
               'ros': {'base', 'model', 'runtime', 'ros'},
@@ -212,7 +212,7 @@ def test_tools_import_without_rclpy():
     """
     modules = ['bags', 'bags.cli', 'fleet', 'train', 'demo', 'bench', 'convert', 'interface',
                'messages', 'outputs', 'pipeline', 'engine', 'segments', 'checkpoints', 'model',
-               'synthetic', 'errors', 'progress']
+               'synthetic', 'errors', 'progress', 'onnx_engine', 'export', 'digests']
     code = f'''
 import importlib.abc, sys
 class Hide(importlib.abc.MetaPathFinder):

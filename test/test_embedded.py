@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, console_script
+from conftest import REPO, console_script, fresh_domain
 from independent_bags import independent_frames, write_independent_bag
 from timesformer_ros import synthetic
 from timesformer_ros.checkpoints import embedded_checkpoint, load_checkpoint
@@ -25,6 +25,10 @@ from timesformer_ros.train import (
     DEFAULT_CLIP_FPS, REPORT_SEED, clip_rates, predict, reversal_rate)
 
 HELD_OUT_SEED = REPORT_SEED + 999   # never drawn by training or validation
+# The node's limit to work through 1.5 s x 14 clips of frames: about 10 s on an idle machine,
+# several times that on 2 loaded cores (five suites at once). A wait on a condition: a node that
+# keeps up ends it sooner.
+PROCESS_LIMIT_S = 180.0
 
 
 @pytest.fixture(scope='module')
@@ -93,8 +97,9 @@ def independent_bags(tmp_path_factory):
 def evaluate_with_defaults(bag: Path):
     """Run `timesformer_bag evaluate` as a user would: no parameters file, the embedded model."""
     result = subprocess.run(
-        [sys.executable, '-m', 'timesformer_ros.bags', 'evaluate', str(bag), '--topic',
-         '/camera/image_raw', '--truth', '/motion', '--out', str(bag) + '.jsonl'],
+        console_script('timesformer_bag') + [
+            'evaluate', str(bag), '--topic', '/camera/image_raw', '--truth', '/motion',
+            '--out', str(bag) + '.jsonl'],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     found = re.search(r'accuracy ([\d.]+)% on (\d+) ', result.stdout)
@@ -131,7 +136,7 @@ def test_independent_clips_from_a_camera_over_dds(ros, start_node):
     (0.946 of 112 windows measured).
     """
     from sensor_msgs.msg import Image
-    from test_node import Listener, wait_for_subscriber
+    from test_node import Listener, caught_up, wait_for_subscriber
     types = rclpy_types()
     node = start_node()
     listener = Listener(ros)
@@ -144,14 +149,11 @@ def test_independent_clips_from_a_camera_over_dds(ros, start_node):
         truth[stamp] = label
         sent += 1
         ros.spin_for(1 / 60)        # twice the camera rate: the stamps say 30 Hz
-    # Every frame received, no window waiting, and every processed window's result here.
-
-    def finished():
-        status = listener.diagnostics[-1] if listener.diagnostics else {}
-        return (int(status.get('frames_received', -1)) == sent and
-                status['windows_pending'] == '0' and
-                len(listener.windows) == int(status['frames_processed']))
-    assert ros.spin_until(finished, 30.0), listener.diagnostics[-1:]
+    # Every frame received (or reported lost by DDS: the subscription is best effort), no
+    # window waiting, and every processed window's result here. The node works through the
+    # frames at its own pace: on a loaded 2-core machine that can take many times the 10 s of
+    # sending, so the limit only stops a node that has stopped working.
+    assert ros.spin_until(caught_up(listener, sent), PROCESS_LIMIT_S), listener.diagnostics[-1:]
     node.stop()
     scored = [(r['results'][0]['class_name'], truth[stamp_of(r['header']['stamp'])])
               for r in listener.windows]
@@ -178,10 +180,9 @@ def test_a_broken_model_file_stops_the_node_naming_the_file(ros, tmp_path, damag
 
 def test_demo_short_run_scores_well_above_chance(tmp_path):
     """`make demo` in a short mode: node and camera as processes over DDS, scored live."""
-    import sys
     result = subprocess.run(
         [sys.executable, '-m', 'timesformer_ros.demo', '--duration', '12', '--out',
-         str(tmp_path), '--domain-id', str(40 + (hash(str(tmp_path)) % 40))],
+         str(tmp_path), '--domain-id', str(fresh_domain())],
         capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((tmp_path / 'summary.json').read_text())
@@ -201,7 +202,6 @@ def test_demo_short_run_scores_well_above_chance(tmp_path):
 
 def test_demo_output_failures_are_one_line(tmp_path):
     """An --out that cannot be a directory: one line, exit 1, before anything starts."""
-    import sys
     blocker = tmp_path / 'a_file'
     blocker.write_text('not a directory')
     result = subprocess.run(

@@ -18,7 +18,7 @@ rclpy = pytest.importorskip('rclpy')
 from rclpy.qos import (  # noqa: E402
     DurabilityPolicy, QoSProfile, ReliabilityPolicy)
 from std_msgs.msg import String  # noqa: E402
-from test_node import Listener, set_parameters  # noqa: E402
+from test_node import Listener, caught_up, set_parameters  # noqa: E402
 
 SECONDS = 60
 RATE = 30.0
@@ -64,7 +64,10 @@ def test_a_60s_stream_gives_ordered_events_at_about_the_offline_quality(ros, sta
     try:
         assert ros.spin_until(lambda: camera.poll() is not None, SECONDS + 30.0)
         assert camera.returncode == 0, camera.stdout.read()
-        ros.spin_for(1.0)       # the last windows' results
+        # The last windows' results. (The camera does not wait for the node's subscription:
+        # its first frames may go before they are matched, so the count is not known.)
+        assert ros.spin_until(caught_up(listener, after=len(listener.diagnostics), steady=True),
+                              60.0), listener.diagnostics[-2:]
     finally:
         if camera.poll() is None:
             camera.kill()
@@ -133,8 +136,10 @@ def test_late_subscribers_get_the_active_actions_and_bad_thresholds_are_refused(
                               30.0), events
         ros.spin_for(0.3)
         camera.send_signal(signal.SIGINT)
-        assert ros.spin_until(lambda: camera.poll() is not None, 10.0)
-        ros.spin_for(0.5)       # the last windows' events
+        assert ros.spin_until(lambda: camera.poll() is not None, 30.0)
+        # The last windows' events: the node's first diagnostics after the camera ended say
+        # it is through (before input_timeout_s ends what is active).
+        assert ros.spin_until(caught_up(listener, after=len(listener.diagnostics)), 30.0)
     finally:
         if camera.poll() is None:
             camera.kill()
@@ -146,13 +151,13 @@ def test_late_subscribers_get_the_active_actions_and_bad_thresholds_are_refused(
     active = []
     ros.node.create_subscription(String, '/timesformer/active',
                                  lambda m: active.append(json.loads(m.data)), LATCHED)
-    assert ros.spin_until(lambda: active, 10.0)
+    assert ros.spin_until(lambda: active, 30.0)
     assert {a['id']: a['class_name'] for a in active[-1]['active']} == started
     assert active[-1]['header']['frame_id'] == 'camera'
     assert 'moving_left' in started.values()
 
     # No frame for input_timeout_s: every active action ends, and ~/active says none is.
-    assert ros.spin_until(lambda: active[-1]['active'] == [], 10.0), active[-1]
+    assert ros.spin_until(lambda: active[-1]['active'] == [], 30.0), active[-1]
     timeouts = [e for e in events if e['event'] == 'end' and e['reason'] == 'input_timeout']
     assert {e['id'] for e in timeouts} == set(started)
 

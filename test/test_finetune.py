@@ -20,7 +20,7 @@ from timesformer_ros.bags.truth import (
 from timesformer_ros.checkpoints import load_checkpoint
 from timesformer_ros.engine import Engine
 from timesformer_ros.finetune import BagTraining, starting_point
-from timesformer_ros.fleet import digest
+from timesformer_ros.digests import digest
 from timesformer_ros.messages import COMPRESSED_IMAGE, IMAGE, bag_types
 from timesformer_ros.synthetic import SyntheticStream
 from timesformer_ros.train import main as train_main
@@ -83,21 +83,22 @@ def test_segments_are_read_exactly_with_a_header_and_same_label_overlaps(tmp_pat
     assert labels(1_700_000_002_900_000_000) == 'wave'
     assert labels(1_700_000_003_000_000_000) == 'still'       # half open: [start, end)
     assert labels(1_700_000_004_000_000_001) is None
-    assert segment_truth(path, [1_700_000_001_000_000_000, 5]) == \
-        {1_700_000_001_000_000_000: 'wave'}
+    per_frame = segment_truth(path, [1_700_000_001_000_000_000, 5])
+    assert len(per_frame) == 1 and per_frame.get(1_700_000_001_000_000_000) == 'wave'
+    assert per_frame.get(5) is None
 
 
 @pytest.mark.parametrize('text, expected', [
     ('1,3,wave\n5,6,still\n2,4,still\n', 'rows 1 and 3 overlap with different labels'),
-    ('start,end,label\n1,2\n', 'row 2: expected start,end,label, got 2 field(s)'),
+    ('start,end,label\n1,2\n', 'row 2: expected 3 fields (start,end,label), got 2'),
     ('1,nan,wave\n', "row 1: end 'nan' is not a header stamp"),
     ('1,inf,wave\n', "row 1: end 'inf' is not a header stamp"),
     ('-1,2,wave\n', "row 1: start '-1' is not a header stamp"),
     ('1,1e30,wave\n', "row 1: end '1e30' is not a header stamp"),
     ('1,x,wave\n', "row 1: end 'x' is not a number of seconds"),
     ('3,2,wave\n', 'row 1: end 2 is not after start 3'),
-    ('1,2,\n', 'row 1: a label of 1 to 200 characters is needed'),
-    ('1,2,' + 'a' * 5000 + '\n', 'row 1: longer than 4096 characters'),
+    ('1,2,\n', 'row 1: the label is empty'),
+    ('1,2,' + 'a' * 5000 + '\n', 'row 1: longer than 4096 bytes'),
     ('start,end,label\n', 'no segments'),
 ])
 def test_bad_segments_are_refused_naming_the_file_and_row(tmp_path, text, expected):
@@ -377,3 +378,11 @@ def test_peak_memory_does_not_grow_with_the_recording(tmp_path):
     print('peak RSS MB and windows:', peaks)
     assert peaks['long_windows'] > 8 * peaks['short_windows']
     assert peaks['long'] < peaks['short'] + PEAK_RSS_MARGIN_MB, peaks
+
+
+def test_evaluate_scores_against_a_segments_csv(recordings):
+    bag, csv = recordings[0]
+    summary = evaluate(Evaluation(bag, '/camera/image_raw', truth=str(csv), progress=False,
+                                  device='cpu'))
+    assert summary['scored_windows'] == summary['windows'] > 50
+    assert 0.0 <= summary['accuracy'] <= 1.0

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, console_script
 from test_frames import png_header_bomb
 from timesformer_ros import bags
 from timesformer_ros.bags import (
@@ -180,8 +180,8 @@ def bag_cli(*args, preexec_fn=None, timeout=300) -> tuple:
         peak, out, err = (Path(scratch) / name for name in ('peak', 'out', 'err'))
         with out.open('wb') as stdout, err.open('wb') as stderr:
             process = subprocess.Popen(
-                [sys.executable, '-c', LAUNCHER, peak, sys.executable, '-m',
-                 'timesformer_ros.bags', *map(str, args)],
+                [sys.executable, '-c', LAUNCHER, peak,
+                 *console_script('timesformer_bag'), *map(str, args)],
                 stdout=stdout, stderr=stderr, preexec_fn=preexec_fn, start_new_session=True)
             try:
                 process.wait(timeout)

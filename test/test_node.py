@@ -7,12 +7,13 @@ import json
 import signal
 import subprocess
 import time
+from functools import partial
 
 import jsonschema
 import numpy as np
 import pytest
 
-from conftest import REPO, console_script
+from conftest import REPO, STOP_WITHIN_S, console_script
 from test_vision_msgs import VISION_MSGS_4_1_1
 from timesformer_ros.interface import DIAGNOSTIC_NAME
 from timesformer_ros.messages import CLASSIFICATION, LABEL_INFO, stamp_ns
@@ -82,6 +83,28 @@ def header_ns(msg) -> int:
     return stamp_ns(msg.header)
 
 
+def caught_up(listener, frames=None, after: int = 0, steady: bool = False):
+    """Return a condition: the node has worked through its input, and its results are all here.
+
+    Its latest diagnostics (newer than the first `after`) say it took `frames` frames (received,
+    or reported lost by DDS; any number when None; with `steady`, as many as the diagnostics
+    before said: nothing more arrives), no window waits, and every window it processed has
+    reached `listener`. Wait on it instead of a fixed time for the last results.
+    """
+    def taken(status: dict) -> int:
+        return int(status['frames_received']) + int(status.get('frames_lost_in_dds', 0))
+
+    def done() -> bool:
+        if len(listener.diagnostics) <= after + steady:
+            return False
+        status = listener.diagnostics[-1]
+        return ((frames is None or taken(status) == frames) and
+                (not steady or taken(status) == taken(listener.diagnostics[-2])) and
+                status['windows_pending'] == '0' and
+                len(listener.windows) == int(status['frames_processed']))
+    return done
+
+
 def wait_for_subscriber(ros, publisher, timeout=20.0):
     assert ros.spin_until(lambda: publisher.get_subscription_count() > 0, timeout), \
         'the node did not subscribe to the image topic in time'
@@ -108,9 +131,9 @@ def test_node_end_to_end_at_30hz(ros, start_node, small_checkpoint):
     pub = ros.node.create_publisher(Image, '/camera/image_raw', qos_profile_sensor_data)
     wait_for_subscriber(ros, pub)
     stamps = publish_at(ros, pub, 90, 30.0, frame_id='camera_optical')
-    assert ros.spin_until(lambda: len(listener.windows) >= 20, 10.0), \
+    assert ros.spin_until(lambda: len(listener.windows) >= 20, 30.0), \
         f'only {len(listener.windows)} results'
-    ros.spin_until(lambda: len(listener.spatial) >= len(listener.windows), 5.0)
+    ros.spin_until(lambda: len(listener.spatial) >= len(listener.windows), 30.0)
     published = set(stamps)
     for result in listener.windows:
         end = stamp_of(result['window']['end'])
@@ -132,7 +155,7 @@ def test_node_end_to_end_at_30hz(ros, start_node, small_checkpoint):
         assert len(result['results']) == 3        # top_k 5 of 3 classes
     # One vision_msgs/Classification per window, with the header of the window's last frame
     # and the same top-k class ids and scores as the JSON.
-    ros.spin_until(lambda: len(listener.classifications) >= len(listener.windows), 5.0)
+    ros.spin_until(lambda: len(listener.classifications) >= len(listener.windows), 30.0)
     typed = {header_ns(m): m for m in listener.classifications}
     assert len(typed) == len(listener.classifications) >= len(listener.windows) - 2
     for result in listener.windows:
@@ -165,13 +188,13 @@ def test_node_end_to_end_at_30hz(ros, start_node, small_checkpoint):
 
     # A subscriber that joins late still gets the latched label map.
     listener.subscribe_label_info(ros)
-    assert ros.spin_until(lambda: listener.label_info, 5.0)
+    assert ros.spin_until(lambda: listener.label_info, 30.0)
     (info,) = listener.label_info
     assert [(c.class_id, c.class_name) for c in info.class_map] == \
         [(0, 'left'), (1, 'right'), (2, 'still')]
     assert info.threshold == 0.0
 
-    assert ros.spin_until(lambda: listener.diagnostics, 5.0)
+    assert ros.spin_until(lambda: listener.diagnostics, 30.0)
     diag = listener.diagnostics[-1]
     assert diag['device'] == 'cpu' and int(diag['frames_received']) > 0
     assert diag['accounted'] == 'True'
@@ -181,7 +204,7 @@ def test_node_end_to_end_at_30hz(ros, start_node, small_checkpoint):
 
     code, elapsed, output = node.stop(signal.SIGINT)
     assert code == 0, output
-    assert elapsed < 2.0
+    assert elapsed < STOP_WITHIN_S
     assert 'Traceback' not in output
     assert f'sampling: {sampling}' in output
 
@@ -191,7 +214,7 @@ def test_sigterm_ends_the_node_with_exit_code_0(ros, start_node, small_checkpoin
     listener = Listener(ros)
     assert ros.spin_until(lambda: listener.diagnostics, 20.0)
     code, elapsed, output = node.stop(signal.SIGTERM)
-    assert code == 0 and elapsed < 2.0, output
+    assert code == 0 and elapsed < STOP_WITHIN_S, output
 
 
 def test_backpressure_drops_stale_windows_and_accounts_for_every_frame(ros, start_node,
@@ -214,7 +237,7 @@ def test_backpressure_drops_stale_windows_and_accounts_for_every_frame(ros, star
     assert ros.spin_until(lambda: listener.diagnostics, 20.0)
     # Measure what the model can serve: frames at a slow rate, one result per frame.
     publish_at(ros, pub, 12, 4.0, period_ns=250_000_000)
-    ros.spin_until(lambda: len(listener.windows) >= 4, 10.0)
+    ros.spin_until(lambda: len(listener.windows) >= 4, 30.0)
     latencies = [r['latency_ms'] for r in listener.windows]
     infer_ms = float(np.median(latencies))
     rate = min(120.0, 4 * 1000.0 / infer_ms)
@@ -224,7 +247,7 @@ def test_backpressure_drops_stale_windows_and_accounts_for_every_frame(ros, star
                         period_ns=int(1e9 / rate))
     assert ros.spin_until(lambda: listener.diagnostics and int(
         listener.diagnostics[-1]['frames_received']) >= 12 + count and
-        listener.diagnostics[-1]['windows_pending'] == '0', 15.0), listener.diagnostics[-1:]
+        listener.diagnostics[-1]['windows_pending'] == '0', 60.0), listener.diagnostics[-1:]
     diag = listener.diagnostics[-1]
     received = int(diag['frames_received'])
     assert received == 12 + count                      # reliable QoS: every frame arrived
@@ -238,7 +261,7 @@ def test_backpressure_drops_stale_windows_and_accounts_for_every_frame(ros, star
     assert late and max(late) < 3 * infer_ms + 500, (infer_ms, late)
     assert node.rss_mb() - rss_before < 100
     code, elapsed, output = node.stop()
-    assert code == 0 and elapsed < 2.0, output
+    assert code == 0 and elapsed < STOP_WITHIN_S, output
 
 
 def set_parameters(ros, **values):
@@ -247,25 +270,33 @@ def set_parameters(ros, **values):
     request = SetParameters.Request()
     request.parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
     future = client.call_async(request)
-    assert ros.spin_until(future.done, 10.0)
+    assert ros.spin_until(future.done, 30.0)
     return future.result().results
 
 
 def test_runtime_parameters_take_effect_and_invalid_ones_are_refused(ros, start_node,
                                                                      small_checkpoint):
-    start_node('-p', f'checkpoint:={small_checkpoint}', '-p', 'sample_every:=1', *TOP1_LABEL)
+    node = start_node('-p', f'checkpoint:={small_checkpoint}', '-p', 'sample_every:=1',
+                      *TOP1_LABEL)
     listener = Listener(ros)
     pub = ros.node.create_publisher(Image, 'image', qos_profile_sensor_data)
     wait_for_subscriber(ros, pub)
+    # publish_overlay is false: ~/attention/overlay is not advertised at all (issue 25).
+    overlays = partial(ros.node.count_publishers, '/timesformer/attention/overlay')
+    assert ros.spin_until(lambda: ros.node.count_publishers('/timesformer/attention/spatial'),
+                          30.0)
+    assert overlays() == 0
 
     (ok,) = set_parameters(ros, top_k=2)
     assert ok.successful
-    (ok,) = set_parameters(ros, score_threshold=1.0)
-    assert ok.successful
+    assert all(r.successful for r in set_parameters(ros, score_threshold=1.0,
+                                                    publish_overlay=True))
+    assert ros.spin_until(lambda: overlays() == 1, 30.0)       # advertised once switched on
     publish_at(ros, pub, 12, 30.0)
-    assert ros.spin_until(lambda: len(listener.windows) >= 3, 10.0)
+    assert ros.spin_until(lambda: len(listener.windows) >= 3, 30.0)
     assert all(len(r['results']) == 2 for r in listener.windows)
-    assert ros.spin_until(lambda: listener.labels, 5.0)
+    assert ros.spin_until(lambda: listener.overlay, 30.0)
+    assert ros.spin_until(lambda: listener.labels, 30.0)
     assert set(listener.labels) == {'unknown'}  # no softmax score reaches 1.0
 
     # Ranges are refused by rclpy from the descriptors, read-only parameters too; the
@@ -279,11 +310,23 @@ def test_runtime_parameters_take_effect_and_invalid_ones_are_refused(ros, start_
     assert all(r.successful for r in set_parameters(ros, stride=3, score_threshold=0.0))
     before = len(listener.windows)
     publish_at(ros, pub, 12, 30.0, first_stamp_ns=3_000_000_000_000)
-    ros.spin_until(lambda: len(listener.windows) >= before + 3, 10.0)
+    ros.spin_until(lambda: len(listener.windows) >= before + 3, 30.0)
     later = listener.windows[before:]
     # stride 3 after a reset (the stamps jumped): first window after 4 frames, then every 3.
     assert len(later) == 3, [r['seq'] for r in later]
     assert all(label != 'unknown' for label in listener.labels[-2:])
+
+    # Each change the node applied is one line of its log, old -> new; refused ones are not;
+    # a value set again unchanged is no change.
+    assert all(r.successful for r in set_parameters(ros, stride=3, publish_overlay=False))
+    assert ros.spin_until(lambda: overlays() == 0, 30.0)       # and gone once switched off
+    code, _, output = node.stop()
+    assert code == 0, output
+    changes = [line.split(']: ')[-1] for line in output.splitlines() if ']: parameter ' in line]
+    assert changes == ['parameter top_k: 5 -> 2', 'parameter score_threshold: 0.0 -> 1.0',
+                       'parameter publish_overlay: False -> True', 'parameter stride: 1 -> 3',
+                       'parameter score_threshold: 1.0 -> 0.0',
+                       'parameter publish_overlay: True -> False'], changes
 
 
 @pytest.mark.parametrize('args, message', [

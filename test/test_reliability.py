@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import NodeProcess, randomise_
+from conftest import STOP_WITHIN_S, NodeProcess, randomise_
 from test_node import Listener, frame, stamp_of, wait_for_subscriber
 from timesformer_ros.checkpoints import Checkpoint
 from timesformer_ros.clips import ClipBuffer
@@ -202,7 +202,7 @@ def test_sigint_while_flooding_ends_the_node_within_2s(ros, small_checkpoint):
         finally:
             stop.set()
             flooder.join()
-        assert code == 0 and elapsed < 2.0, (code, elapsed, output[-3000:])
+        assert code == 0 and elapsed < STOP_WITHIN_S, (code, elapsed, output[-3000:])
     finally:
         node.kill()
 

@@ -55,6 +55,7 @@ from einops import rearrange
 
 from .errors import brief
 from .model import TimeSformer, TimeSformerConfig
+from .rates import MAX_FPS, MIN_FPS, rate_problem
 
 LOGGER = logging.getLogger(__name__)
 
@@ -153,17 +154,19 @@ class CheckpointContents:
 
 # Kinetics videos, which the official models were trained on, are about 30 fps.
 KINETICS_FPS = 30.0
-MAX_CLIP_FPS = 1000.0
+MAX_CLIP_FPS = MAX_FPS
 _OFFICIAL_NAME = re.compile(r'_(\d+)x(\d+)_')
 
 
 def check_clip_fps(value: object, origin: str) -> float:
-    """Return a clip rate (frames per second of the sampled clip) or raise CheckpointError."""
-    number = _number(value)
-    if number is None or not 0 < number <= MAX_CLIP_FPS:
-        raise CheckpointError(f'{origin}: clip_fps must be a number of frames per second in '
-                              f'(0, {MAX_CLIP_FPS:g}], got {_show(value)}')
-    return number
+    """Return a clip rate (frames per second of the sampled clip) or raise CheckpointError.
+
+    The range is `rates.MIN_FPS`..`rates.MAX_FPS` (0.01..1000), for every source of a rate.
+    """
+    problem = rate_problem(value)
+    if problem:
+        raise CheckpointError(f'{origin}: clip_fps {problem}')
+    return float(value)
 
 
 def clip_fps_from_interval(interval: object, camera_fps: object = KINETICS_FPS,
@@ -172,11 +175,16 @@ def clip_fps_from_interval(interval: object, camera_fps: object = KINETICS_FPS,
     if type(interval) is not int or interval < 1:
         raise CheckpointError(f'{origin}: the frame interval must be a positive whole number, '
                               f'got {_show(interval)}')
-    fps = _number(camera_fps)
-    if fps is None or fps <= 0:
-        raise CheckpointError(f'{origin}: the camera rate must be a positive number, got '
-                              f'{_show(camera_fps)}')
-    return check_clip_fps(fps / interval, origin)
+    problem = rate_problem(camera_fps)
+    if problem:
+        raise CheckpointError(f'{origin}: the camera rate {problem}')
+    fps = float(camera_fps) / min(interval, 10 ** 300)     # an int past float range: 0 fps
+    if rate_problem(fps):
+        raise CheckpointError(f'{origin}: every {_show(interval)}th frame of '
+                              f'{float(camera_fps):g} fps video is {fps:g} fps; clip rates '
+                              f'must be in '
+                              f'[{MIN_FPS:g}, {MAX_FPS:g}] frames per second')
+    return fps
 
 
 def clip_fps_from_name(path: Path, num_frames: int) -> Optional[float]:

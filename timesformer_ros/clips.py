@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Optional, Protocol
 
 from .messages import NS_PER_S as NS
+from .rates import rate_problem
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,8 @@ class ClipBuffer:
             raise ValueError(f'stride must be >= 1, got {stride}')
         if sample_every < 1:
             raise ValueError(f'sample_every must be >= 1, got {sample_every}')
-        if target_fps < 0:
-            raise ValueError(f'target_fps must be >= 0 (0 disables it), got {target_fps}')
+        if target_fps != 0 and rate_problem(target_fps):
+            raise ValueError(f'target_fps (0 disables it) {rate_problem(target_fps)}')
         if max_gap_s <= 0:
             raise ValueError(f'max_gap_s must be > 0, got {max_gap_s}')
         self.num_frames = num_frames

@@ -50,7 +50,9 @@ class RecentFrames(dict):
 
 
 def _env(domain_id: int) -> dict:
-    env = keep_dds_on_loopback(dict(os.environ))
+    # Run from a checkout's root (`make demo`), DDS stays on loopback with its
+    # dev/fastdds_localhost.xml; installed elsewhere, nothing is set.
+    env = keep_dds_on_loopback(dict(os.environ), checkout=Path.cwd())
     env['ROS_DOMAIN_ID'] = str(domain_id)
     env['PYTHONUNBUFFERED'] = '1'
     return env
@@ -90,7 +92,7 @@ def run(duration: float, seed: int, domain_id: int, out_dir: Path,
     from vision_msgs.msg import LabelInfo
 
     env = _env(domain_id)
-    keep_dds_on_loopback()
+    keep_dds_on_loopback(checkout=Path.cwd())
     # The node's defaults are config/timesformer.yaml's (test_first_day checks it): no params file,
     # so the demo runs the same wherever the package is installed.
     node_cmd = console_command('timesformer_node') + ['--ros-args', '-p', 'device:=cpu']

@@ -7,7 +7,7 @@ lives here, apart from the `pipeline` that counts; the node publishes what these
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from .pipeline import RATE_SETTLE_S
 
@@ -15,24 +15,28 @@ OK, WARN, ERROR = 0, 1, 2
 
 
 def input_problem(snapshot: dict, topic: str, timeout_s: float, expected_rate_hz: float,
-                  publishers: int = 0) -> Optional[str]:
+                  publishers: int = 0, incompatible: Sequence[str] = ()) -> Optional[str]:
     """Return what is wrong with the input, for the watchdog.
 
     No frame for `timeout_s` (0: not checked), or frames arriving at less than half of
-    `expected_rate_hz` (0: not checked). `publishers` on the topic tell a wrong remap (none) from a
-    QoS mismatch (some).
+    `expected_rate_hz` (0: not checked). Where no frame came since the start, the `publishers`
+    on the topic and `incompatible`, why those among them whose offered QoS the subscription
+    cannot take are refused (the node checks each one), tell a wrong remap (no publisher) from a
+    QoS mismatch (incompatible ones) from publishers that have not sent yet (the rest).
     """
     silence = snapshot['input_silence_s']
     if timeout_s and silence >= timeout_s:
         if snapshot['frames_received']:
             return f'no frame on {topic} for {silence:.1f} s'
+        never = f'no frame received on {topic} since the start {silence:.1f} s ago'
+        if incompatible:
+            return (f'{never}: {len(incompatible)} of its {publishers} publisher(s) offer QoS '
+                    f'this subscription cannot take ({incompatible[0].strip(" ;")}); set the '
+                    f'qos parameter to match them')
         if publishers:
-            return (f'no frame received on {topic} since the start {silence:.1f} s ago, '
-                    f'though {publishers} publisher(s) are on it: do their QoS settings '
-                    f'match the qos parameter (a reliable subscription gets nothing from a '
-                    f'best-effort publisher)?')
-        return (f'no frame received on {topic} since the start {silence:.1f} s ago, and '
-                f'nothing publishes on it (is the topic remapped to the camera?)')
+            return (f'{never}, though {publishers} publisher(s) with matching QoS are on it: '
+                    f'none has sent a frame yet')
+        return f'{never}, and nothing publishes on it (is the topic remapped to the camera?)'
     rate = snapshot['input_rate_hz']
     if expected_rate_hz and snapshot['receiving_for_s'] >= RATE_SETTLE_S \
             and rate < expected_rate_hz / 2:

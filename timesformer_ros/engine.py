@@ -12,46 +12,20 @@ import ctypes
 import ctypes.util
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
-import numpy as np
 import torch
 from einops import rearrange, reduce
 
 from .checkpoints import Checkpoint, default_labels, embedded_checkpoint, load_checkpoint
 from .frames import Preprocessor
 from .model import TimeSformer, preset
+from .predictions import (  # noqa: F401 - re-exported: the package imports them from here
+    EngineError, Prediction, predictions, stack_clips)
 
 LOGGER = logging.getLogger(__name__)
 
 _DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
-
-
-class EngineError(RuntimeError):
-    """The engine cannot run as configured (device, dtype); the message says why."""
-
-
-@dataclass
-class Prediction:
-    """One window's result. Scores are softmax probabilities."""
-
-    class_ids: list                    # every class index, best first (outputs keep top_k)
-    labels: list                       # their names
-    scores: list                       # their probabilities
-    probabilities: np.ndarray          # (num_classes,)
-    spatial: Optional[np.ndarray] = None        # (T, H/p, W/p)
-    spatial_last: Optional[np.ndarray] = None   # (H/p, W/p)
-    temporal: Optional[np.ndarray] = None       # (T,), sums to 1
-    timings: dict = field(default_factory=dict)  # milliseconds
-
-    @property
-    def label(self) -> str:
-        return self.labels[0]
-
-    @property
-    def score(self) -> float:
-        return self.scores[0]
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3     # glibc <malloc.h>
@@ -122,6 +96,19 @@ def attention_summary(model: TimeSformer, weights, frames: int, grid: tuple):
     return rearrange(spatial, 'b t (gh gw) -> b t gh gw', gh=gh, gw=gw), temporal
 
 
+def forward_with_summaries(model: TimeSformer, video: torch.Tensor) -> tuple:
+    """(logits (B, classes), spatial (B, T, gh, gw), temporal (B, T)) of video (B, T, C, H, W).
+
+    What the node publishes, from the last block's attention; the engine runs it, and
+    `timesformer_export` writes it into ONNX files as it is.
+    """
+    logits, weights = model.forward_with_attention(video)
+    grid = model.patch_embed.grid(*video.shape[-2:])
+    spatial, temporal = attention_summary(model, weights[len(model.blocks) - 1], video.shape[1],
+                                          grid)
+    return logits, spatial, temporal
+
+
 class Engine:
     """Runs a checkpoint on clips of preprocessed frames (T, 3, S, S) from `preprocessor`."""
 
@@ -154,12 +141,7 @@ class Engine:
     def _forward(self, video: torch.Tensor, with_attention: bool):
         if not with_attention:
             return self.model(video), None, None
-        logits, weights = self.model.forward_with_attention(video)
-        grid = (video.shape[-2] // self.config.patch_size,
-                video.shape[-1] // self.config.patch_size)
-        spatial, temporal = attention_summary(self.model, weights[len(self.model.blocks) - 1],
-                                              video.shape[1], grid)
-        return logits, spatial, temporal
+        return forward_with_summaries(self.model, video)
 
     def warm_up(self, max_batch: int = 1):
         """Run dummy clips once (and compile, when asked) so the first real window is fast."""
@@ -176,34 +158,14 @@ class Engine:
         with torch.inference_mode():
             logits, spatial, temporal = self._run(video.to(self.device, self.dtype),
                                                   with_attention)
-            probs = logits.float().softmax(-1)
-            top_scores, top_ids = probs.sort(dim=-1, descending=True)
-            probs = probs.cpu().numpy()
-            top_scores, top_ids = top_scores.cpu().numpy(), top_ids.cpu().numpy()
-            if with_attention:
-                spatial = spatial.float().cpu().numpy()
-                temporal = temporal.float().cpu().numpy()
-        # .cpu() waited for the device, so this is the whole inference time.
-        elapsed = (time.perf_counter() - started) * 1000.0
-        out = []
-        for i in range(len(probs)):
-            ids = [int(c) for c in top_ids[i]]
-            out.append(Prediction(
-                class_ids=ids, labels=[self.labels[c] for c in ids],
-                scores=[float(s) for s in top_scores[i]], probabilities=probs[i],
-                spatial=spatial[i] if with_attention else None,
-                spatial_last=spatial[i][-1] if with_attention else None,
-                temporal=temporal[i] if with_attention else None,
-                timings={'inference_ms': elapsed}))
-        return out
+            return predictions(logits, spatial, temporal, self.labels, started)
 
     def infer(self, clips: Sequence[Sequence[torch.Tensor]], with_attention: bool = True) -> list:
         """Predictions for clips given as sequences of T preprocessed frames (3, S, S).
 
         A clip is e.g. `Window.frames`; several clips (cameras) run as one batch.
         """
-        video = torch.stack([torch.stack(list(frames)) for frames in clips])
-        return self.infer_tensor(video, with_attention)
+        return self.infer_tensor(stack_clips(clips), with_attention)
 
     @property
     def clip_fps(self) -> Optional[float]:
@@ -217,21 +179,30 @@ class Engine:
                 f'{" compiled" if self.compiled else ""}')
 
 
-def engine_from_values(values: dict, max_batch: int = 1, logger=LOGGER) -> Engine:
+def checkpoint_of(path: str, labels=None, logger=LOGGER) -> Checkpoint:
+    """Load the checkpoint of a `checkpoint` value (a path, or `preset:NAME`: random weights)."""
+    if path.startswith('preset:'):
+        model = TimeSformer(preset(path.split(':', 1)[1])).eval()
+        logger.warning(f'checkpoint {path}: random weights, results are meaningless')
+        return Checkpoint(model=model, labels=default_labels(model.config.num_classes),
+                          source=path, path=path)
+    return load_checkpoint(path, labels=labels)
+
+
+def engine_from_values(values: dict, max_batch: int = 1, logger=LOGGER):
     """Build the engine the node's parameters describe (`interface.PARAMETERS` values).
 
     `checkpoint` (empty: the embedded model; `preset:NAME`: random weights, logged), `labels`,
-    `device`, `dtype` and `compile`. The node and `timesformer_bag evaluate` both build theirs
-    here. Raises CheckpointError, EngineError or ValueError with a one-line message.
+    `device`, `dtype` and `compile`; an `.onnx` checkpoint runs on ONNX Runtime instead
+    (`onnx_engine.OnnxEngine`: `providers`, `trt_cache_dir`, `fp16`), behind the same
+    interface. The node and `timesformer_bag evaluate` both build theirs here. Raises
+    CheckpointError, EngineError or ValueError with a one-line message.
     """
     path = values['checkpoint'] or str(embedded_checkpoint())
-    if path.startswith('preset:'):
-        model = TimeSformer(preset(path.split(':', 1)[1])).eval()
-        checkpoint = Checkpoint(model=model, labels=default_labels(model.config.num_classes),
-                                source=path, path=path)
-        logger.warning(f'checkpoint {path}: random weights, results are meaningless')
-    else:
-        checkpoint = load_checkpoint(path, labels=values['labels'] or None)
+    if path.endswith('.onnx'):
+        from .onnx_engine import OnnxEngine
+        return OnnxEngine.from_values(values, max_batch=max_batch, logger=logger)
+    checkpoint = checkpoint_of(path, values['labels'] or None, logger)
     if values['device'] == 'auto' and not torch.cuda.is_available():
         logger.info('device auto: no CUDA GPU available, running on the CPU')
     return Engine(checkpoint, device=values['device'], dtype=values['dtype'],

@@ -11,12 +11,12 @@ from .signals import take_signals
 
 
 def node() -> int:
-    take_signals()
+    take_signals(importing=True)
     from .node import main
     return main()
 
 
 def camera() -> int:
-    take_signals()
+    take_signals(importing=True)
     from .camera import main
     return main()

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -41,7 +42,8 @@ from .bags.scoring import accuracy, confusion_text
 from .bags.truth import TruthError
 from .checkpoints import embedded_checkpoint, load_checkpoint, save_checkpoint
 from .clips import model_sampling
-from .fleet import digest, find_bags
+from .bags.discover import find_bags
+from .digests import digest
 from .frames import Normaliser
 from .interface import read_params_file
 from .progress import Progress
@@ -97,7 +99,7 @@ class BagTraining:
         if self.resume and (self.workers or self.address):
             raise ValueError('--resume continues a run of one process; a Ray Train run starts '
                              'again (its windows are cached: only the training is repeated)')
-        if not self.lr > 0:
+        if not math.isfinite(self.lr) or not self.lr > 0:
             raise ValueError(f'--lr must be positive, got {self.lr!r}')
 
 
@@ -535,6 +537,10 @@ def add_arguments(parser):
     group.add_argument('--address', help='a running Ray cluster to train on')
 
 
+def _given(value, default):
+    return default if value is None else value
+
+
 def main(args, command: str, on_ray: Optional[Callable] = None) -> int:
     """Run `timesformer_train train --bags ...`; return the exit code (2: bad input)."""
     if not args.topic or not args.truth:
@@ -548,8 +554,9 @@ def main(args, command: str, on_ray: Optional[Callable] = None) -> int:
         run = BagTraining(
             bags=args.bags, topic=args.topic, truth=args.truth, out=args.out, init=args.init,
             val_bags=args.val_bags, val_truth=args.val_truth, params_file=args.params_file,
-            steps=args.steps or DEFAULT_STEPS, batch_size=args.batch_size or DEFAULT_BATCH,
-            lr=args.lr or DEFAULT_LR, weight_decay=args.weight_decay, seed=args.seed,
+            steps=_given(args.steps, DEFAULT_STEPS),
+            batch_size=_given(args.batch_size, DEFAULT_BATCH), lr=_given(args.lr, DEFAULT_LR),
+            weight_decay=args.weight_decay, seed=args.seed,
             resume=args.resume, command=command, workers=args.workers, address=args.address)
         train_bags(run, on_ray)
     except KeyboardInterrupt:

@@ -7,9 +7,9 @@ are averaged over the workers; with fewer bags than workers each worker reads ev
 every N-th window. The result is the same kind of checkpoint as a run in one process: rank 0
 reports the weights, and the driver validates and writes them (`finetune.finish`).
 
-The runtime is `fleet.connect`'s: the cluster at `--address`, else a local one bound to
-127.0.0.1 (never another interface). Workers run in a directory of Ray's, so every path they get
-is absolute. Ray Train needs its `train` extra (requirements/fleet.txt).
+The runtime is `cluster.connect`'s (the fleet's): the cluster at `--address`, else a local one
+bound to 127.0.0.1 (never another interface). Workers run in a directory of Ray's, so every
+path they get is absolute. Ray Train needs its `train` extra (requirements/fleet.txt).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _worker_loop(config: dict):
 
     from . import finetune as ft
     from .bags.dataset import cut_windows
-    from .fleet import digest
+    from .digests import digest
     torch.set_num_threads(1)
     run = ft.BagTraining(**config['run'])
     context = ray.train.get_context()
@@ -86,7 +86,7 @@ def fit_on_ray(run, data: dict) -> tuple:
     """Train `run` on Ray Train workers; return (the trained model, the training figures)."""
     import torch
 
-    from .fleet import connect
+    from .cluster import connect
     workers = run.workers or None
     ray, started_here = connect(run.address, workers)
     try:

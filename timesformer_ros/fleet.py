@@ -35,17 +35,17 @@ again with the same checkpoint and parameters resumes. `summary.json` aggregates
 
 Without `--address` a local Ray runtime is started with this machine's cores (and GPUs),
 bound to 127.0.0.1 only, with usage statistics and the dashboard off (`start_local`).
-Ray is imported here, lazily: the single-bag path never imports it.
+Ray is imported lazily, here and in `cluster` (the runtime and the signals): the single-bag
+path never imports it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import glob
 import hashlib
 import json
-import os
+import signal
 import sys
 import tempfile
 import time
@@ -57,74 +57,20 @@ from typing import Optional, Sequence
 from .bags import (
     BagError, Evaluation, EvaluationOutputs, OutputError, accuracy, engine_values, evaluate,
     write_whole)
-from .errors import brief
+from .bags.discover import find_bags, is_bag
+from .bags.truth import is_segments_file, is_truth_file, read_segments, read_truth_csv
+from .cluster import (  # noqa: F401 - start_local: fleet's API, as before
+    Stopped, StopRequest, check_stop, connect, one_line, start_local)
+from .digests import digest
+from .errors import brief, first_line
 from .interface import read_params_file
 from .progress import Progress
 
-BAG_SUFFIXES = ('.mcap', '.bag', '.db3')
 RETRIES = 3         # Ray retries a unit whose worker died, restarts a model actor that died
 _ENGINES = {}       # engines built in this worker process, by their values
 
 
-# -- which bags ---------------------------------------------------------------------------------
-
-def is_bag(path: Path) -> bool:
-    """Tell whether `path` is a bag: a rosbag2 directory (metadata.yaml or MCAP files) or file."""
-    path = Path(path)
-    if path.is_dir():
-        return (path / 'metadata.yaml').is_file() or any(path.glob('*.mcap'))
-    return path.is_file() and path.suffix in BAG_SUFFIXES
-
-
-def find_bags(specs: Sequence) -> list:
-    """Expand paths, directories and globs into bags, each once, in the order given.
-
-    A directory that is not itself a bag is searched for bags; a pattern (`*`, `?`, `[`) that
-    names no existing path is expanded. Raises ValueError naming a spec that gives no bag.
-    """
-    found = []
-    for spec in map(str, specs):
-        if not Path(spec).exists() and any(c in spec for c in '*?['):
-            paths = sorted(Path(p) for p in glob.glob(spec, recursive=True))
-        else:
-            paths = [Path(spec)]
-        bags = []
-        for path in paths:
-            if is_bag(path) or not path.is_dir():
-                bags.append(path)
-            else:
-                bags += _bags_under(path)
-        if not bags:
-            raise ValueError(f'{spec}: no bag there (a rosbag2 directory, or a .mcap, .bag or '
-                             f'.db3 file)')
-        found += [b.resolve() for b in bags]
-    return list(dict.fromkeys(found))
-
-
-def _bags_under(root: Path) -> list:
-    bags = []
-    for path in sorted(root.iterdir()):
-        if is_bag(path):
-            bags.append(path)
-        elif path.is_dir():
-            bags += _bags_under(path)
-    return bags
-
-
 # -- keys: what a result was computed from --------------------------------------------------------
-
-def digest(path: Path) -> str:
-    """SHA-256 of a file, or of a directory's files (their relative names and bytes)."""
-    path = Path(path)
-    sha = hashlib.sha256()
-    files = sorted(p for p in path.rglob('*') if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        sha.update(str(file.relative_to(path) if path.is_dir() else '').encode() + b'\0')
-        with open(file, 'rb') as handle:
-            for block in iter(lambda: handle.read(1 << 20), b''):
-                sha.update(block)
-    return sha.hexdigest()
-
 
 def run_digest(config: 'FleetConfig', topic: str) -> str:
     """SHA-256 of everything besides the bag that a unit's results depend on.
@@ -160,9 +106,10 @@ class FleetConfig:
     device: str = 'auto'
     batch_size: int = 8
 
-    def evaluation(self, bag: Optional[Path], topic: str) -> Evaluation:
+    def evaluation(self, bag: Optional[Path], topic: str, truth=None) -> Evaluation:
+        """Return the single-bag evaluation of a unit; `truth`: the CSV read once per run."""
         return Evaluation(bag, topic, self.checkpoint, self.params_file, self.truth,
-                          self.device, self.batch_size, progress=False)
+                          self.device, self.batch_size, progress=False, parsed_truth=truth)
 
 
 def local_engine(config: FleetConfig):
@@ -263,12 +210,13 @@ class ModelServer:
 
 
 def evaluate_unit(bag: str, topic: str, run_key: str, config: FleetConfig, done,
-                  server=None, spec: Optional[dict] = None) -> dict:
+                  server=None, spec: Optional[dict] = None, truth=None) -> dict:
     """Evaluate one (bag, topic) as `timesformer_bag evaluate` does; the Ray task of a unit.
 
     Returns {'key', 'status': 'reused' | 'done' | 'failed', ...}: for 'done' the single-bag
     summary and the window JSON lines, for 'failed' the one-line error. `done` holds the keys
-    already in the output directory.
+    already in the output directory; `truth` is the run's truth CSV, read once by the driver
+    (None: a truth topic, read from each bag).
     """
     started = time.monotonic()
     unit = {'bag': bag, 'topic': topic}
@@ -283,12 +231,14 @@ def evaluate_unit(bag: str, topic: str, run_key: str, config: FleetConfig, done,
     with tempfile.TemporaryDirectory(prefix='timesformer_fleet_') as tmp:
         lines = Path(tmp) / 'windows.jsonl'
         try:
-            summary = evaluate(config.evaluation(Path(bag), topic),
+            summary = evaluate(config.evaluation(Path(bag), topic, truth),
                                EvaluationOutputs(jsonl=lines), engine=engine)
         except (BagError, OutputError, ValueError, OSError) as exc:
             windows = (getattr(exc, 'summary', None) or {}).get('windows', 0)
-            return {**unit, 'key': key, 'status': 'failed', 'error': str(exc),
-                    'windows': windows}
+            return {**unit, 'key': key, 'status': 'failed',
+                    'error': first_line(str(exc)), 'windows': windows}
+        except Exception as exc:  # noqa: BLE001 - a fault fails this unit, with its cause
+            return {**unit, 'key': key, 'status': 'failed', 'error': f'{bag}: {one_line(exc)}'}
         text = lines.read_text()
     return {**unit, 'key': key, 'status': 'done', 'summary': summary, 'lines': text,
             'seconds': time.monotonic() - started}
@@ -308,63 +258,6 @@ class Fleet:
     workers: Optional[int] = None       # concurrent units; default: the cluster's free CPUs
     model_actors: Optional[int] = None  # default: one per GPU of the cluster (0 without)
     progress: bool = True
-
-
-def _import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise ValueError('evaluating several bags needs Ray: pip install -r '
-                         'requirements/fleet.txt (or the package\'s fleet extra)') from None
-    return ray
-
-
-def _is_loopback(address: Optional[str]) -> bool:
-    host = (address or '').split('://')[-1].rsplit(':', 1)[0]
-    return host in ('127.0.0.1', 'localhost', '[::1]')
-
-
-def start_local(num_cpus: Optional[int] = None, num_gpus: Optional[int] = None):
-    """Start a local Ray runtime on 127.0.0.1 only; return the `ray` module.
-
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes Ray take the loopback address as the node's (as it
-    does on a laptop), so the GCS, raylet, object manager and worker servers all listen on
-    127.0.0.1; it is read when `ray` is imported, hence set before. The dashboard is off, and so
-    is usage-statistics reporting.
-    """
-    os.environ['RAY_USAGE_STATS_ENABLED'] = '0'
-    if 'ray' not in sys.modules:
-        os.environ['RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'] = '0'
-    ray = _import_ray()
-    if not ray.is_initialized():
-        from ray._private import ray_constants      # what the variable above set
-        if ray_constants.ENABLE_RAY_CLUSTER:
-            raise RuntimeError('ray was imported before timesformer_ros.fleet could set '
-                               'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: a local runtime would '
-                               'listen on every interface, so none is started')
-        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
-                 _node_ip_address='127.0.0.1', include_dashboard=False,
-                 configure_logging=False, log_to_driver=False)
-    address = ray.util.get_node_ip_address()
-    if address != '127.0.0.1':
-        raise RuntimeError(f'the local Ray runtime took node address {address}, not 127.0.0.1: '
-                           f'ray was imported before timesformer_ros.fleet could set '
-                           f'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0')
-    return ray
-
-
-def connect(address: Optional[str], workers: Optional[int]) -> tuple:
-    """(ray, started here): a running runtime, the cluster at `address`, or a local one."""
-    os.environ['RAY_USAGE_STATS_ENABLED'] = '0'
-    if 'ray' in sys.modules and sys.modules['ray'].is_initialized():
-        return sys.modules['ray'], False
-    if address is None:
-        return start_local(workers), True
-    if _is_loopback(address) and 'ray' not in sys.modules:
-        os.environ['RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'] = '0'
-    ray = _import_ray()
-    ray.init(address=address, configure_logging=False, log_to_driver=False)
-    return ray, True
 
 
 class _Progress:
@@ -387,18 +280,30 @@ class _Progress:
             self.line.close()
 
 
-def evaluate_many(fleet: Fleet) -> dict:
+def evaluate_many(fleet: Fleet, stop: Optional['StopRequest'] = None) -> dict:
     """Evaluate every (bag, topic) of `fleet` on Ray; return (and write) the summary.
 
-    See the module docstring for the layout of `out_dir` and how work is spread.
+    See the module docstring for the layout of `out_dir` and how work is spread. `stop`: a
+    signal noted there ends the run between Ray calls (Stopped), Ray shut down, the units
+    finished kept, nothing partial left.
     """
     units = [(str(bag), topic) for bag in fleet.bags for topic in fleet.topics]
     results_dir = Path(fleet.out_dir) / 'bags'
-    results_dir.mkdir(parents=True, exist_ok=True)
     done = {p.stem for p in results_dir.glob('*.json') if p.with_suffix('.jsonl').is_file()}
     run_keys = {topic: run_digest(fleet.config, topic) for topic in fleet.topics}
-    ray, started_here = connect(fleet.address, fleet.workers)
+    # A truth file is read once, here, every row checked before Ray starts; the units share it
+    # through the object store.
+    # (a segments file is checked here too, and each unit labels its own frames from it).
+    if is_segments_file(fleet.config.truth):
+        read_segments(fleet.config.truth)
+    truth = read_truth_csv(fleet.config.truth) if is_truth_file(fleet.config.truth) and \
+        not is_segments_file(fleet.config.truth) else None
+    created = [d for d in (results_dir, *results_dir.parents) if not d.exists()]
+    started_here = False
     try:
+        ray, started_here = connect(fleet.address, fleet.workers, stop)
+        check_stop(stop)
+        results_dir.mkdir(parents=True, exist_ok=True)
         resources = ray.available_resources()
         actors = fleet.model_actors if fleet.model_actors is not None \
             else int(resources.get('GPU', 0))
@@ -406,6 +311,7 @@ def evaluate_many(fleet: Fleet) -> dict:
         workers = fleet.workers or max(1, int(resources.get('CPU', 1)))
         task = ray.remote(num_cpus=1, max_retries=RETRIES)(evaluate_unit)
         done_ref = ray.put(done)
+        truth_ref = ray.put(truth) if truth is not None else None
         progress = _Progress(len(units), fleet.progress)
         pending, results, queue = {}, [], list(enumerate(units))
         started = time.monotonic()
@@ -414,21 +320,29 @@ def evaluate_many(fleet: Fleet) -> dict:
                 index, (bag, topic) = queue.pop(0)
                 server = servers[index % len(servers)] if servers else None
                 ref = task.remote(bag, topic, run_keys[topic], fleet.config, done_ref, server,
-                                  spec)
+                                  spec, truth_ref)
                 pending[ref] = (bag, topic)
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.25)
+            check_stop(stop)
             for ref in ready:
                 bag, topic = pending.pop(ref)
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayError as exc:     # the worker died RETRIES + 1 times
                     result = {'bag': bag, 'topic': topic, 'key': None, 'status': 'failed',
-                              'error': f'{bag}: {brief(exc)}'}
+                              'error': f'{bag}: {one_line(exc)}'}
                 if result['status'] == 'done':
                     _store(results_dir, result)
                 results.append(result)
                 progress.add(result)
         batches = ray.get([s.batch_sizes.remote() for s in servers])
+    except BaseException:
+        for directory in created:        # what this run made and left empty (a failed start)
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        raise
     finally:
         if started_here:
             ray.shutdown()
@@ -454,7 +368,10 @@ def _start_servers(ray, config: FleetConfig, count: int, gpus: int) -> tuple:
 
 
 def _write_json(path: Path, data, lines: Optional[str] = None):
-    """Write JSON (or `lines` as they are) under a partial name, then rename it into place."""
+    """Write JSON (or `lines` as they are) under a partial name, then rename it into place.
+
+    A write that fails or is interrupted leaves no partial file (`write_whole`).
+    """
     write_whole(path, lines if lines is not None else json.dumps(data, indent=1) + '\n')
 
 
@@ -485,6 +402,9 @@ def _summary(fleet: Fleet, results: list, results_dir: Path, seconds: float) -> 
                'seconds': round(seconds, 3), 'windows_evaluated': windows,
                'windows_per_s': round(windows / seconds, 2) if seconds else 0.0}
     summary.update(aggregate([u['summary'] for u in per_unit]))
+    summary['truth_warnings'] = [{'bag': u['bag'], 'topic': u['topic'],
+                                  'warning': u['summary']['truth_warning']}
+                                 for u in per_unit if 'truth_warning' in u['summary']]
     summary['per_bag'] = per_unit
     return summary
 
@@ -567,8 +487,24 @@ def main(args) -> int:
     absolute = (lambda p: str(Path(p).resolve()) if p and Path(p).exists() else p)
     config = FleetConfig(absolute(args.checkpoint), absolute(args.params_file),
                          absolute(args.truth), args.device, args.batch_size)
-    summary = evaluate_many(Fleet(find_bags(args.bag), topics, args.out_dir, config,
-                                  args.address, args.workers, args.model_actors))
+    stop = StopRequest()
+    previous = {signum: signal.signal(signum, stop)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        fleet = Fleet(find_bags(args.bag), topics, args.out_dir, config, args.address,
+                      args.workers, args.model_actors)
+        check_stop(stop)
+        summary = evaluate_many(fleet, stop)
+    except Stopped as exc:
+        results = Path(args.out_dir) / 'bags'
+        kept = f'the bags finished are kept in {results} (a run started again resumes)' \
+            if results.is_dir() else 'nothing was written'
+        print(f'\ntimesformer_bag: stopped by {exc.name}: {kept}; no summary written',
+              file=sys.stderr)
+        return 128 + exc.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     print(f'{summary["units"]} bags: {summary["evaluated"]} evaluated, {summary["reused"]} '
           f'reused, {len(summary["failed"])} failed; {summary["windows"]} windows; '
           f'{summary["windows_evaluated"]} evaluated at {summary["windows_per_s"]} windows/s')
@@ -578,4 +514,8 @@ def main(args) -> int:
     print(f'summary: {Path(args.out_dir) / "summary.json"}')
     for failed in summary['failed']:
         print(f'timesformer_bag: error: {failed["error"]}', file=sys.stderr)
-    return 1 if summary['failed'] else 0
+    for unit in summary['truth_warnings']:
+        kind = 'error' if args.strict else 'warning'
+        print(f'timesformer_bag: {kind}: {unit["bag"]} ({unit["topic"]}): {unit["warning"]}',
+              file=sys.stderr)
+    return 1 if summary['failed'] or (args.strict and summary['truth_warnings']) else 0

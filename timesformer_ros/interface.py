@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import yaml
+from .rates import MAX_FPS, MIN_FPS, rate_problem
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,11 @@ class Topic:
 
 
 CAMERA_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*\Z')
+# ROS topic names have at most 247 characters (rmw's RMW_TOPIC_MAX_NAME_LENGTH, 255 less 8
+# reserved for the middleware's prefixes). A camera's longest topic is
+# /NAMESPACE/timesformer/CAMERA/attention/overlay: 200 characters of camera name leave 16 for
+# a namespace. The node still checks every topic it creates against the real limit.
+MAX_CAMERA_NAME = 200
 
 
 def camera_problem(names) -> Optional[str]:
@@ -73,18 +78,46 @@ def camera_problem(names) -> Optional[str]:
     names = list(names or [''])
     if names == ['']:
         return None
-    bad = [n for n in names if not CAMERA_NAME.match(n)]
+    bad = [n for n in names if not isinstance(n, str) or not CAMERA_NAME.match(n)]
     if bad:
         return (f'camera names must be ROS name tokens (a letter, then letters, digits or _), '
-                f'got {bad!r}')
+                f'got {bad!r:.200}')
+    long = [n for n in names if len(n) > MAX_CAMERA_NAME]
+    if long:
+        return (f'camera names must have at most {MAX_CAMERA_NAME} characters (ROS topic '
+                f'names have at most 247), got {len(long)} longer: {long[0][:40]}... '
+                f'({len(long[0])} characters)')
     if len(set(names)) != len(names):
-        return f'camera names must differ, got {names!r}'
+        return f'camera names must differ, got {names!r:.200}'
     return None
+
+
+def target_fps_problem(value) -> Optional[str]:
+    """Return what is wrong with a `target_fps`: 0 (unset) or a rate in `rates`' range."""
+    return None if value == 0 else rate_problem(value)
 
 
 def camera_names(value) -> list:
     """Return the cameras of a `cameras` value: [''] (one unnamed camera) when empty."""
     return list(value) if value else ['']
+
+
+# ONNX Runtime's execution providers by the short names of the `providers` parameter.
+PROVIDERS = {'tensorrt': 'TensorrtExecutionProvider', 'cuda': 'CUDAExecutionProvider',
+             'cpu': 'CPUExecutionProvider'}
+
+
+def provider_problem(names) -> Optional[str]:
+    """Return what is wrong with a `providers` list, or None."""
+    names = list(names or [])
+    if not names or names == ['']:
+        return f'give at least one execution provider, e.g. {list(PROVIDERS)}'
+    bad = [n for n in names if n not in PROVIDERS and not
+           re.fullmatch(r'[A-Za-z][A-Za-z0-9]*ExecutionProvider', n)]
+    if bad:
+        return (f'unknown execution providers {bad!r}: use {"/".join(PROVIDERS)} or an ONNX '
+                f'Runtime name such as OpenVINOExecutionProvider')
+    return None
 
 
 # Every parameter of the node, in one place. read_only: changing it needs a restart (reload).
@@ -94,17 +127,29 @@ PARAMETERS = (
           'the embedded motion model.'),
     Param('labels', '', 'Optional labels file (one per line, or JSON) replacing the '
           "checkpoint's labels."),
-    Param('device', 'auto', 'Inference device: auto (cuda when available), cpu, cuda, cuda:N.'),
+    Param('device', 'auto', 'Inference device: auto (cuda when available), cpu, cuda, cuda:N. '
+          'For an .onnx checkpoint: cpu keeps only the CPU provider, cuda:N picks the GPU.'),
     Param('dtype', 'auto', 'auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or '
           'float16.', choices=('auto', 'float32', 'bfloat16', 'float16')),
     Param('compile', False, 'torch.compile the model (CUDA graphs on a GPU); slower start.'),
+    Param('providers', ['tensorrt', 'cuda', 'cpu'], 'ONNX Runtime execution providers for an '
+          '.onnx checkpoint, in order of preference: tensorrt, cuda, cpu or a full ONNX Runtime '
+          'name (OpenVINOExecutionProvider). Those this onnxruntime lacks are left out; the '
+          'choice is logged at start.', validate=provider_problem),
+    Param('trt_cache_dir', '', 'TensorRT engine cache (.onnx checkpoints): engines are kept in '
+          "a subdirectory named by the file's SHA-256, the TensorRT version, fp16 and "
+          'max_batch, so a changed file or TensorRT builds a new one. Empty: '
+          '~/.cache/timesformer_ros/tensorrt.'),
+    Param('fp16', False, 'Build the TensorRT engine in FP16 (.onnx checkpoints; LayerNorm stays '
+          'FP32 as one LayerNormalization). The CUDA and CPU providers run float32.'),
     Param('stride', 1, 'Run once every `stride` newly sampled frames.', read_only=False,
           low=1, high=1000),
     Param('sample_every', 0, 'Sample every k-th frame (ignored when target_fps > 0). 0 '
           "with target_fps 0: the checkpoint's clip rate.", low=0, high=1000),
     Param('target_fps', 0.0, 'Sample frames at this rate by header stamps. 0 with '
           "sample_every 0: the checkpoint's clip rate (the rate its clips were trained at; "
-          'every frame when it records none).', low=0.0, high=1000.0),
+          f'every frame when it records none); else {MIN_FPS:g}..{MAX_FPS:g}.', low=0.0,
+          high=MAX_FPS, validate=target_fps_problem),
     Param('max_gap_s', 0.5, 'A stamp gap longer than this, a stamp going backwards, or a '
           'change of size, encoding or frame_id restarts the window.', low=0.001,
           high=3600.0),
@@ -195,6 +240,7 @@ def read_params_file(path: Optional[Path], node_name: str = 'timesformer') -> di
     The file's parameters under `/**` or the node's name go over the declared defaults (all of them
     without a file).
     """
+    import yaml      # here: the engine and the benchmarks import this module without PyYAML
     values = defaults()
     if not path:
         return values

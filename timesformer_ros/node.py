@@ -24,8 +24,11 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.parameter_service import ParameterService
 from rclpy.qos import (
-    DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+    DurabilityPolicy, HistoryPolicy, QoSCompatibility, QoSProfile, ReliabilityPolicy,
+    qos_check_compatible)
 from sensor_msgs.msg import CompressedImage, Image
 
 from .checkpoints import CheckpointError
@@ -44,6 +47,7 @@ from .spin import StartupError, declare, run_node
 SUMMARY = """Video action recognition: buffers camera frames in a sliding window, runs a
 TimeSformer on each window and publishes labels, scores and attention summaries."""
 WATCHDOG_LOG_PERIOD_S = 10.0
+MAX_TOPIC_NAME = 247        # rmw's RMW_TOPIC_MAX_NAME_LENGTH: 255 less 8 for DDS prefixes
 DECODER_PARAMETERS = frozenset(DecoderConfig.__dataclass_fields__)
 
 
@@ -99,10 +103,36 @@ def _dict_text(values: dict) -> str:
     return ' '.join(f'{k}:{v}' for k, v in sorted(values.items()))
 
 
+class WholeSetParameterService(ParameterService):
+    """rclpy's parameter services, with a SetParameters request judged as a whole.
+
+    rclpy applies the parameters of a (non-atomic) SetParameters request one at a time, each
+    through the on-set callback alone. A rule between two parameters (exit_threshold <=
+    enter_threshold) would then be judged halfway through the set, on values that no one asked
+    for, and whether a set works would depend on its order: [enter 0.5, exit 0.3] from enter
+    1.0 / exit 1.0 refused enter and applied exit, leaving 1.0 / 0.3. Here the node is told the
+    whole request first, and the on-set callback judges such rules on the values after it
+    (`TimeSformerNode.values_after`), as the ROS 2 parameter guidance asks of on-set callbacks:
+    validate the values the node would be left with, with no side effects.
+    """
+
+    def _set_parameters_callback(self, request, response):
+        node = self._get_node()
+        node.whole_set = [Parameter.from_parameter_msg(p) for p in request.parameters]
+        try:
+            return super()._set_parameters_callback(request, response)
+        finally:
+            node.whole_set = []
+
+
 class TimeSformerNode(Node):
 
     def __init__(self, **kwargs):
-        super().__init__('timesformer', **kwargs)
+        # The parameters of the request being set, if any (WholeSetParameterService): rules
+        # between parameters are judged on the values after all of them.
+        self.whole_set = []
+        super().__init__('timesformer', start_parameter_services=False, **kwargs)
+        self._parameter_service = WholeSetParameterService(self)
         self.values = values = declare(self, PARAMETERS)
         names = camera_names(values['cameras'])
         self.engine = load_engine(values, self.get_logger(),
@@ -126,18 +156,49 @@ class TimeSformerNode(Node):
                                   values['max_batch'])
         self._warned = {}
 
+        self._check_topic_names(values)
+        self._create_topics(values)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.diagnostics_timer = self.create_timer(values['diagnostics_period_s'],
+                                                   self._publish_diagnostics, clock=self.steady)
+        topics = ', '.join(c.subscription.topic_name for c in self.cameras)
+        self.get_logger().info(f'listening on {topics} ({values["input_transport"]}, qos '
+                               f'{values["qos"]}, depth {values["qos_depth"]}; batches of at '
+                               f'most {self.worker.max_batch})')
+        self.worker.start()       # last: a constructor that fails leaves no thread behind
+
+    def _check_topic_names(self, values: dict):
+        """Refuse at start (one line) a topic that the namespace and camera make too long."""
+        namespace = self.get_namespace().rstrip('/')
+        image = 'image/compressed' if values['input_transport'] == 'compressed' else 'image'
+        for camera in self.cameras:
+            names = [f'{namespace}/{camera.prefix}{image}'] + [
+                f'{namespace}/{self.get_name()}/{camera.prefix}{o.name}'
+                for o in OUTPUTS if o.per_camera]
+            longest = max(names, key=len)
+            if len(longest) > MAX_TOPIC_NAME:
+                where = f' of camera {camera.name[:40]}...' if len(camera.name) > 40 \
+                    else camera.where
+                raise StartupError(f'topic {longest[:50]}...{longest[-30:]}{where} has '
+                                   f'{len(longest)} characters, ROS allows '
+                                   f'{MAX_TOPIC_NAME}: shorten the camera name or the '
+                                   f'namespace ({namespace or "/"})')
+
+    def _create_topics(self, values: dict):
+        """Create every publisher and subscription of the cameras and the node."""
         self.types = rclpy_types()
-        qos = _qos_profiles()
+        self.output_qos = _qos_profiles()
         self.outputs = {}                   # node-wide outputs (label_info)
         for output in OUTPUTS:
             if not output.per_camera:
                 self.outputs[output.name] = self.create_publisher(
-                    self.types.classes(output.msgtype), '~/' + output.name, qos[output.qos])
+                    self.types.classes(output.msgtype), '~/' + output.name,
+                    self.output_qos[output.qos])
                 continue
             for camera in self.cameras:
-                camera.outputs[output.name] = self.create_publisher(
-                    self.types.classes(output.msgtype), f'~/{camera.prefix}{output.name}',
-                    qos[output.qos])
+                self._advertise(camera, output)
         for output in OUTPUTS:
             if output.latched:
                 self._send_latched(output)
@@ -156,16 +217,6 @@ class TimeSformerNode(Node):
                 CompressedImage if compressed else Image,
                 camera.prefix + ('image/compressed' if compressed else 'image'),
                 camera.stream.offer, qos, event_callbacks=events)
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
-        self.steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self.diagnostics_timer = self.create_timer(values['diagnostics_period_s'],
-                                                   self._publish_diagnostics, clock=self.steady)
-        topics = ', '.join(c.subscription.topic_name for c in self.cameras)
-        self.get_logger().info(f'listening on {topics} ({values["input_transport"]}, qos '
-                               f'{values["qos"]}, depth {values["qos_depth"]}; batches of at '
-                               f'most {self.worker.max_batch})')
-        self.worker.start()       # last: a constructor that fails leaves no thread behind
 
     # -- callbacks ------------------------------------------------------------------------------
 
@@ -192,29 +243,63 @@ class TimeSformerNode(Node):
     def _on_lost(self, camera: Camera, info):
         camera.stream.count_lost(info.total_count_change)
 
+    def set_parameters(self, parameter_list):
+        """Set parameters as rclpy does, with rules between them judged after the whole list."""
+        self.whole_set = list(parameter_list)
+        try:
+            return super().set_parameters(parameter_list)
+        finally:
+            self.whole_set = []
+
+    def _own_problem(self, param) -> Optional[str]:
+        """Return why `param` alone would be refused (read-only, type, range), or None."""
+        spec = BY_NAME.get(param.name)
+        if spec is None:
+            return None
+        if spec.read_only:
+            return f'{param.name} is read-only (restart)'
+        if type(param.value) is not type(self.values[param.name]):
+            return f'{param.name} must be a {type(self.values[param.name]).__name__}'
+        return spec.check(param.value)
+
+    def values_after(self, params) -> dict:
+        """Return the parameter values after the whole set that `params` belong to.
+
+        The request being set (`whole_set`, in its order; each parameter that would be refused
+        on its own left out, as rclpy will refuse it) and then `params` over the current values.
+        """
+        values = dict(self.values)
+        for param in [*self.whole_set, *params]:
+            if param.name in BY_NAME and not self._own_problem(param):
+                values[param.name] = param.value
+        return values
+
     def _validate_parameters(self, params) -> SetParametersResult:
         """On-set: refuse with a reason, no side effects.
 
-        rclpy itself refuses read-only ones and values outside the descriptors' ranges.
+        rclpy itself refuses read-only ones and values outside the descriptors' ranges. Rules
+        between parameters (the decoder's: exit_threshold <= enter_threshold) are judged on the
+        values after the whole request (`values_after`), not after this one parameter.
         """
         for param in params:
-            spec = BY_NAME.get(param.name)
-            if spec is None:
-                continue
-            reason = f'{param.name} is read-only (restart)' if spec.read_only \
-                else spec.check(param.value)
+            reason = self._own_problem(param)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         if DECODER_PARAMETERS & {p.name for p in params}:
             try:   # the thresholds are checked together (exit <= enter)
-                DecoderConfig.from_values({**self.values, **{p.name: p.value for p in params}})
+                DecoderConfig.from_values(self.values_after(params))
             except ValueError as exc:
-                return SetParametersResult(successful=False, reason=str(exc))
+                return SetParametersResult(successful=False,
+                                           reason=f'{exc} (after the whole set)')
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params):
-        """Post-set: the accepted values take effect (on the next window)."""
+        """Post-set: the accepted values take effect (on the next window), each change logged."""
         names = {p.name for p in params if p.name in BY_NAME}
+        for param in params:
+            if param.name in names and param.value != self.values[param.name]:
+                self.get_logger().info(
+                    f'parameter {param.name}: {self.values[param.name]!r} -> {param.value!r}')
         self.values.update({p.name: p.value for p in params if p.name in names})
         if 'stride' in names:
             for camera in self.cameras:
@@ -222,9 +307,29 @@ class TimeSformerNode(Node):
         if 'score_threshold' in names:
             self._send_latched(BY_OUTPUT['label_info'])
         if DECODER_PARAMETERS & names:
-            config = DecoderConfig.from_values(self.values)
+            # Halfway through a set the values may break a rule that the whole set keeps: the
+            # decoder takes the values after the whole set at once.
+            config = DecoderConfig.from_values(self.values_after([]))
             for camera in self.cameras:
                 camera.reporter.decoder.config = config      # the next window
+        for output in OUTPUTS:
+            if output.enabled_by in names:
+                for camera in self.cameras:
+                    with camera.lock:                   # not while the worker publishes
+                        self._advertise(camera, output)
+
+    def _advertise(self, camera: Camera, output):
+        """Create the camera's publisher of `output` where it is enabled; destroy it where not.
+
+        An output switched off by its parameter (`publish_overlay`) is not advertised at all.
+        """
+        enabled, publisher = output.enabled(self.values), camera.outputs.get(output.name)
+        if enabled and publisher is None:
+            camera.outputs[output.name] = self.create_publisher(
+                self.types.classes(output.msgtype), f'~/{camera.prefix}{output.name}',
+                self.output_qos[output.qos])
+        elif not enabled and publisher is not None:
+            self.destroy_publisher(camera.outputs.pop(output.name))
 
     # -- publishing (worker thread) -------------------------------------------------------------
 
@@ -240,8 +345,8 @@ class TimeSformerNode(Node):
     def _publish_result(self, camera: Camera, result):
         """Every per-camera output's messages for `result`, in the order of `OUTPUTS`."""
         for output in OUTPUTS:
-            if output.per_window:
-                publisher = camera.outputs[output.name]
+            publisher = camera.outputs.get(output.name)     # None: not enabled
+            if output.per_window and publisher is not None:
                 for msg in output.per_window(self.types, result, self.values):
                     publisher.publish(msg)
 
@@ -273,8 +378,11 @@ class TimeSformerNode(Node):
     def _camera_status(self, camera: Camera) -> DiagnosticStatus:
         snap = camera.stream.snapshot()
         topic = camera.subscription.topic_name
+        publishers = self.get_publishers_info_by_topic(topic) if not snap['frames_received'] \
+            else []                 # only asked while no frame has come
         problem = input_problem(snap, topic, self.values['input_timeout_s'],
-                                self.values['expected_rate_hz'], self.count_publishers(topic))
+                                self.values['expected_rate_hz'], len(publishers),
+                                self._incompatible(camera, publishers))
         self._log_input_problem(camera, problem)
         self._end_actions_on_silence(camera, snap)
         level, message = health(snap, self.values['failure_error_threshold'], problem)
@@ -288,6 +396,13 @@ class TimeSformerNode(Node):
         values['sampling'] = self.sampling.describe()
         values.update(self._engine_values())
         return self._status(diagnostic_name(camera.name), level, message, values)
+
+    @staticmethod
+    def _incompatible(camera: Camera, publishers) -> list:
+        """Return why the camera's subscription cannot take each refused publisher's QoS."""
+        checks = (qos_check_compatible(p.qos_profile, camera.subscription.qos_profile)
+                  for p in publishers)
+        return [reason for verdict, reason in checks if verdict == QoSCompatibility.ERROR]
 
     def _engine_values(self) -> dict:
         values = {'device': str(self.engine.device), 'model': self.engine.describe()}

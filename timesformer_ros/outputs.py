@@ -236,7 +236,8 @@ class Output:
 
     `per_window(types, result, values)` gives the messages a `WindowResult` causes (in publishing
     order); `latched(types, labels, values, stamp_ns)`, for latched topics, the message a
-    subscriber finds before any window (`stamp_ns`: when it is published).
+    subscriber finds before any window (`stamp_ns`: when it is published). `enabled_by` names the
+    boolean parameter without which the output does not exist (the node does not advertise it).
     """
 
     name: str               # relative to the node: published as ~/name
@@ -245,6 +246,11 @@ class Output:
     description: str
     per_window: Optional[Callable] = None
     latched: Optional[Callable] = None
+    enabled_by: Optional[str] = None
+
+    def enabled(self, values: dict) -> bool:
+        """Whether the output exists with the parameter `values`."""
+        return self.enabled_by is None or bool(values[self.enabled_by])
 
     @property
     def per_camera(self) -> bool:
@@ -274,7 +280,7 @@ OUTPUTS = (
     Output('attention/spatial', IMAGE, 'results', "32FC1 saliency of the window's last frame",
            _spatial),
     Output('attention/overlay', IMAGE, 'results', 'rgb8 heat map on that frame '
-           '(publish_overlay)', _overlay),
+           '(publish_overlay)', _overlay, enabled_by='publish_overlay'),
     Output('label_info', LABEL_INFO, 'latched', 'class map and score_threshold, latched',
            latched=_label_info),
 )

@@ -111,6 +111,8 @@ def run_node(make_node: Callable[[], rclpy.node.Node], name: str,
         return 2
     node = None
     try:
+        if stops.requested:         # a signal between the check above and rclpy's handler
+            return 0
         try:
             node = make_node()
         except startup_errors as exc:   # only while starting: later it is a fault, not a

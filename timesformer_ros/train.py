@@ -31,10 +31,14 @@ import torch
 import torch.nn.functional as F
 
 from . import finetune, synthetic, world
-from .checkpoints import OFFICIAL_MEAN, OFFICIAL_STD, load_checkpoint, save_checkpoint
+from .checkpoints import (
+    OFFICIAL_MEAN, OFFICIAL_STD, CheckpointError, load_checkpoint, save_checkpoint)
+from .clip_folder import FolderClips, folder_classes
+from .errors import brief
 from .frames import Normaliser, resize_and_crop
 from .model import ATTENTION_TYPES, TimeSformer, preset
 from .progress import Progress
+from .rates import rate_problem
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,62 +49,6 @@ REPORT_SEED = 2 * 10 ** 7
 # The clip rate the embedded model is trained for (frames per second of the sampled clip):
 # 8 frames span 0.7 s, long enough for a slow motion to move several input pixels.
 DEFAULT_CLIP_FPS = 10.0
-
-
-def folder_classes(root: Path, known: Sequence[str] = ()) -> list:
-    """Return the classes of a clip folder: its subdirectories that hold *.npy clips.
-
-    They come in the order of `known` (the labels of the checkpoint training starts from)
-    when they are the same classes, so that its head keeps its meaning; else sorted by name.
-    """
-    root = Path(root)
-    names = sorted(path.name for path in root.iterdir()
-                   if path.is_dir() and any(path.glob('*.npy'))) if root.is_dir() else []
-    if not names:
-        raise ValueError(f'no clips found under {root}/<class>/*.npy')
-    return list(known) if sorted(known) == names else names
-
-
-class FolderClips:
-    """Labelled clips from DIR/<class name>/*.npy, each (T, H, W, 3) uint8."""
-
-    def __init__(self, root: Path, classes: Sequence[str], size: int, num_frames: int):
-        self.items = []
-        for index, name in enumerate(classes):
-            for path in sorted((root / name).glob('*.npy')):
-                self.items.append((path, index))
-        if not self.items:
-            raise ValueError(f'no clips found under {root}/<class>/*.npy for classes {classes}')
-        self.size, self.num_frames = size, num_frames
-
-    def _load(self, path: Path) -> np.ndarray:
-        clip = np.load(path)
-        if clip.ndim != 4 or clip.shape[-1] != 3 or clip.shape[0] < self.num_frames:
-            raise ValueError(f'{path}: expected (T>={self.num_frames}, H, W, 3), '
-                             f'got {clip.shape}')
-        return clip
-
-    def _window(self, clip: np.ndarray, start: int) -> np.ndarray:
-        frames = clip[start:start + self.num_frames]
-        return np.stack([resize_and_crop(frame, self.size) for frame in frames])
-
-    def batch(self, rng: np.random.Generator, count: int):
-        """Draw `count` clips and a random window of each: (clips, labels)."""
-        picks = rng.integers(len(self.items), size=count)
-        clips, labels = [], []
-        for i in picks:
-            path, label = self.items[i]
-            clip = self._load(path)
-            start = rng.integers(clip.shape[0] - self.num_frames + 1)
-            clips.append(self._window(clip, start))
-            labels.append(label)
-        return np.stack(clips), np.array(labels)
-
-    def first_windows(self, count: int):
-        """Return the first window of up to `count` clips, spread over the folder."""
-        items = self.items[::max(1, len(self.items) // count)][:count]
-        clips = [self._window(self._load(path), 0) for path, _ in items]
-        return np.stack(clips), np.array([label for _, label in items])
 
 
 _INDEX = {name: i for i, name in enumerate(synthetic.CLASSES)}
@@ -251,9 +199,10 @@ class TrainConfig:
         if self.clip_fps is None and self.data is None:
             raise ValueError('clip_fps is needed for synthetic motion (the rate its clips are '
                              'drawn around)')
-        if self.clip_fps is not None and not 0 < self.clip_fps <= 1000:
-            raise ValueError(f'clip_fps must be a rate in (0, 1000] frames per second, got '
-                             f'{self.clip_fps!r}')
+        if self.clip_fps is not None and rate_problem(self.clip_fps):
+            raise ValueError(f'clip_fps {rate_problem(self.clip_fps)}')
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f'lr must be a finite number > 0, got {self.lr!r}')
         for name in ('curriculum', 'directions_first', 'wide'):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -279,6 +228,18 @@ def _starting_model(config: TrainConfig) -> tuple:
         start.model.reset_classifier(len(classes))
     return (start.model, classes, start.mean, start.std,
             config.clip_fps if config.clip_fps is not None else start.clip_fps)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss): one line, exit 1, nothing more written."""
+
+
+def _stop_unless_finite(value: torch.Tensor, what: str, step: int):
+    """Stop training before a non-finite `value` reaches the weights or a checkpoint."""
+    if not torch.isfinite(value):
+        raise TrainingError(f'step {step + 1}: the {what} is {float(value)}; training stopped '
+                            f'before it reached the weights, no checkpoint written at this step '
+                            f'(try a lower --lr)')
 
 
 def train(config: TrainConfig = TrainConfig()):
@@ -330,12 +291,19 @@ def train(config: TrainConfig = TrainConfig()):
                 config.clip_fps, wide))
         for group in optimiser.param_groups:
             group['lr'] = _lr(step, config.steps, config.lr, constant)
-        logits = model(normaliser(torch.from_numpy(clips)))
+        logits = model(normaliser(torch.from_numpy(np.ascontiguousarray(clips))))
         loss = F.cross_entropy(logits, torch.from_numpy(labels))
+        _stop_unless_finite(loss, 'loss', step)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
+        _stop_unless_finite(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0),
+                            'gradient norm', step)
+        try:
+            optimiser.step()
+        except RuntimeError as exc:     # a step past float range (a huge --lr)
+            raise TrainingError(f'step {step + 1}: the optimiser step failed ({brief(exc)}); '
+                                f'training stopped, no checkpoint written at this step (try a '
+                                f'lower --lr)') from None
         loss = float(loss.detach())
         if (step + 1) % config.val_every == 0 or step + 1 == config.steps:
             acc = accuracy(model, val_clips_arr, val_labels, normaliser)
@@ -558,14 +526,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.bags:
             from .finetune_ray import fit_on_ray
             return finetune.main(args, command, fit_on_ray)
-        train(TrainConfig(
-            preset_name=args.preset, overrides=overrides, steps=args.steps or 12000,
-            batch_size=args.batch_size or 32, lr=args.lr or 1e-3, weight_decay=args.weight_decay,
-            seed=args.seed, val_every=args.val_every, curriculum=args.curriculum,
-            directions_first=args.directions_first, wide=args.wide,
-            clip_fps=args.clip_fps or (None if args.data else DEFAULT_CLIP_FPS),
-            data=args.data, init=args.init,
-            out=args.out, command=command))
+        try:
+            train(TrainConfig(
+                preset_name=args.preset, overrides=overrides,
+                steps=12000 if args.steps is None else args.steps,
+                batch_size=32 if args.batch_size is None else args.batch_size,
+                lr=1e-3 if args.lr is None else args.lr, weight_decay=args.weight_decay,
+                seed=args.seed, val_every=args.val_every, curriculum=args.curriculum,
+                directions_first=args.directions_first, wide=args.wide,
+                clip_fps=args.clip_fps if args.clip_fps is not None else
+                None if args.data else DEFAULT_CLIP_FPS,
+                data=args.data, init=args.init,
+                out=args.out, command=command))
+        except (ValueError, CheckpointError) as exc:
+            print(f'timesformer_train: error: {exc}', file=sys.stderr)
+            return 2
+        except TrainingError as exc:
+            sys.stderr.write('\n')
+            print(f'timesformer_train: error: {exc}', file=sys.stderr)
+            return 1
         return 0
     results = report(args.checkpoint, args.clips, independent=args.independent,
                      independent_clips=args.independent_clips)

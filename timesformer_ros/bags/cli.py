@@ -19,6 +19,7 @@ from .evaluate import Evaluation, evaluate
 from .play import play
 from .read import list_topics
 from .scoring import confusion_text
+from .truth import TruthError
 from .write import EvaluationOutputs, OutputError, record_synthetic
 
 
@@ -43,6 +44,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                              'summary only)')
     ev.add_argument('--out-bag', type=Path, help='write the output topics to this rosbag2')
     ev.add_argument('--confusion', type=Path, help='confusion matrix PNG (with --truth)')
+    ev.add_argument('--strict', action='store_true',
+                    help='exit 1 when the truth matches no window (else a warning)')
     ev.add_argument('--segments', type=Path, help='JSON lines, one per completed action '
                                                   'segment (the end events of ~/events)')
     ev.add_argument('--device', default='auto',
@@ -91,6 +94,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            args.device, args.batch_size),
                 EvaluationOutputs(args.out, args.out_bag, args.segments, args.confusion))
             _print_summary(summary)
+            if 'truth_warning' in summary:
+                kind = 'error' if args.strict else 'warning'
+                print(f'timesformer_bag: {kind}: {summary["truth_warning"]}', file=sys.stderr)
+                return 1 if args.strict else 0
+    except TruthError as exc:
+        print(f'timesformer_bag: error: {exc}', file=sys.stderr)
+        return 2
     except BagError as exc:
         kept = f' ({exc.summary["windows"]} windows evaluated and kept)' if exc.summary else ''
         print(f'timesformer_bag: error: {exc}{kept}', file=sys.stderr)
@@ -98,10 +108,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except OutputError as exc:
         print(f'timesformer_bag: error: {exc} (no output was left behind)', file=sys.stderr)
         return 1
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and not _model_error(exc):
+            raise
         print(f'timesformer_bag: error: {exc}', file=sys.stderr)
-        return 1
+        return 2 if _model_error(exc) else 1
     return 0
+
+
+def _model_error(exc: BaseException) -> bool:
+    """Whether `exc` is a checkpoint or engine error: exit status 2, as the node's.
+
+    Looked up among the loaded modules: one of them raised it, and the bag tools do not import
+    torch before the bag has been checked.
+    """
+    kinds = [getattr(sys.modules.get(f'timesformer_ros.{module}'), name, None)
+             for module, name in (('checkpoints', 'CheckpointError'), ('engine', 'EngineError'))]
+    return isinstance(exc, tuple(kind for kind in kinds if kind is not None))
 
 
 def _print_summary(summary: dict):

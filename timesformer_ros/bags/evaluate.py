@@ -23,13 +23,15 @@ import numpy as np
 from ..clips import model_clip_buffer, model_sampling
 from ..interface import read_params_file
 from ..progress import Progress
-from ..segments import ActionDecoder, DecoderConfig, from_events, runs, segment_metrics
+from ..segments import ActionDecoder, DecoderConfig, from_events, segment_metrics
 from .base import IMAGE_TYPES, BagError, BagMessage, NoSummary
 from .intake import SKIPPED, CameraIntake
 from .mcap import check_mcap_chunks
 from .read import check_topic, list_topics, read_topic
 from .scoring import score
-from .truth import is_segments_file, read_truth, segment_truth
+from .truth import (
+    Truth, is_segments_file, is_truth_file, read_segments, read_truth, read_truth_csv,
+    segment_truth)
 from .write import EvaluationOutputs, ResultWriter
 
 # How many skipped messages the summary names (all of them are counted).
@@ -54,6 +56,9 @@ class Evaluation:
     device: str = 'auto'             # 'auto': the parameters file's device
     batch_size: int = 8
     progress: bool = True
+    # The truth CSV already read (`truth.read_truth_csv`): the fleet reads it once per run and
+    # hands it to every unit. None: read here.
+    parsed_truth: Optional[Truth] = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def topics(self) -> tuple:
@@ -154,6 +159,13 @@ class _Evaluator:
             total = 0  # a cut-off MCAP file: its summary is gone, the stream says what is there
         from ..engine import engine_from_values
         from ..outputs import Reporter
+        # A truth file is read (and every row checked) before the model is loaded; a segments
+        # file becomes per-frame truth once the frames' stamps are known.
+        self.segments = run.parsed_truth is None and is_segments_file(run.truth)
+        if self.segments:
+            read_segments(run.truth)
+        self.truth = run.parsed_truth or (read_truth_csv(run.truth) if is_truth_file(run.truth)
+                                          and not self.segments else None)
         self.run_, self.params = run, read_params_file(run.params_file)
         self.engine = engine or engine_from_values(engine_values(run, self.params),
                                                    max_batch=run.batch_size)
@@ -287,13 +299,17 @@ class _Evaluator:
     def _scored(self) -> dict:
         """Accuracy, confusion and segment metrics against the truth; the PNG is written."""
         labels = self.engine.labels
-        if is_segments_file(self.run_.truth):
-            true = segment_truth(Path(self.run_.truth), self.frame_times.values())
+        if self.segments:
+            true = segment_truth(self.run_.truth, self.frame_times.values())
         else:
-            true = read_truth(self.run_.truth, self.run_.bag, self.frame_times)
+            true = self.truth or read_truth(self.run_.truth, self.run_.bag, self.frame_times)
         scored = score(self.records, true, labels)
-        scored['segment_metrics'] = segment_metrics(from_events(self.ended),
-                                                    runs(sorted(true.items())))
+        if not scored['scored_windows']:
+            scored['truth_warning'] = (
+                f'the truth ({true.source}: {len(true)} rows) matches none of the '
+                f'{len(self.records)} windows: no window ends at a stamp it labels with a '
+                f'class of the model; the accuracy is not measured')
+        scored['segment_metrics'] = segment_metrics(from_events(self.ended), true.runs())
         self.writer.write_confusion(np.array(scored['confusion']['matrix']), labels,
                                     scored['accuracy'])
         return scored

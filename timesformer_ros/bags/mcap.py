@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import struct
 from collections import Counter
@@ -74,15 +75,24 @@ def check_mcap_chunks(path: Path):
         with open(file, 'rb') as handle:
             if handle.read(8) != _MCAP_MAGIC:
                 continue
-            chunks = 0
+            size = os.fstat(handle.fileno()).st_size
+            chunks = records = 0
             while True:
                 start = handle.tell()
                 head = handle.read(9)
                 if len(head) < 9:
                     break
                 opcode, length = struct.unpack('<BQ', head)
+                records += 1
                 if opcode == _OP_FOOTER:
                     break
+                if length > size - start - 9 and length > MAX_RECORD_BYTES:
+                    # Past the end and past any record this reader takes: not a cut-off
+                    # recording (whose last record the reader keeps what it can of) but a
+                    # corrupt length; seeking there fails with EINVAL (2^62 bytes).
+                    raise BagError(f'{file}: record {records} (opcode 0x{opcode:02x}, at byte '
+                                   f'{start}) declares {length} bytes, more than the '
+                                   f'{size - start - 9} left in the file: a corrupt MCAP file')
                 if opcode == _OP_CHUNK:
                     chunks += 1
                     fields = handle.read(24)

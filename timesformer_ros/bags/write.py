@@ -120,8 +120,12 @@ class _StagedBag:
             self.final.parent.mkdir(parents=True, exist_ok=True)
             self.staging = Path(tempfile.mkdtemp(prefix=f'{self.final.name}.partial-',
                                                  dir=self.final.parent))
-            self.writer = Writer(self.staging / self.final.name, version=9)
-            self.writer.open()
+            try:
+                self.writer = Writer(self.staging / self.final.name, version=9)
+                self.writer.open()
+            except BaseException:   # a full disk at open: no staging left (nothing owns it)
+                shutil.rmtree(self.staging, ignore_errors=True)
+                raise
         self.connections = {}
 
     def write(self, name: str, topic: str, msgtype: str, stamp: int, msg):
