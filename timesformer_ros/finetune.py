@@ -212,8 +212,9 @@ def labelled(cut: Sequence[BagWindows], classes: Sequence[str],
              parts: Optional[Sequence[int]], counts: dict) -> tuple:
     """Return (training set, validation set) of `cut`'s labelled windows.
 
-    `parts` None: every window of `cut` is validation (the --val-bags); else each bag's time is
-    split (`dataset.split`). `counts` gets the windows left out, by reason.
+    `parts` None: each bag's time is split (`dataset.split`); `(0,)` or `(1,)`: every window of
+    `cut` is training (bags trained on whole) or validation (the --val-bags). `counts` gets the
+    windows left out, by reason.
     """
     index = {name: i for i, name in enumerate(classes)}
     sets = {0: ([], []), 1: ([], [])}
