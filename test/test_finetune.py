@@ -5,6 +5,8 @@ Real rosbag2 files written by rosbags, real checkpoints, the real command line.
 
 import json
 import os
+import subprocess
+import threading
 from pathlib import Path
 
 import cv2
@@ -273,6 +275,8 @@ def test_two_ray_train_workers_give_a_checkpoint_that_scores_like_one_process(
         tmp_path, recordings, monkeypatch):
     """2 CPU workers (gloo) on the local runtime on 127.0.0.1, each reading its own bag.
 
+    While they train, every socket a Ray process listens on is bound to 127.0.0.1 (`ss`).
+
     Same seed, same steps and global batch: the two checkpoints' validation accuracies agree
     within 0.15 (the workers draw other windows than the one process, so not exactly).
     """
@@ -283,7 +287,24 @@ def test_two_ray_train_workers_give_a_checkpoint_that_scores_like_one_process(
     # relative paths: the workers run in a directory of Ray's
     monkeypatch.chdir(bag.parent)
     relative = [Path(a).name if isinstance(a, Path) else a for a in common]
-    assert train(*relative, '--out', os.path.relpath(tmp_path / 'ray'), '--workers', 2) == 0
+    listening, watching = set(), threading.Event()
+
+    def watch():          # every TCP socket a Ray process listens on while it trains
+        while not watching.is_set():
+            lines = subprocess.run(['ss', '-tlnpH'], capture_output=True, text=True).stdout
+            listening.update(line for line in lines.splitlines() if 'ray::' in line)
+            watching.wait(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        assert train(*relative, '--out', os.path.relpath(tmp_path / 'ray'), '--workers', 2) == 0
+    finally:
+        watching.set()
+        watcher.join(10)
+    assert any('RayTrainWo' in line for line in listening)      # the workers were seen
+    for line in listening:
+        assert line.split()[3].rsplit(':', 1)[0] in ('127.0.0.1', '[::ffff:127.0.0.1]'), line
     one = json.loads((tmp_path / 'one.validation.json').read_text())
     ray = json.loads((tmp_path / 'ray.validation.json').read_text())
     assert ray['training']['ray_workers'] == 2 and ray['training']['steps'] == 30
@@ -300,9 +321,7 @@ def test_two_ray_train_workers_give_a_checkpoint_that_scores_like_one_process(
 def test_ctrl_c_saves_a_state_that_resume_continues(tmp_path, recordings):
     """The real command in its own process: SIGINT mid-training, exit 130, then --resume."""
     import signal
-    import subprocess
     import sys
-    import threading
     bag, csv = recordings[0]
     out = tmp_path / 'stopped'
     args = [sys.executable, '-m', 'timesformer_ros.train', 'train', '--bags', str(bag),
@@ -356,7 +375,6 @@ def test_peak_memory_does_not_grow_with_the_recording(tmp_path):
     float32 tensors): were they kept in memory, the difference would show. Both have more
     validation windows than one validation batch (32), so that batch is the same size.
     """
-    import subprocess
     import sys
     peaks = {}
     for name, frames in (('short', 900), ('long', 9000)):

@@ -296,7 +296,7 @@ def train_step(model, optimiser, normaliser: Normaliser, clips: np.ndarray,
     """One optimiser step on uint8 clips; return the loss."""
     model.train()
     logits = model(normaliser(torch.from_numpy(np.ascontiguousarray(clips))))
-    loss = F.cross_entropy(logits, torch.from_numpy(labels))
+    loss = F.cross_entropy(logits, torch.from_numpy(labels).to(logits.device))
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,6 +1,7 @@
 """Training from recordings on Ray Train: `timesformer_train train --bags ... --workers N`.
 
-Data-parallel (`ray.train.torch.TorchTrainer`: gloo on CPUs, NCCL on GPUs): each worker cuts the
+Data-parallel (`ray.train.torch.TorchTrainer`: gloo on CPUs, NCCL on GPUs; the process group
+joined through a file beside OUT, see `_process_group`): each worker cuts the
 windows of its share of the bags where it is scheduled (`bags.dataset.cut_windows`, into the
 cache beside OUT on its node), draws its share of each step's batch from them, and the gradients
 are averaged over the workers; with fewer bags than workers each worker reads every bag and takes
@@ -15,6 +16,7 @@ path they get is absolute. Ray Train needs its `train` extra (requirements/fleet
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import tempfile
 import time
@@ -25,11 +27,26 @@ import numpy as np
 from .bags.dataset import say
 
 
+def _process_group(config: dict, rank: int, world: int):
+    """Join the workers' process group through a file beside OUT, not a TCP store.
+
+    Ray Train's own set-up (`TorchConfig`) rendezvous through torch's TCPStore, which listens on
+    every interface; a FileStore listens on none. On the local runtime gloo's connections are
+    bound to loopback too (GLOO_SOCKET_IFNAME=lo), so nothing listens beyond 127.0.0.1.
+    """
+    import torch.distributed as dist
+    if config['loopback']:
+        os.environ['GLOO_SOCKET_IFNAME'] = 'lo'
+    dist.init_process_group('nccl' if config['gpus'] else 'gloo',
+                            init_method=f'file://{config["rendezvous"]}', rank=rank,
+                            world_size=world)
+
+
 def _worker_loop(config: dict):
     """One Ray Train worker: cut its bags' windows, train its share of each batch."""
     import ray.train
     import torch
-    from ray.train.torch import prepare_model
+    import torch.distributed as dist
 
     from . import finetune as ft
     from .bags.dataset import cut_windows
@@ -55,8 +72,12 @@ def _worker_loop(config: dict):
                                    train_set.classes[keep])
     if not len(train_set.classes):
         raise ValueError(f'Ray Train worker {rank} has no training windows in {mine}')
-    model = prepare_model(start.model)
-    normaliser = ft.Normaliser(start.mean, start.std)
+    _process_group(config, rank, world)
+    device = torch.device('cuda' if config['gpus'] else 'cpu')
+    model = start.model.to(device)
+    model = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[0] if config['gpus'] else None)
+    normaliser = ft.Normaliser(start.mean, start.std, device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=run.weight_decay)
     rng = np.random.default_rng(run.seed + 1000 * rank)
     share = max(1, -(-run.batch_size // world))
@@ -80,6 +101,7 @@ def _worker_loop(config: dict):
             torch.save(inner.state_dict(), Path(directory) / 'model.pt')
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(metrics, checkpoint=checkpoint)
+    dist.destroy_process_group()
 
 
 def fit_on_ray(run, data: dict) -> tuple:
@@ -91,7 +113,15 @@ def fit_on_ray(run, data: dict) -> tuple:
     ray, started_here = connect(run.address, workers)
     try:
         from ray.train import RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
+        from ray.train.backend import Backend
+        from ray.train.torch import TorchConfig, TorchTrainer
+
+        class OwnProcessGroup(TorchConfig):
+            """The workers join their process group themselves (`_process_group`)."""
+
+            @property
+            def backend_cls(self):
+                return Backend
         gpus = int(ray.available_resources().get('GPU', 0))
         count = run.workers or max(1, int(ray.available_resources().get('CPU', 1)))
         fields = {f.name: getattr(run, f.name) for f in dataclasses.fields(run)}
@@ -102,16 +132,21 @@ def fit_on_ray(run, data: dict) -> tuple:
                       params_file=str(Path(run.params_file).resolve()) if run.params_file
                       else None,
                       progress=False, workers=0, address=None, resume=False)
-        config = {'run': fields, 'bags': [(str(w.bag), w.truth) for w in data['bags']],
+        storage = Path(str(run.out) + '.ray').resolve()
+        storage.mkdir(parents=True, exist_ok=True)
+        host = (run.address or '127.0.0.1').split('://')[-1].rsplit(':', 1)[0]
+        config = {'run': fields, 'gpus': gpus > 0,
+                  'loopback': host in ('127.0.0.1', 'localhost', '[::1]'),
+                  'rendezvous': str(storage / f'rendezvous-{os.getpid()}-{time.time_ns()}'),
+                  'bags': [(str(w.bag), w.truth) for w in data['bags']],
                   'classes': data['start'].classes,
                   'cache': str(Path(str(run.out) + '.windows').resolve()),
                   'parts': (0,) if data['val_bags'] else None}
         backend = 'NCCL on GPUs' if gpus else 'gloo on CPUs'
         say(f'training on {count} Ray Train worker(s) ({backend})')
         began = time.monotonic()
-        storage = Path(str(run.out) + '.ray').resolve()
         trainer = TorchTrainer(
-            _worker_loop, train_loop_config=config,
+            _worker_loop, train_loop_config=config, torch_config=OwnProcessGroup(),
             scaling_config=ScalingConfig(num_workers=count, use_gpu=gpus > 0,
                                          resources_per_worker={'CPU': 1}),
             run_config=RunConfig(name='timesformer_train', storage_path=str(storage)))
