@@ -32,7 +32,7 @@ setup(
     entry_points={
         'console_scripts': [
             'timesformer_node = timesformer_ros.entry:node',
-            'timesformer_convert = timesformer_ros.checkpoints:convert_main',
+            'timesformer_convert = timesformer_ros.convert:convert_main',
             'timesformer_train = timesformer_ros.train:main',
             'timesformer_bench = timesformer_ros.bench:main',
             'timesformer_synthetic_camera = timesformer_ros.entry:camera',

@@ -6,10 +6,11 @@
 # Runs with .venv's python where there is one, else with the python3 of a plain GPU server that
 # has torch, timm, einops, transformers, onnx, onnxscript and onnxruntime-gpu and no ROS: the
 # checkout is put on PYTHONPATH, and each part that needs what that python lacks (rclpy for the
-# node, rosbags/mcap/PyYAML for bags) prints "skipped NAME: ..." with the reason and the run
-# goes on. PY, DEVICE, PRESET, BATCHES, ITERS, BUDGET_S, RUNS, RESULTS (where the engine and
-# ONNX Runtime JSON go) and BENCH_FLAGS (more timesformer_bench flags) override the defaults (CI runs
-# a CPU dry run: test/test_gpu_script.py).
+# node, rosbags/mcap for bags) prints "skipped NAME: ..." with the reason and the run goes on;
+# a part that fails is named at the end (exit status 1). PY, DEVICE, PRESET, BATCHES, ITERS,
+# BUDGET_S, RUNS, RESULTS (where the engine and ONNX Runtime JSON go) and BENCH_FLAGS (more
+# timesformer_bench flags) override the defaults (CI runs a CPU dry run:
+# test/test_gpu_script.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${PY:-}" ]; then
@@ -27,16 +28,20 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export FASTDDS_DEFAULT_PROFILES_FILE=${FASTDDS_DEFAULT_PROFILES_FILE:-$PWD/dev/fastdds_localhost.xml}
 export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
 
-# The first of the modules "$PY" cannot import, and why (nothing when it has them all).
+# The first of the modules "$PY" does not have, and why (nothing when it has them all). Found,
+# not imported: importing torch twice per part would double the time of a short run.
 missing() {
     "$PY" - "$@" <<'PYTHON'
-import importlib
+import importlib.util
 import sys
 for name in sys.argv[1:]:
     try:
-        importlib.import_module(name)
-    except Exception as exc:  # noqa: BLE001 - any failure to import is a reason to skip
-        print(f'{name} cannot be imported ({type(exc).__name__}: {exc})')
+        found = importlib.util.find_spec(name) is not None
+        why = 'is not installed'
+    except Exception as exc:  # noqa: BLE001 - any failure to find it is a reason to skip
+        found, why = False, f'cannot be imported ({type(exc).__name__}: {exc})'
+    if not found:
+        print(f'{name} {why}')
         break
 PYTHON
 }
@@ -54,8 +59,9 @@ part() {
         echo "skipped $name: it needs ${modules[*]}; $why"
         return 0
     fi
-    "$@"
+    "$@" || { status=$?; failed+=("$name"); echo "failed $name: exit status $status"; }
 }
+failed=()
 
 part engine torch timm einops -- \
     "$PY" -m timesformer_ros.bench --preset "$PRESET" --device "$DEVICE" --batch-sizes $BATCHES \
@@ -71,3 +77,7 @@ part node_latency rclpy sensor_msgs vision_msgs yaml -- \
 part bag_throughput rosbags mcap yaml -- \
     "$PY" benchmarks/bag_throughput.py --checkpoint "preset:$PRESET" --device "$DEVICE" \
     --batch-size 32
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "gpu.sh: failed: ${failed[*]}" >&2
+    exit 1
+fi

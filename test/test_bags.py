@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, console_script
 from timesformer_ros.bags import (
     Evaluation, EvaluationOutputs, evaluate, iter_messages, list_topics, record_synthetic)
-from timesformer_ros.messages import STRING, dict_ns as ns, stamp_ns
+from timesformer_ros.messages import DETECTION_2D, STRING, dict_ns as ns, stamp_ns
 
 CONFIG = REPO / 'config' / 'timesformer.yaml'
 START_NS = 1_700_000_000_000_000_000
@@ -95,6 +95,7 @@ def test_evaluate_gives_the_nodes_windows_and_scores_against_the_truth(bags, sto
                       '/timesformer/window': ('std_msgs/msg/String', len(records)),
                       '/timesformer/classification': ('vision_msgs/msg/Classification',
                                                       len(records)),
+                      '/timesformer/detection': ('vision_msgs/msg/Detection2D', len(records)),
                       '/timesformer/attention/spatial': ('sensor_msgs/msg/Image',
                                                          len(records)),
                       '/timesformer/events': ('std_msgs/msg/String', 2 * len(ended)),
@@ -102,6 +103,16 @@ def test_evaluate_gives_the_nodes_windows_and_scores_against_the_truth(bags, sto
                       '/timesformer/label_info': ('vision_msgs/msg/LabelInfo', 1)}
     assert active[0]['active'] == [] and active[-1]['active'] == []   # latched, then closed
     assert any(a['active'] for a in active)
+    # ~/detection: each window's header, its top_k hypotheses and its roi as the box.
+    detections = [m for _, m in iter_messages(tmp_path / 'out_bag', '/timesformer/detection',
+                                              (DETECTION_2D,))]
+    for record, msg in zip(records, detections):
+        assert stamp_ns(msg.header) == ns(record['header']['stamp'])
+        assert [(h.hypothesis.class_id, h.hypothesis.score) for h in msg.results] == \
+            [(r['class_id'], r['score']) for r in record['results']]
+        roi = record['roi']
+        assert abs(msg.bbox.size_x - (roi['x_max'] - roi['x_min'])) < 1e-9
+        assert abs(msg.bbox.center.position.y - (roi['y_min'] + roi['y_max']) / 2) < 1e-9
 
 
 def test_cli_reports_missing_and_wrong_topics_in_one_line(bags, tmp_path):

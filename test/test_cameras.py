@@ -285,3 +285,85 @@ def test_compressed_cameras_take_their_own_compressed_topics(ros, start_node,
     for name, listener in listeners.items():
         assert set(ends(name)) <= set(stamps[name][3:]) and len(ends(name)) >= 3
         assert {w['header']['frame_id'] for w in listener.windows} == {f'{name}_optical'}
+
+
+def test_per_camera_overrides_take_effect_for_that_camera_only(ros, start_node,
+                                                               small_checkpoint):
+    """Two 30 Hz cameras: `a` samples at its own 5 fps and keeps its own top_k.
+
+    `b` follows the globals (the checkpoint's 15 fps), also when one changes at run time; a
+    runtime change of `a`'s override changes `a` alone.
+    """
+    from test_node import set_parameters
+    start_cameras_node(start_node, small_checkpoint, ['a', 'b'], '-p',
+                       'cameras.a.target_fps:=5.0', '-p', 'cameras.a.top_k:=2')
+    diagnostics = Diagnostics(ros)
+    cameras = [Camera(ros, 'a', '/a/image', 30.0, 'rgb8', 48, 64, 1),
+               Camera(ros, 'b', '/b/image', 30.0, 'rgb8', 48, 64, 2)]
+    for camera in cameras:
+        wait_for_subscriber(ros, camera.publisher)
+    run_cameras(ros, cameras, 2.0, 30.0)
+    settle(ros, diagnostics, cameras)
+    a, b = (camera.results.windows for camera in cameras)
+    gaps = {camera.name: np.median(np.diff([stamp_of(w['window']['end'])
+                                            for w in camera.results.windows]))
+            for camera in cameras}
+    assert abs(gaps['a'] - 6 * 33_333_333) < 2_000_000, gaps       # 5 fps of a 30 Hz camera
+    assert abs(gaps['b'] - 2 * 33_333_333) < 2_000_000, gaps       # 15 fps
+    assert len(a) >= 2 and len(b) >= 3 * len(a)
+    assert {len(w['results']) for w in a} == {2} and {len(w['results']) for w in b} == {3}
+    status = diagnostics.statuses[diagnostic_name('a')]
+    assert 'target_fps:5.0' in status['overrides'] and 'top_k:2' in status['overrides']
+    assert diagnostics.statuses[diagnostic_name('b')]['overrides'] == ''
+
+    # At run time: the global top_k reaches b only (a has its own); a's override, a only.
+    assert all(r.successful for r in set_parameters(ros, top_k=1))
+    assert all(r.successful for r in set_parameters(ros, **{'cameras.a.top_k': 3}))
+    refused = set_parameters(ros, **{'cameras.a.top_k': 0})
+    assert not refused[0].successful and 'cameras.a.top_k' in refused[0].reason
+    seen = {camera.name: len(camera.results.windows) for camera in cameras}
+    for camera in cameras:
+        camera.stamps.clear()
+    for camera, first in zip(cameras, (5_000, 5_000)):
+        camera.frame = _shifted(camera.frame, first)
+    run_cameras(ros, cameras, 1.5, 30.0)
+    assert ros.spin_until(lambda: all(len(c.results.windows) >= seen[c.name] + 2
+                                      for c in cameras), 10.0)
+    later = {camera.name: camera.results.windows[seen[camera.name] + 1:] for camera in cameras}
+    assert {len(w['results']) for w in later['a']} == {3}
+    assert {len(w['results']) for w in later['b']} == {1}
+
+
+def _shifted(frame, offset):
+    """Continue a camera's frame source `offset` frames on (the stamps keep increasing)."""
+    return lambda i: frame(i + offset)
+
+
+@pytest.mark.parametrize('override, message', [
+    ('cameras.front.qos:=bogus', "cameras.front.qos must be one of ['sensor_data', 'reliable']"),
+    ('cameras.front.target_fps:=5', 'parameter cameras.front.target_fps (float'),
+    ('cameras.rear.top_k:=0', 'parameter cameras.rear.top_k (int): '),
+    ('cameras.rear.exit_threshold:=0.9', 'exit_threshold'),
+])
+def test_bad_camera_overrides_exit_2_with_one_line(ros, small_checkpoint, override, message):
+    import subprocess
+    from conftest import console_script
+    result = subprocess.run(console_script('timesformer_node') + [
+        '--ros-args', '-p', f'checkpoint:={small_checkpoint}', '-p', 'cameras:=[front,rear]',
+        '-p', override], env=ros.env, capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and message in output, output
+    assert 'Traceback' not in output
+    assert len([line for line in output.splitlines() if 'cannot start' in line]) == 1
+
+
+def test_help_lists_the_per_camera_overrides():
+    import subprocess
+    from conftest import console_script
+    from timesformer_ros.interface import PER_CAMERA
+    result = subprocess.run(console_script('timesformer_node') + ['--help'],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    flat = ' '.join(result.stdout.split())
+    assert 'per-camera overrides' in flat
+    assert all(f'cameras.CAMERA.{name}' in flat for name in PER_CAMERA)

@@ -9,6 +9,7 @@ small checkpoint; truth from one CSV of frame stamps. Every fleet result is chec
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -239,13 +240,30 @@ def test_the_key_is_the_checkpoint_and_parameters_not_their_paths(small_checkpoi
     assert run_digest(FleetConfig(str(small_checkpoint), CONFIG, None, 'cpu'), '/other') != base
 
 
+def started_here(line: str) -> bool:
+    """Whether a socket line of `ss -p` belongs to a process this test process started.
+
+    The machine may run other Ray runtimes (another user's suite): only this one's is judged.
+    """
+    for pid in map(int, re.findall(r'pid=(\d+)', line)):
+        while pid > 1:
+            if pid == os.getpid():
+                return True
+            try:
+                stat = Path(f'/proc/{pid}/stat').read_text()
+            except OSError:
+                break
+            pid = int(stat.rsplit(')', 1)[1].split()[1])      # the parent's pid
+    return False
+
+
 def test_ray_listens_on_loopback_only(ray_runtime):
-    """Every TCP socket a Ray process listens on is bound to 127.0.0.1 (`ss -tlnp`)."""
+    """Every TCP socket this Ray runtime listens on is bound to 127.0.0.1 (`ss -tlnp`)."""
     if shutil.which('ss') is None:
         pytest.skip('no ss')
     lines = subprocess.run(['ss', '-tlnpH'], capture_output=True, text=True).stdout.splitlines()
-    ray_lines = [line for line in lines
-                 if any(name in line for name in ('gcs_server', 'raylet', 'ray::'))]
+    ray_lines = [line for line in lines if started_here(line) and
+                 any(name in line for name in ('gcs_server', 'raylet', 'ray::'))]
     assert ray_lines
     for line in ray_lines:
         local = line.split()[3]

@@ -25,7 +25,8 @@ from safetensors.torch import save_file
 
 from conftest import console_script, fresh_domain, randomise_
 from timesformer_ros.checkpoints import (
-    CheckpointError, convert_main, load_checkpoint, official_to_hf_key, save_checkpoint)
+    CheckpointError, load_checkpoint, official_to_hf_key, save_checkpoint)
+from timesformer_ros.convert import convert_main
 from timesformer_ros.model import TimeSformer, TimeSformerConfig
 
 TINY = TimeSformerConfig(img_size=32, patch_size=8, num_frames=4, embed_dim=32, depth=2,

@@ -534,7 +534,7 @@ def test_an_82_gib_header_is_refused_without_allocating(tmp_path):
     (('--frame-interval', '4', '--camera-fps', '1e-300'), 'the camera rate must be a rate'),
 ])
 def test_convert_refuses_a_clip_rate_out_of_range(flags, message, tmp_path, capsys):
-    from timesformer_ros.checkpoints import convert_main
+    from timesformer_ros.convert import convert_main
     assert convert_main(['preset:tiny', str(tmp_path / 'out'), *flags]) == 2
     line = one_error(capsys.readouterr().err, 'timesformer_convert')
     assert message in line, line

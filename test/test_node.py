@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, STOP_WITHIN_S, console_script
 from test_vision_msgs import VISION_MSGS_4_1_1
 from timesformer_ros.interface import DIAGNOSTIC_NAME
-from timesformer_ros.messages import CLASSIFICATION, LABEL_INFO, stamp_ns
+from timesformer_ros.messages import CLASSIFICATION, DETECTION_2D, LABEL_INFO, stamp_ns
 from timesformer_ros.messages import dict_ns as stamp_of
 from timesformer_ros.outputs import OUTPUTS, WINDOW_SCHEMA
 
@@ -28,7 +28,7 @@ from rclpy.qos import (  # noqa: E402
     DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
-from vision_msgs.msg import Classification, LabelInfo  # noqa: E402
+from vision_msgs.msg import Classification, Detection2D, LabelInfo  # noqa: E402
 
 CONFIG = REPO / 'config' / 'timesformer.yaml'
 # The decoder settings that make ~/label the per-window top-1 (every class active, the best
@@ -45,6 +45,7 @@ class Listener:
         node = ros.node
         self.labels, self.windows, self.spatial, self.overlay = [], [], [], []
         self.classifications = []      # vision_msgs/Classification
+        self.detections = []           # vision_msgs/Detection2D
         self.diagnostics, self.label_info = [], []
         self.statuses = []             # (level, message) of each of the node's statuses
         node.create_subscription(String, f'{ns}/label', lambda m: self.labels.append(m.data),
@@ -53,6 +54,7 @@ class Listener:
                                  lambda m: self.windows.append(json.loads(m.data)), 50)
         node.create_subscription(Classification, f'{ns}/classification',
                                  self.classifications.append, 50)
+        node.create_subscription(Detection2D, f'{ns}/detection', self.detections.append, 50)
         node.create_subscription(Image, f'{ns}/attention/spatial', self.spatial.append, 50)
         node.create_subscription(Image, f'{ns}/attention/overlay', self.overlay.append, 50)
         node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
@@ -165,12 +167,37 @@ def test_node_end_to_end_at_30hz(ros, start_node, small_checkpoint):
         assert msg.header.frame_id == 'camera_optical'
         assert [(h.class_id, h.score) for h in msg.results] == \
             [(r['class_id'], r['score']) for r in result['results']]
+    # One vision_msgs/Detection2D per window: the same header and hypotheses as
+    # ~/classification, and the window's roi (in the 64x48 frame's pixels, inside the central
+    # 48x48 square the model sees) as its box.
+    ros.spin_until(lambda: len(listener.detections) >= len(listener.windows), 5.0)
+    detections = {header_ns(m): m for m in listener.detections}
+    assert len(detections) >= len(listener.windows) - 2
+    for result in listener.windows:
+        roi = result['roi']
+        assert 8 <= roi['x_min'] < roi['x_max'] <= 56 and 0 <= roi['y_min'] < roi['y_max'] <= 48
+        assert roi['method'] == 'rollout'     # the fixture's checkpoint has no head
+        stamp = stamp_of(result['header']['stamp'])
+        msg, typed_msg = detections.get(stamp), typed.get(stamp)
+        if msg is None or typed_msg is None:
+            continue
+        assert (msg.header.frame_id, header_ns(msg)) == \
+            (typed_msg.header.frame_id, header_ns(typed_msg))
+        assert [(h.hypothesis.class_id, h.hypothesis.score) for h in msg.results] == \
+            [(h.class_id, h.score) for h in typed_msg.results]
+        box = msg.bbox
+        assert np.allclose([box.center.position.x, box.center.position.y, box.size_x,
+                            box.size_y],
+                           [(roi['x_min'] + roi['x_max']) / 2, (roi['y_min'] + roi['y_max']) / 2,
+                            roi['x_max'] - roi['x_min'], roi['y_max'] - roi['y_min']],
+                           atol=1e-9)
     # The node publishes exactly the rows of outputs.OUTPUTS, each with its type, and DDS
     # carries the type hashes of vision_msgs 4.1.1.
     published_types = dict(ros.node.get_topic_names_and_types())
     for output in OUTPUTS:
         assert published_types.get(f'/timesformer/{output.name}') == [output.msgtype], output
-    for topic, typename in [('classification', CLASSIFICATION), ('label_info', LABEL_INFO)]:
+    for topic, typename in [('classification', CLASSIFICATION), ('label_info', LABEL_INFO),
+                            ('detection', DETECTION_2D)]:
         (info,) = ros.node.get_publishers_info_by_topic(f'/timesformer/{topic}')
         assert str(info.topic_type_hash) == VISION_MSGS_4_1_1[typename]
     assert len(listener.labels) >= len(listener.windows) - 2

@@ -368,7 +368,7 @@ EDITS = {
     'mean_nan': (set_meta(mean=[float('nan')] * 3), r'mean .* is not finite'),
     'std_zero': (set_meta(std=[0.0] * 3), 'std .* must lie between'),
     'mean_255': (set_meta(mean=[123.7] * 3), r'mean .* is outside'),
-    'clip_fps_negative': (set_meta(clip_fps=-5), 'clip_fps must be a number'),
+    'clip_fps_negative': (set_meta(clip_fps=-5), 'clip_fps must be a rate'),
     'source_number': (set_meta(source=7), 'source must be a string'),
     'sha_missing': (set_meta(source_sha256=''), 'source_sha256 must be 64 hexadecimal'),
     'opset_16': (opset(16), 'opset 16 is below 17'),

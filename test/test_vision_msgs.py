@@ -13,7 +13,10 @@ import pytest
 from conftest import REPO
 from timesformer_ros.messages import VISION_TYPES, register_vision_types, vision_definition_dirs
 
-# From vision_msgs 4.1.1 as the distribution builds it.
+# From vision_msgs 4.1.1 as the distribution builds it. The last five were computed with
+# rosbags 0.11.9 (`hash_rihs01`, REP 2011) from the .msg files of ros-perception/vision_msgs at
+# its tag 4.1.1 (geometry_msgs from the Kilted wheels); the same computation gives the first
+# four, recorded earlier, exactly.
 VISION_MSGS_4_1_1 = {
     'vision_msgs/msg/Classification':
         'RIHS01_f74db28d0eaef3afb78f48bf2161cd709a1383a0309d3454383b25be11345143',
@@ -23,6 +26,16 @@ VISION_MSGS_4_1_1 = {
         'RIHS01_3d37df4015cdf660cc851c51897f2acd957e1ca6205ba0a99aebffb9406b0783',
     'vision_msgs/msg/VisionClass':
         'RIHS01_1e4a11f0fed50b5623cb8ff26ca0e37952a48a9c074d16f804b44e9164c2037a',
+    'vision_msgs/msg/Point2D':
+        'RIHS01_eab0e83f44ab4de92ceaf76dd7d0e7638f2bdd1d16ffbe16c7a136c48e407247',
+    'vision_msgs/msg/Pose2D':
+        'RIHS01_b0b5d1d7b4c20dd4fcde3ed1d4b289a919290572007d67a97043814db25d3648',
+    'vision_msgs/msg/BoundingBox2D':
+        'RIHS01_008eacbb0cf8f26e83795547bed013eec3675485ef386ec056d80eaaf1c1ce2f',
+    'vision_msgs/msg/ObjectHypothesisWithPose':
+        'RIHS01_41c12344c0396c48b81df12467c192d99b2a0eb1463c5c37194e4223251c80bc',
+    'vision_msgs/msg/Detection2D':
+        'RIHS01_0d12b69df5c593b3455b7346fac8205437a7d4bcb09b9e0e0b2dde787ded38ea',
 }
 
 
@@ -64,3 +77,10 @@ def test_the_python_classes_import_and_build(tmp_path):
     assert [(c.class_id, c.class_name) for c in info.class_map] == [(0, 'a'), (1, 'b')]
     with pytest.raises(ValueError, match='uint16'):
         types.label_info(types.header(0, ''), ['x'] * 65535, 0.0)
+    detection = types.detection(types.header(7, 'cam'), (10.0, 20.0, 50.0, 40.0),
+                                [('2', 0.5), ('0', 0.25)])
+    assert (detection.bbox.center.position.x, detection.bbox.center.position.y,
+            detection.bbox.size_x, detection.bbox.size_y) == (30.0, 30.0, 40.0, 20.0)
+    assert [(r.hypothesis.class_id, r.hypothesis.score) for r in detection.results] == \
+        [('2', 0.5), ('0', 0.25)]
+    assert detection.results[0].pose.pose.orientation.w == 1.0

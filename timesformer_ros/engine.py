@@ -19,6 +19,7 @@ from einops import rearrange, reduce
 
 from .checkpoints import Checkpoint, default_labels, embedded_checkpoint, load_checkpoint
 from .frames import Preprocessor
+from .locate import Locator
 from .model import TimeSformer, preset
 from .predictions import (  # noqa: F401 - re-exported: the package imports them from here
     EngineError, Prediction, predictions, stack_clips)
@@ -122,6 +123,7 @@ class Engine:
         self.labels = list(self.checkpoint.labels)
         self.config = self.checkpoint.config
         self.model = self.checkpoint.model.to(self.device, self.dtype).eval()
+        self.locator = Locator.for_checkpoint(self.checkpoint).to(self.device, self.dtype)
         if self.device.type == 'cpu' and not keep_freed_memory():
             LOGGER.debug('mallopt unavailable: CPU inference re-faults its buffers each call')
         self.preprocessor = Preprocessor(self.config.img_size, self.checkpoint.mean,
@@ -139,9 +141,17 @@ class Engine:
         return self.config.num_frames
 
     def _forward(self, video: torch.Tensor, with_attention: bool):
+        """Logits, and with attention its summaries and the locator's evidence (`locate`)."""
         if not with_attention:
-            return self.model(video), None, None
-        return forward_with_summaries(self.model, video)
+            return self.model(video), None, None, None
+        last = len(self.model.blocks) - 1
+        tokens, weights = self.model.forward_features_with_attention(
+            video, {last} | self.locator.blocks)
+        grid = (video.shape[-2] // self.config.patch_size,
+                video.shape[-1] // self.config.patch_size)
+        spatial, temporal = attention_summary(self.model, weights[last], video.shape[1], grid)
+        evidence = self.locator.evidence(video, weights, grid)
+        return self.model.forward_head(tokens), spatial, temporal, evidence
 
     def warm_up(self, max_batch: int = 1):
         """Run dummy clips once (and compile, when asked) so the first real window is fast."""
@@ -156,9 +166,13 @@ class Engine:
         """Predictions for a (B, T, C, S, S) tensor of preprocessed frames."""
         started = time.perf_counter()
         with torch.inference_mode():
-            logits, spatial, temporal = self._run(video.to(self.device, self.dtype),
-                                                  with_attention)
-            return predictions(logits, spatial, temporal, self.labels, started)
+            logits, spatial, temporal, evidence = self._run(
+                video.to(self.device, self.dtype), with_attention)
+            regions = None
+            if with_attention:
+                boxes, confidences = self.locator.boxes(evidence, video.shape[-1])
+                regions = (boxes / video.shape[-1], confidences, self.locator.method)
+            return predictions(logits, spatial, temporal, self.labels, started, regions)
 
     def infer(self, clips: Sequence[Sequence[torch.Tensor]], with_attention: bool = True) -> list:
         """Predictions for clips given as sequences of T preprocessed frames (3, S, S).

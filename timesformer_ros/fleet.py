@@ -298,6 +298,7 @@ def evaluate_many(fleet: Fleet, stop: Optional['StopRequest'] = None) -> dict:
         read_segments(fleet.config.truth)
     truth = read_truth_csv(fleet.config.truth) if is_truth_file(fleet.config.truth) and \
         not is_segments_file(fleet.config.truth) else None
+    check_stop(stop)                # before a local runtime takes seconds to start
     created = [d for d in (results_dir, *results_dir.parents) if not d.exists()]
     started_here = False
     try:

@@ -234,12 +234,29 @@ def decode(msg) -> tuple:
     return np.ascontiguousarray(rgb), key
 
 
+def square_of(height: int, width: int) -> tuple:
+    """Return (top, left, side): where the central square of a frame lies in it."""
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side
+
+
 def centre_square(rgb: np.ndarray) -> np.ndarray:
     """Return the central square of a frame, its side the shorter side: what the model sees."""
-    height, width = rgb.shape[:2]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
+    top, left, side = square_of(*rgb.shape[:2])
     return rgb[top:top + side, left:left + side]
+
+
+def to_source(box: Sequence[float], size: int, height: int, width: int) -> tuple:
+    """Map a box in the model's input pixels back into the source frame's pixels.
+
+    `box` is (x_min, y_min, x_max, y_max) with pixel edges at 0..`size` in the `size` x `size`
+    input that `resize_and_crop` made of a `width` x `height` frame; the result is the same
+    box in that frame (edges at 0..width, 0..height), inside its central square.
+    """
+    top, left, side = square_of(height, width)
+    scale = side / size
+    x0, y0, x1, y1 = (min(max(float(v), 0.0), float(size)) for v in box)
+    return left + x0 * scale, top + y0 * scale, left + x1 * scale, top + y1 * scale
 
 
 def resize_and_crop(rgb: np.ndarray, size: int) -> np.ndarray:

@@ -10,7 +10,8 @@ the two equal, so the node started without a params file behaves as the shipped 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import textwrap
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -204,6 +205,29 @@ PARAMETERS = (
 )
 BY_NAME = {p.name: p for p in PARAMETERS}
 
+# The per-camera settings: with named cameras, `cameras.<name>.<parameter>` overrides one of
+# these for that camera alone (same type and rule as the global parameter, read-only where it
+# is); a camera without an override follows the global value, also when it changes at run time.
+PER_CAMERA = ('stride', 'sample_every', 'target_fps', 'max_gap_s', 'top_k', 'score_threshold',
+              'input_transport', 'qos', 'qos_depth', 'publish_overlay', 'smoothing',
+              'ema_tau_s', 'vote_windows', 'enter_threshold', 'exit_threshold',
+              'min_duration_s', 'min_gap_s', 'input_timeout_s', 'expected_rate_hz')
+_OVERRIDE = re.compile(r'cameras\.([A-Za-z][A-Za-z0-9_]*)\.([a-z_]+)\Z')
+
+
+def override_param(camera: str, name: str) -> Param:
+    """Return the Param of camera `camera`'s override of the global parameter `name`."""
+    return replace(BY_NAME[name], name=f'cameras.{camera}.{name}')
+
+
+def split_override(name: str) -> Optional[tuple]:
+    """Return (camera, parameter) of a per-camera override's name, None for any other name."""
+    match = _OVERRIDE.match(name)
+    if match is None or match.group(2) not in PER_CAMERA:
+        return None
+    return match.group(1), match.group(2)
+
+
 # The node's inputs and its diagnostics; its outputs are `outputs.OUTPUTS` (`node.TOPICS` is
 # the whole table).
 INPUT_TOPICS = (
@@ -258,6 +282,11 @@ def help_text(prog: str, summary: str, params: Sequence[Param],
     for p in params:
         lines.append(f'  {p.name} = {p.default!r}  ({p.rule()})')
         lines.append(f'      {p.description}')
+    if params is PARAMETERS:
+        lines += ['', 'per-camera overrides (with cameras [CAMERA, ...]; same rules as the global '
+                  'parameter, unset: the global value):']
+        lines += textwrap.wrap(', '.join(f'cameras.CAMERA.{n}' for n in PER_CAMERA), 95,
+                               initial_indent='  ', subsequent_indent='  ')
     lines += ['', 'topics (relative names can be remapped; ~ is the node\'s namespace):']
     width = max(len(t.name) for t in topics)
     for t in topics:

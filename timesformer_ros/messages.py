@@ -27,7 +27,14 @@ CLASSIFICATION = 'vision_msgs/msg/Classification'
 OBJECT_HYPOTHESIS = 'vision_msgs/msg/ObjectHypothesis'
 LABEL_INFO = 'vision_msgs/msg/LabelInfo'
 VISION_CLASS = 'vision_msgs/msg/VisionClass'
-VISION_TYPES = (OBJECT_HYPOTHESIS, CLASSIFICATION, VISION_CLASS, LABEL_INFO)
+POINT_2D = 'vision_msgs/msg/Point2D'
+POSE_2D = 'vision_msgs/msg/Pose2D'
+BOUNDING_BOX_2D = 'vision_msgs/msg/BoundingBox2D'
+HYPOTHESIS_WITH_POSE = 'vision_msgs/msg/ObjectHypothesisWithPose'
+DETECTION_2D = 'vision_msgs/msg/Detection2D'
+# Dependencies first: rosbags registers them in this order.
+VISION_TYPES = (OBJECT_HYPOTHESIS, CLASSIFICATION, VISION_CLASS, LABEL_INFO, POINT_2D, POSE_2D,
+                BOUNDING_BOX_2D, HYPOTHESIS_WITH_POSE, DETECTION_2D)
 UNLABELED = 65535     # VisionClass: the largest class id names the "unlabeled" class
 
 
@@ -65,9 +72,11 @@ class MessageTypes:
     library's uint8[] fields take.
     """
 
-    def __init__(self, classes: Callable[[str], type], data: Callable[[np.ndarray], Any]):
+    def __init__(self, classes: Callable[[str], type], data: Callable[[np.ndarray], Any],
+                 floats: Callable[[np.ndarray], Any] = lambda a: a.astype(np.float64)):
         self.classes = classes
         self.to_data = data
+        self.to_floats = floats      # float64[N] fields
 
     def header(self, ns: int, frame_id: str):
         """Return a std_msgs/Header stamped `ns`."""
@@ -99,6 +108,32 @@ class MessageTypes:
             header=header, results=[hypothesis(class_id=str(c), score=float(s))
                                     for c, s in results])
 
+    def detection(self, header, box: Sequence[float], results: Sequence[tuple]):
+        """Return a vision_msgs/Detection2D of a box and (class_id, score) pairs, best first.
+
+        `box` is (x_min, y_min, x_max, y_max) in image pixels; the message holds its centre and
+        size. The hypotheses' poses stay zero (a 2D detection has none).
+        """
+        x0, y0, x1, y1 = (float(v) for v in box)
+        centre = self.classes(POSE_2D)(
+            position=self.classes(POINT_2D)(x=(x0 + x1) / 2, y=(y0 + y1) / 2), theta=0.0)
+        hypothesis, with_pose = self.classes(OBJECT_HYPOTHESIS), self.classes(
+            HYPOTHESIS_WITH_POSE)
+        return self.classes(DETECTION_2D)(
+            header=header, id='',
+            bbox=self.classes(BOUNDING_BOX_2D)(center=centre, size_x=x1 - x0, size_y=y1 - y0),
+            results=[with_pose(hypothesis=hypothesis(class_id=str(c), score=float(s)),
+                               pose=self._zero_pose()) for c, s in results])
+
+    def _zero_pose(self):
+        """Return a geometry_msgs/PoseWithCovariance at the origin, identity orientation."""
+        geometry = 'geometry_msgs/msg/'
+        pose = self.classes(geometry + 'Pose')(
+            position=self.classes(geometry + 'Point')(x=0.0, y=0.0, z=0.0),
+            orientation=self.classes(geometry + 'Quaternion')(x=0.0, y=0.0, z=0.0, w=1.0))
+        return self.classes(geometry + 'PoseWithCovariance')(
+            pose=pose, covariance=self.to_floats(np.zeros(36)))
+
     def label_info(self, header, labels: Sequence[str], threshold: float):
         """Return a vision_msgs/LabelInfo: class ids 0..n-1 and their names, the threshold."""
         if len(labels) >= UNLABELED:
@@ -112,17 +147,20 @@ class MessageTypes:
 
 def rclpy_types() -> MessageTypes:
     """Message classes of rclpy (the ROS client library's generated Python types)."""
+    import geometry_msgs.msg as geometry
+    import vision_msgs.msg as vision
     from builtin_interfaces.msg import Time
     from sensor_msgs.msg import CompressedImage, Image
     from std_msgs.msg import Header, String
-    from vision_msgs.msg import Classification, LabelInfo, ObjectHypothesis, VisionClass
     classes = {IMAGE: Image, COMPRESSED_IMAGE: CompressedImage, STRING: String,
-               HEADER: Header, TIME: Time, CLASSIFICATION: Classification,
-               OBJECT_HYPOTHESIS: ObjectHypothesis, LABEL_INFO: LabelInfo,
-               VISION_CLASS: VisionClass}
+               HEADER: Header, TIME: Time}
+    classes.update({name: getattr(vision, name.rsplit('/', 1)[1]) for name in VISION_TYPES})
+    classes.update({f'geometry_msgs/msg/{name}': getattr(geometry, name)
+                    for name in ('Point', 'Quaternion', 'Pose', 'PoseWithCovariance')})
     # array.array('B') is the type rclpy stores uint8[] in: assigning one skips its
     # per-element check (0.6 ms instead of 1.7 ms for a 640x480 rgb8 frame).
-    return MessageTypes(classes.__getitem__, lambda a: array.array('B', a.tobytes()))
+    return MessageTypes(classes.__getitem__, lambda a: array.array('B', a.tobytes()),
+                        lambda a: [float(v) for v in a])
 
 
 def bag_types(store) -> MessageTypes:

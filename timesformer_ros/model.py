@@ -11,7 +11,7 @@ The maths follows the official facebookresearch/TimeSformer `timesformer/models/
   final norm and head (one row of logits per clip, unlike Hugging Face's `space_only`).
 
 Parameter names are the official ones (without the `model.` prefix of its wrapper), so converting
-an official checkpoint is a matter of stripping prefixes (see `checkpoints.py`).
+an official checkpoint is a matter of stripping prefixes (see `checkpoints`).
 
 Internally patch tokens are ordered frame-major, `(t n)`; the official code orders them
 `(n t)`. Attention, layer norms and MLPs are equivariant to that permutation, so the logits are
@@ -463,10 +463,18 @@ class TimeSformer(nn.Module):
         Returns (logits, {block index: BlockWeights}). Those blocks run the explicit attention
         path, every other block the fused one; the logits equal `forward`'s.
         """
+        tokens, weights = self.forward_features_with_attention(video, blocks)
+        return self.forward_head(tokens), weights
+
+    def forward_features_with_attention(self, video: torch.Tensor,
+                                        blocks: Optional[set] = None):
+        """Return `forward_features`' tokens and the attention weights of `blocks`.
+
+        (tokens, {block index: BlockWeights}); `blocks` defaults to the last block only.
+        """
         if blocks is None:
             blocks = {len(self.blocks) - 1}
-        tokens, weights = self._forward_tokens(video, frozenset(blocks))
-        return self.forward_head(tokens), weights
+        return self._forward_tokens(video, frozenset(blocks))
 
 
 def attention_flops(config: TimeSformerConfig, num_frames: Optional[int] = None) -> int:

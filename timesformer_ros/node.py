@@ -36,13 +36,13 @@ from .clips import model_clip_buffer, model_sampling
 from .engine import Engine, EngineError, engine_from_values
 from .interface import (
     BY_NAME, DIAGNOSTICS_TOPIC, ENGINE_DIAGNOSTIC_NAME, INPUT_TOPICS, PARAMETERS, Topic,
-    camera_names, diagnostic_name, help_text)
+    camera_names, diagnostic_name, help_text, override_param, split_override)
 from .messages import rclpy_types
 from .outputs import BY_OUTPUT, OUTPUTS, Reporter
 from .diagnostics import OK, health, input_problem
 from .pipeline import BatchWorker, Stream
 from .segments import ActionDecoder, DecoderConfig
-from .spin import StartupError, declare, run_node
+from .spin import StartupError, declare, declare_overrides, run_node
 
 SUMMARY = """Video action recognition: buffers camera frames in a sliding window, runs a
 TimeSformer on each window and publishes labels, scores and attention summaries."""
@@ -82,6 +82,8 @@ class Camera:
 
     name: str
     reporter: Reporter
+    values: dict                                      # its settings: the globals, overridden
+    overrides: dict = field(default_factory=dict)    # its own (cameras.NAME.PARAM)
     stream: Optional[Stream] = None
     subscription: object = None
     outputs: dict = field(default_factory=dict)       # output name -> publisher
@@ -89,6 +91,7 @@ class Camera:
     # so ~/events and the latched ~/active never go out of order.
     lock: threading.Lock = field(default_factory=threading.Lock)
     input_problem: Optional[str] = None
+    sampling: object = None                           # its clips.Sampling
 
     @property
     def prefix(self) -> str:
@@ -112,8 +115,9 @@ class WholeSetParameterService(ParameterService):
     for, and whether a set works would depend on its order: [enter 0.5, exit 0.3] from enter
     1.0 / exit 1.0 refused enter and applied exit, leaving 1.0 / 0.3. Here the node is told the
     whole request first, and the on-set callback judges such rules on the values after it
-    (`TimeSformerNode.values_after`), as the ROS 2 parameter guidance asks of on-set callbacks:
-    validate the values the node would be left with, with no side effects.
+    (`TimeSformerNode.values_after`). The roles stay those of ROS 2's parameter callback design
+    (rclcpp's "Proposed node parameters callback Design", rclpy alike): on-set validates with
+    no side effects, post-set applies, and what is validated is the state a request leaves.
     """
 
     def _set_parameters_callback(self, request, response):
@@ -135,18 +139,27 @@ class TimeSformerNode(Node):
         self._parameter_service = WholeSetParameterService(self)
         self.values = values = declare(self, PARAMETERS)
         names = camera_names(values['cameras'])
+        overrides = declare_overrides(self, names)
         self.engine = load_engine(values, self.get_logger(),
                                   max_batch=min(values['max_batch'], len(names)))
-        self.get_logger().info(f'model: {self.engine.describe()}')
-        self.sampling = model_sampling(self.engine, values)
-        self.get_logger().info(f'sampling: {self.sampling.describe()}')
-        try:
-            self.cameras = [Camera(name, Reporter(ActionDecoder(
-                self.engine.labels, DecoderConfig.from_values(values)))) for name in names]
-        except ValueError as exc:
-            raise StartupError(str(exc)) from None
+        locator = getattr(self.engine, 'locator', None)
+        self.get_logger().info(f'model: {self.engine.describe()} (region: '
+                               f'{locator.method if locator else "none"})')
+        self.cameras = []
+        for name in names:
+            own = {**values, **overrides[name]}
+            try:
+                decoder = ActionDecoder(self.engine.labels, DecoderConfig.from_values(own))
+            except ValueError as exc:
+                raise StartupError(f'{exc}{" (camera " + name + ")" if name else ""}') \
+                    from None
+            self.cameras.append(Camera(name, Reporter(decoder), own, overrides[name]))
         for camera in self.cameras:
-            camera.stream = Stream(camera.name, model_clip_buffer(self.engine, values),
+            camera.sampling = model_sampling(self.engine, camera.values)
+            self.get_logger().info(f'sampling{camera.where}: {camera.sampling.describe()}'
+                                   + (f' (overrides: {_dict_text(camera.overrides)})'
+                                      if camera.overrides else ''))
+            camera.stream = Stream(camera.name, model_clip_buffer(self.engine, camera.values),
                                    self.engine.preprocessor,
                                    partial(self._publish, camera),
                                    partial(self._on_failure, camera),
@@ -163,17 +176,19 @@ class TimeSformerNode(Node):
         self.steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.diagnostics_timer = self.create_timer(values['diagnostics_period_s'],
                                                    self._publish_diagnostics, clock=self.steady)
-        topics = ', '.join(c.subscription.topic_name for c in self.cameras)
-        self.get_logger().info(f'listening on {topics} ({values["input_transport"]}, qos '
-                               f'{values["qos"]}, depth {values["qos_depth"]}; batches of at '
-                               f'most {self.worker.max_batch})')
+        topics = ', '.join(f'{c.subscription.topic_name} ({c.values["input_transport"]}, qos '
+                           f'{c.values["qos"]}, depth {c.values["qos_depth"]})'
+                           for c in self.cameras)
+        self.get_logger().info(f'listening on {topics}; batches of at most '
+                               f'{self.worker.max_batch}')
         self.worker.start()       # last: a constructor that fails leaves no thread behind
 
     def _check_topic_names(self, values: dict):
         """Refuse at start (one line) a topic that the namespace and camera make too long."""
         namespace = self.get_namespace().rstrip('/')
-        image = 'image/compressed' if values['input_transport'] == 'compressed' else 'image'
         for camera in self.cameras:
+            image = 'image/compressed' if camera.values['input_transport'] == 'compressed' \
+                else 'image'
             names = [f'{namespace}/{camera.prefix}{image}'] + [
                 f'{namespace}/{self.get_name()}/{camera.prefix}{o.name}'
                 for o in OUTPUTS if o.per_camera]
@@ -204,12 +219,13 @@ class TimeSformerNode(Node):
                 self._send_latched(output)
         self.pub_diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
 
-        qos = QoSProfile(depth=values['qos_depth'], history=HistoryPolicy.KEEP_LAST,
-                         durability=DurabilityPolicy.VOLATILE,
-                         reliability=ReliabilityPolicy.RELIABLE if values['qos'] == 'reliable'
-                         else ReliabilityPolicy.BEST_EFFORT)
-        compressed = values['input_transport'] == 'compressed'
         for camera in self.cameras:
+            own = camera.values
+            qos = QoSProfile(depth=own['qos_depth'], history=HistoryPolicy.KEEP_LAST,
+                             durability=DurabilityPolicy.VOLATILE,
+                             reliability=ReliabilityPolicy.RELIABLE if own['qos'] == 'reliable'
+                             else ReliabilityPolicy.BEST_EFFORT)
+            compressed = own['input_transport'] == 'compressed'
             # Frames lost inside DDS (a full history queue while a large frame decodes) are
             # counted.
             events = SubscriptionEventCallbacks(message_lost=partial(self._on_lost, camera))
@@ -252,14 +268,18 @@ class TimeSformerNode(Node):
             self.whole_set = []
 
     def _own_problem(self, param) -> Optional[str]:
-        """Return why `param` alone would be refused (read-only, type, range), or None."""
-        spec = BY_NAME.get(param.name)
+        """Return why `param` alone would be refused (read-only, type, range), or None.
+
+        A camera's override (`cameras.NAME.PARAM`) follows the rules of its global parameter.
+        """
+        override = split_override(param.name)
+        spec = override_param(*override) if override else BY_NAME.get(param.name)
         if spec is None:
             return None
         if spec.read_only:
             return f'{param.name} is read-only (restart)'
-        if type(param.value) is not type(self.values[param.name]):
-            return f'{param.name} must be a {type(self.values[param.name]).__name__}'
+        if type(param.value) is not type(spec.default):
+            return f'{param.name} must be a {type(spec.default).__name__}'
         return spec.check(param.value)
 
     def values_after(self, params) -> dict:
@@ -272,6 +292,15 @@ class TimeSformerNode(Node):
         for param in [*self.whole_set, *params]:
             if param.name in BY_NAME and not self._own_problem(param):
                 values[param.name] = param.value
+        return values
+
+    def _camera_values_after(self, camera: Camera, params) -> dict:
+        """Return a camera's settings after the whole set that `params` belong to."""
+        values = dict(camera.values)
+        for changed_camera, changed in self._changes(
+                [p for p in [*self.whole_set, *params] if not self._own_problem(p)]):
+            if changed_camera is camera:
+                values.update(changed)
         return values
 
     def _validate_parameters(self, params) -> SetParametersResult:
@@ -291,39 +320,74 @@ class TimeSformerNode(Node):
             except ValueError as exc:
                 return SetParametersResult(successful=False,
                                            reason=f'{exc} (after the whole set)')
+        for camera, changes in self._changes(params):
+            if DECODER_PARAMETERS & set(changes):
+                try:   # and for each camera, with its own overrides
+                    DecoderConfig.from_values(self._camera_values_after(camera, params))
+                except ValueError as exc:
+                    return SetParametersResult(
+                        successful=False, reason=f'{exc}{camera.where} (after the whole set)')
         return SetParametersResult(successful=True)
 
+    def _changes(self, params) -> list:
+        """[(camera, {parameter: new value})]: what `params` change in each camera's settings.
+
+        A global parameter changes the cameras without their own override of it; an override
+        changes its camera alone.
+        """
+        changes = {camera.name: {} for camera in self.cameras}
+        for param in params:
+            override = split_override(param.name)
+            if override and override[0] in changes and param.value is not None:
+                changes[override[0]][override[1]] = param.value
+            elif param.name in BY_NAME:
+                for camera in self.cameras:
+                    if param.name not in camera.overrides:
+                        changes[camera.name].setdefault(param.name, param.value)
+        return [(camera, changes[camera.name]) for camera in self.cameras
+                if changes[camera.name]]
+
     def _apply_parameters(self, params):
-        """Post-set: the accepted values take effect (on the next window), each change logged."""
+        """Post-set: the accepted values take effect (on the next window), each change logged.
+
+        A global parameter reaches the cameras without their own override of it; an override
+        (`cameras.NAME.PARAM`) its camera alone.
+        """
+        changes = self._changes(params)
         names = {p.name for p in params if p.name in BY_NAME}
         for param in params:
             if param.name in names and param.value != self.values[param.name]:
                 self.get_logger().info(
                     f'parameter {param.name}: {self.values[param.name]!r} -> {param.value!r}')
+            elif split_override(param.name):
+                self.get_logger().info(f'parameter {param.name}: {param.value!r}')
         self.values.update({p.name: p.value for p in params if p.name in names})
-        if 'stride' in names:
-            for camera in self.cameras:
-                camera.stream.set_stride(self.values['stride'])
+        for camera, changed in changes:
+            for param in params:
+                override = split_override(param.name)
+                if override and override[0] == camera.name:
+                    camera.overrides[override[1]] = param.value
+            with camera.lock:           # not while the worker publishes
+                camera.values.update(changed)
+                if DECODER_PARAMETERS & set(changed):
+                    # Halfway through a set the values may break a rule that the whole set
+                    # keeps: the decoder takes the values after the whole set at once.
+                    camera.reporter.decoder.config = DecoderConfig.from_values(
+                        self._camera_values_after(camera, []))
+                for output in OUTPUTS:
+                    if output.enabled_by in changed:
+                        self._advertise(camera, output)
+            if 'stride' in changed:
+                camera.stream.set_stride(camera.values['stride'])
         if 'score_threshold' in names:
             self._send_latched(BY_OUTPUT['label_info'])
-        if DECODER_PARAMETERS & names:
-            # Halfway through a set the values may break a rule that the whole set keeps: the
-            # decoder takes the values after the whole set at once.
-            config = DecoderConfig.from_values(self.values_after([]))
-            for camera in self.cameras:
-                camera.reporter.decoder.config = config      # the next window
-        for output in OUTPUTS:
-            if output.enabled_by in names:
-                for camera in self.cameras:
-                    with camera.lock:                   # not while the worker publishes
-                        self._advertise(camera, output)
 
     def _advertise(self, camera: Camera, output):
         """Create the camera's publisher of `output` where it is enabled; destroy it where not.
 
         An output switched off by its parameter (`publish_overlay`) is not advertised at all.
         """
-        enabled, publisher = output.enabled(self.values), camera.outputs.get(output.name)
+        enabled, publisher = output.enabled(camera.values), camera.outputs.get(output.name)
         if enabled and publisher is None:
             camera.outputs[output.name] = self.create_publisher(
                 self.types.classes(output.msgtype), f'~/{camera.prefix}{output.name}',
@@ -347,7 +411,7 @@ class TimeSformerNode(Node):
         for output in OUTPUTS:
             publisher = camera.outputs.get(output.name)     # None: not enabled
             if output.per_window and publisher is not None:
-                for msg in output.per_window(self.types, result, self.values):
+                for msg in output.per_window(self.types, result, camera.values):
                     publisher.publish(msg)
 
     def _publish(self, camera: Camera, job, prediction, latency_ms: float):
@@ -356,7 +420,7 @@ class TimeSformerNode(Node):
         try:
             with camera.lock:   # built and published in one go: events stay in order
                 result = camera.reporter.window(job.window, prediction, job.header.frame_id,
-                                                latency_ms, self.values, job.rgb)
+                                                latency_ms, camera.values, job.rgb)
                 self._publish_result(camera, result)
         except Exception:  # noqa: BLE001 - a signal may shut the context down mid-publish
             if self.context.ok():
@@ -367,7 +431,7 @@ class TimeSformerNode(Node):
 
         It ends (reason input_timeout) instead of staying active until frames come back.
         """
-        timeout = self.values['input_timeout_s']
+        timeout = camera.values['input_timeout_s']
         if not timeout or snap['input_silence_s'] < timeout:
             return
         with camera.lock:
@@ -380,8 +444,8 @@ class TimeSformerNode(Node):
         topic = camera.subscription.topic_name
         publishers = self.get_publishers_info_by_topic(topic) if not snap['frames_received'] \
             else []                 # only asked while no frame has come
-        problem = input_problem(snap, topic, self.values['input_timeout_s'],
-                                self.values['expected_rate_hz'], len(publishers),
+        problem = input_problem(snap, topic, camera.values['input_timeout_s'],
+                                camera.values['expected_rate_hz'], len(publishers),
                                 self._incompatible(camera, publishers))
         self._log_input_problem(camera, problem)
         self._end_actions_on_silence(camera, snap)
@@ -393,7 +457,8 @@ class TimeSformerNode(Node):
         values['batch_sizes'] = _dict_text(snap['batch_sizes'])
         values['camera'] = camera.name
         values['topic'] = topic
-        values['sampling'] = self.sampling.describe()
+        values['sampling'] = camera.sampling.describe()
+        values['overrides'] = _dict_text(camera.overrides)
         values.update(self._engine_values())
         return self._status(diagnostic_name(camera.name), level, message, values)
 

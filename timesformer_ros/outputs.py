@@ -18,9 +18,10 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from .frames import centre_square
+from .frames import centre_square, to_source
+from .locate import METHODS
 from .messages import (
-    CLASSIFICATION, IMAGE, LABEL_INFO, STRING, MessageTypes, dict_ns, stamp_dict)
+    CLASSIFICATION, DETECTION_2D, IMAGE, LABEL_INFO, STRING, MessageTypes, dict_ns, stamp_dict)
 from .segments import stable_label
 
 _STAMP = {'$ref': '#/$defs/stamp'}
@@ -51,6 +52,14 @@ WINDOW_SCHEMA = {
         'temporal_weights': {'type': 'array', 'items': {'type': 'number'}},
         'latency_ms': {'type': 'number'},
         'seq': {'type': 'integer', 'minimum': 0},
+        'roi': {'type': 'object',
+                'required': ['x_min', 'y_min', 'x_max', 'y_max', 'confidence', 'method'],
+                'properties': {'x_min': {'type': 'number', 'minimum': 0},
+                               'y_min': {'type': 'number', 'minimum': 0},
+                               'x_max': {'type': 'number', 'minimum': 0},
+                               'y_max': {'type': 'number', 'minimum': 0},
+                               'confidence': _SCORE,
+                               'method': {'enum': list(METHODS)}}},
     },
     '$defs': _DEFS,
 }
@@ -97,7 +106,7 @@ def window_dict(prediction, window, frame_id: str, latency_ms: float, seq: int,
                                      prediction.scores)][:top_k]
     temporal = [] if prediction.temporal is None else \
         [round(float(w), 6) for w in prediction.temporal]
-    return {
+    record = {
         'header': {'stamp': stamp_dict(window.end), 'frame_id': frame_id},
         'results': results,
         'window': {'start': stamp_dict(window.start), 'end': stamp_dict(window.end),
@@ -106,6 +115,23 @@ def window_dict(prediction, window, frame_id: str, latency_ms: float, seq: int,
         'latency_ms': round(float(latency_ms), 3),
         'seq': int(seq),
     }
+    roi = roi_dict(prediction, window.key)
+    if roi is not None:
+        record['roi'] = roi
+    return record
+
+
+def roi_dict(prediction, key) -> Optional[dict]:
+    """Return the window's region in the camera's pixels (`~/window`'s roi), None without a box.
+
+    `key` is the window's `frames.FrameKey` (the source size the box is mapped back into).
+    """
+    if prediction.box is None or not hasattr(key, 'height'):
+        return None
+    box = to_source(prediction.box, 1, key.height, key.width)
+    return {**{name: round(v, 2) for name, v in zip(('x_min', 'y_min', 'x_max', 'y_max'), box)},
+            'confidence': round(min(max(float(prediction.box_confidence), 0.0), 1.0), 4),
+            'method': prediction.box_method}
 
 
 def active_dict(header: dict, active: list) -> dict:
@@ -196,6 +222,15 @@ def _classification(types, result, values):
                                  [(r['class_id'], r['score']) for r in result.record['results']])]
 
 
+def _detection(types, result, values):
+    if result.record is None or 'roi' not in result.record:
+        return []
+    roi = result.record['roi']
+    return [types.detection(types.header(result.stamp_ns, result.frame_id),
+                            (roi['x_min'], roi['y_min'], roi['x_max'], roi['y_max']),
+                            [(r['class_id'], r['score']) for r in result.record['results']])]
+
+
 def _window(types, result, values):
     return [] if result.record is None else [_json(types, result.record)]
 
@@ -270,8 +305,11 @@ QOS = ('results', 'events', 'latched')
 OUTPUTS = (
     Output('classification', CLASSIFICATION, 'results', "top_k class ids and scores per "
            "window, the header of the window's last frame", _classification),
+    Output('detection', DETECTION_2D, 'results', "where the action is: a box in the camera's "
+           'pixels with the same top_k hypotheses, the header of the window\'s last frame',
+           _detection),
     Output('window', STRING, 'results', 'JSON per window: span, class names and scores, '
-           'temporal weights, latency, seq', _window),
+           'temporal weights, latency, seq, roi', _window),
     Output('label', STRING, 'results', "the stable (decoded) action, 'unknown' when none is "
            'active or below score_threshold', _label),
     Output('events', STRING, 'events', 'JSON: an action started or ended', _events),

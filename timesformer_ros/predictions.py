@@ -31,6 +31,12 @@ class Prediction:
     spatial_last: Optional[np.ndarray] = None   # (H/p, W/p)
     temporal: Optional[np.ndarray] = None       # (T,), sums to 1
     timings: dict = field(default_factory=dict)  # milliseconds
+    # Where the action is (`locate.py`): (x_min, y_min, x_max, y_max) as shares of the model's
+    # square input (0..1; `frames.to_source` maps them to the camera's pixels), how sure, how.
+    # None from an engine that finds no region (the ONNX Runtime engine).
+    box: Optional[np.ndarray] = None
+    box_confidence: float = 0.0
+    box_method: str = ''
 
     @property
     def label(self) -> str:
@@ -48,12 +54,13 @@ def stack_clips(clips: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
 
 def predictions(logits: torch.Tensor, spatial: Optional[torch.Tensor],
                 temporal: Optional[torch.Tensor], labels: Sequence[str],
-                started: float) -> list:
+                started: float, regions: Optional[tuple] = None) -> list:
     """Return a `Prediction` per row of `logits`, with the attention summaries when given.
 
     `started` is the `time.perf_counter()` at which the inference began: copying the results to
     the host waits for the device, so `inference_ms` is the whole inference. Every engine
-    (PyTorch, ONNX Runtime) ends here.
+    (PyTorch, ONNX Runtime) ends here. `regions`, when given: (boxes (B, 4) as shares of the
+    input, confidences (B,), the method's name), `Prediction.box` and its companions.
     """
     probs = logits.float().softmax(-1)
     top_scores, top_ids = probs.sort(dim=-1, descending=True)
@@ -74,4 +81,7 @@ def predictions(logits: torch.Tensor, spatial: Optional[torch.Tensor],
             spatial_last=spatial[i][-1] if with_attention else None,
             temporal=temporal[i] if with_attention else None,
             timings={'inference_ms': elapsed}))
+        if regions is not None:
+            out[-1].box, out[-1].box_confidence = regions[0][i], float(regions[1][i])
+            out[-1].box_method = regions[2]
     return out

@@ -17,11 +17,12 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+from rclpy.parameter import Parameter
 from rclpy.signals import uninstall_signal_handlers
 
 from .signals import take_signals
 from .errors import brief
-from .interface import Param
+from .interface import PER_CAMERA, Param, override_param
 
 
 class StartupError(RuntimeError):
@@ -55,15 +56,50 @@ def declare(node: rclpy.node.Node, params: Sequence[Param]) -> dict:
             values[param.name] = node.declare_parameter(param.name, param.default,
                                                         descriptor(param)).value
         except ParameterException as exc:
-            kind = type(param.default).__name__
-            hint = f' (write {float(param.default)!r}, not an integer)' \
-                if isinstance(param.default, float) else ''
-            raise StartupError(f'parameter {param.name} ({kind}{hint}): '
-                               f'{brief(exc, with_type=False)}') from None
+            raise StartupError(_declare_problem(param, exc)) from None
         reason = param.check(values[param.name])
         if reason:
             raise StartupError(reason)
     return values
+
+
+_TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER,
+          float: Parameter.Type.DOUBLE, str: Parameter.Type.STRING}
+
+
+def declare_overrides(node: rclpy.node.Node, cameras: Sequence[str]) -> dict:
+    """Declare every named camera's overrides (`interface.PER_CAMERA`); return those set.
+
+    {camera: {parameter: value}} for the overrides the node was started with. Declared
+    without a value (typed, uninitialised) so that an unset one is told apart from one set to
+    the global's value; checked as the global parameter is (a StartupError naming it).
+    """
+    found = {}
+    for camera in cameras:
+        found[camera] = {}
+        if not camera:
+            continue
+        for name in PER_CAMERA:
+            param = override_param(camera, name)
+            try:
+                value = node.declare_parameter(param.name, _TYPES[type(param.default)],
+                                               descriptor(param)).value
+            except ParameterException as exc:
+                raise StartupError(_declare_problem(param, exc)) from None
+            if value is None:
+                continue
+            reason = param.check(value)
+            if reason:
+                raise StartupError(reason)
+            found[camera][name] = value
+    return found
+
+
+def _declare_problem(param: Param, exc: Exception) -> str:
+    kind = type(param.default).__name__
+    hint = f' (write {float(param.default)!r}, not an integer)' \
+        if isinstance(param.default, float) else ''
+    return f'parameter {param.name} ({kind}{hint}): {brief(exc, with_type=False)}'
 
 
 def _ros_args(argv: Sequence[str]) -> tuple:

@@ -237,7 +237,8 @@ class TrainingError(RuntimeError):
 def _stop_unless_finite(value: torch.Tensor, what: str, step: int):
     """Stop training before a non-finite `value` reaches the weights or a checkpoint."""
     if not torch.isfinite(value):
-        raise TrainingError(f'step {step + 1}: the {what} is {float(value)}; training stopped '
+        shown = float(value.detach())
+        raise TrainingError(f'step {step + 1}: the {what} is {shown}; training stopped '
                             f'before it reached the weights, no checkpoint written at this step '
                             f'(try a lower --lr)')
 
@@ -474,6 +475,10 @@ def report(checkpoint: Path, clips: int = 2100, seed: int = REPORT_SEED,
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the timesformer_train console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['locator']:
+        from .train_locator import main as train_locator
+        return train_locator(argv[1:], DEFAULT_CLIP_FPS, VAL_SEED)
     parser = argparse.ArgumentParser(prog='timesformer_train', description=__doc__.strip(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -507,6 +512,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          'classes are not those of the data')
     tr.add_argument('--out', type=Path, required=True, help='output checkpoint path')
     finetune.add_arguments(tr)
+    sub.add_parser('locator', add_help=False,
+                   help='train the localisation head of a checkpoint, its classifier frozen '
+                        '(timesformer_train locator --help)')
     rep = sub.add_parser('report', help='quality figures of a trained motion model')
     rep.add_argument('checkpoint', type=Path)
     rep.add_argument('--clips', type=int, default=2100)
@@ -521,8 +529,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         overrides = {'attention_type': args.attention_type} if args.attention_type else {}
-        command = 'timesformer_train ' + ' '.join(shlex.quote(a) for a in
-                                                  (argv if argv is not None else sys.argv[1:]))
+        command = 'timesformer_train ' + ' '.join(shlex.quote(a) for a in argv)
         if args.bags:
             from .finetune_ray import fit_on_ray
             return finetune.main(args, command, fit_on_ray)

@@ -275,6 +275,17 @@ def _distractors(rng: np.random.Generator, count: int, frames: int) -> list:
 def make_clip(rng: np.random.Generator, label: str, size: int = 48, num_frames: int = 8,
               clip_fps: float = 10.0) -> np.ndarray:
     """Make a (T, size, size, 3) uint8 clip of class `label` at a rate around `clip_fps`."""
+    return make_clip_and_boxes(rng, label, size, num_frames, clip_fps)[0]
+
+
+def make_clip_and_boxes(rng: np.random.Generator, label: str, size: int = 48,
+                        num_frames: int = 8, clip_fps: float = 10.0) -> tuple:
+    """`make_clip`, and the main object's box in each frame: (clip, boxes (T, 4) float32).
+
+    A box is (x_min, y_min, x_max, y_max) in pixels (edges: 0..size) around the object's
+    drawn pixels of at least half opacity, NaN where none is in view. The random draws are
+    `make_clip`'s, so a seed gives the same clip either way.
+    """
     if label not in CLASSES:
         raise ValueError(f'unknown motion class {label!r}; known: {CLASSES}')
     rate = clip_fps * rng.uniform(*RATE_SPREAD)
@@ -293,6 +304,7 @@ def make_clip(rng: np.random.Generator, label: str, size: int = 48, num_frames: 
     blur = rng.uniform(0.3, 1.2) if rng.random() < 0.3 else 0.0
     jpeg = int(rng.integers(30, 90)) if rng.random() < 0.3 else 0
     clip = np.empty((num_frames, size, size, 3), np.uint8)
+    boxes = np.full((num_frames, 4), np.nan, np.float32)
     for k in range(num_frames):
         frame = background.copy()
         layers = [(t, c[k], d, 0.0) for t, c, d in distractors]
@@ -301,6 +313,7 @@ def make_clip(rng: np.random.Generator, label: str, size: int = 48, num_frames: 
             drawn = _warp(rgba, centre, dia, angle, size)
             alpha = np.clip(drawn[..., 3:], 0, 1)
             frame += alpha * (drawn[..., :3] - frame)
+        boxes[k] = mask_box(alpha[..., 0] >= 0.5)      # the main object: drawn last
         frame *= gains[k]
         if blur:
             frame = cv2.GaussianBlur(frame, (0, 0), blur)
@@ -311,7 +324,15 @@ def make_clip(rng: np.random.Generator, label: str, size: int = 48, num_frames: 
             encoded = cv2.imencode('.jpg', frame, [cv2.IMWRITE_JPEG_QUALITY, jpeg])[1]
             frame = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
         clip[k] = frame
-    return clip
+    return clip, boxes
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray:
+    """Return the box (x_min, y_min, x_max, y_max) around a mask's pixels (edges), NaN if none."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return np.full(4, np.nan, np.float32)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
 
 
 def make_dataset(seed: int, count: int, size: int = 48, num_frames: int = 8,
