@@ -22,7 +22,8 @@ setup(
     # setuptools drop `tests_require`, so it goes in the `test` extra, as in ros2/examples.
     # 'train': the embedded model's training world (real photographs); 'fleet': many bags on
     # Ray (timesformer_ros.fleet), pinned in requirements/fleet.txt.
-    extras_require={'test': ['pytest'], 'train': ['scikit-image'], 'fleet': ['ray==2.60.0']},
+    extras_require={'test': ['pytest'], 'train': ['scikit-image'],
+                    'fleet': ['ray[train]==2.60.0']},
     zip_safe=False,
     maintainer='timesformer_ros maintainers',
     maintainer_email='maintainers@timesformer-ros.invalid',

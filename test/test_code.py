@@ -27,8 +27,8 @@ LAYERS = {
     'runtime': {'interface', 'messages', 'frames', 'clips', 'engine', 'pipeline', 'segments',
                 'outputs', 'synthetic', 'diagnostics', 'onnx_engine', 'predictions', 'locate'},
     'ros': {'node', 'camera', 'spin', 'entry'},
-    'tools': {'bags', 'fleet', 'cluster', 'clip_folder', 'train', 'train_locator', 'world',
-              'demo', 'bench', 'convert', 'processes', 'export'},
+    'tools': {'bags', 'fleet', 'cluster', 'clip_folder', 'train', 'train_locator', 'finetune',
+              'finetune_ray', 'world', 'demo', 'bench', 'convert', 'processes', 'export'},
 }
 MAY_IMPORT = {'base': set(), 'model': {'base', 'model'}, 'runtime': {'base', 'model', 'runtime'},
               'ros': {'base', 'model', 'runtime', 'ros'},

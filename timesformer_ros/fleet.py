@@ -58,7 +58,7 @@ from .bags import (
     BagError, Evaluation, EvaluationOutputs, OutputError, accuracy, engine_values, evaluate,
     write_whole)
 from .bags.discover import find_bags, is_bag
-from .bags.truth import is_truth_file, read_truth_csv
+from .bags.truth import is_segments_file, is_truth_file, read_segments, read_truth_csv
 from .cluster import (  # noqa: F401 - start_local: fleet's API, as before
     Stopped, StopRequest, check_stop, connect, one_line, start_local)
 from .digests import digest
@@ -293,7 +293,11 @@ def evaluate_many(fleet: Fleet, stop: Optional['StopRequest'] = None) -> dict:
     run_keys = {topic: run_digest(fleet.config, topic) for topic in fleet.topics}
     # A truth file is read once, here, every row checked before Ray starts; the units share it
     # through the object store.
-    truth = read_truth_csv(fleet.config.truth) if is_truth_file(fleet.config.truth) else None
+    # (a segments file is checked here too, and each unit labels its own frames from it).
+    if is_segments_file(fleet.config.truth):
+        read_segments(fleet.config.truth)
+    truth = read_truth_csv(fleet.config.truth) if is_truth_file(fleet.config.truth) and \
+        not is_segments_file(fleet.config.truth) else None
     check_stop(stop)                # before a local runtime takes seconds to start
     created = [d for d in (results_dir, *results_dir.parents) if not d.exists()]
     started_here = False

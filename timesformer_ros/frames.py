@@ -304,8 +304,12 @@ class Preprocessor:
         self.size = size
         self.normaliser = Normaliser(mean, std, device, dtype)
 
+    def crop(self, rgb: np.ndarray) -> np.ndarray:
+        """Return the resized centre crop, (size, size, 3) uint8: what `normaliser` takes."""
+        return np.ascontiguousarray(resize_and_crop(rgb, self.size))
+
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
-        crop = torch.from_numpy(np.ascontiguousarray(resize_and_crop(rgb, self.size)))
+        crop = torch.from_numpy(self.crop(rgb))
         if self.normaliser.device.type == 'cuda':
             crop = crop.pin_memory().to(self.normaliser.device, non_blocking=True)
         return self.normaliser(crop)

@@ -7,7 +7,8 @@
 Training clips are generated on the fly (seeded per step) from `world.py`, a wide world of real
 photographs and many shapes, and `synthetic.py`, after a curriculum on easy synthetic scenes;
 a folder of labelled clips (`--data DIR` with DIR/<class>/*.npy, each a (T, H, W, 3) uint8
-array) trains on a user's own recordings instead, with the folder's classes. Validation and the
+array) trains on a user's own clips instead, with the folder's classes; `--bags` trains on
+labelled rosbags, windowed as the node windows them (`finetune`). Validation and the
 report use seeds the training never draws from; the report also scores an independent clip
 generator that training never sees (the tests' `independent_clips.py`).
 """
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import synthetic, world
+from . import finetune, synthetic, world
 from .checkpoints import (
     OFFICIAL_MEAN, OFFICIAL_STD, CheckpointError, load_checkpoint, save_checkpoint)
 from .clip_folder import FolderClips, folder_classes
@@ -484,7 +485,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tr = sub.add_parser('train', help='train a preset on synthetic motion (or --data)')
     tr.add_argument('--preset', default='motion')
     tr.add_argument('--attention-type', choices=ATTENTION_TYPES)
-    tr.add_argument('--steps', type=int, default=12000)
+    tr.add_argument('--steps', type=int, help='default 12000 (--bags: 300)')
     tr.add_argument('--clip-fps', type=float,
                     help='the clip rate (frames per second of the sampled clip) to train for, '
                          'recorded in the checkpoint: the node samples at it (synthetic: '
@@ -492,8 +493,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tr.add_argument('--wide', type=float, default=0.8,
                     help="share of the clips from the wide world (world.py) after the "
                          "curriculum; the rest from synthetic.py")
-    tr.add_argument('--batch-size', type=int, default=32)
-    tr.add_argument('--lr', type=float, default=1e-3)
+    tr.add_argument('--batch-size', type=int, help='default 32 (--bags: 16)')
+    tr.add_argument('--lr', type=float, help='default 1e-3 (--bags: 5e-4)')
     tr.add_argument('--seed', type=int, default=0)
     tr.add_argument('--weight-decay', type=float, default=0.01)
     tr.add_argument('--val-every', type=int, default=500)
@@ -510,6 +511,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help='start from this checkpoint (fine-tuning); a new head when its '
                          'classes are not those of the data')
     tr.add_argument('--out', type=Path, required=True, help='output checkpoint path')
+    finetune.add_arguments(tr)
     sub.add_parser('locator', add_help=False,
                    help='train the localisation head of a checkpoint, its classifier frozen '
                         '(timesformer_train locator --help)')
@@ -528,10 +530,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             torch.set_num_threads(args.threads)
         overrides = {'attention_type': args.attention_type} if args.attention_type else {}
         command = 'timesformer_train ' + ' '.join(shlex.quote(a) for a in argv)
+        if args.bags:
+            from .finetune_ray import fit_on_ray
+            return finetune.main(args, command, fit_on_ray)
         try:
             train(TrainConfig(
-                preset_name=args.preset, overrides=overrides, steps=args.steps,
-                batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                preset_name=args.preset, overrides=overrides,
+                steps=12000 if args.steps is None else args.steps,
+                batch_size=32 if args.batch_size is None else args.batch_size,
+                lr=1e-3 if args.lr is None else args.lr, weight_decay=args.weight_decay,
                 seed=args.seed, val_every=args.val_every, curriculum=args.curriculum,
                 directions_first=args.directions_first, wide=args.wide,
                 clip_fps=args.clip_fps if args.clip_fps is not None else

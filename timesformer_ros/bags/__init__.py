@@ -28,8 +28,10 @@ torch, half a gigabyte of it) is loaded. Outputs are written under partial names
 into place at the end (`write.ResultWriter` says why).
 
 One module per concern: `base` (the error, a message, the type store), `mcap` (bounded MCAP
-reading), `read` (a topic of any bag), `truth`, `scoring`, `evaluate`, `write` (staged outputs,
-camera bags), `play`, and `cli` (the command line, the only one that imports `fleet`).
+reading), `read` (a topic of any bag), `truth` (per frame, and segments), `intake` (a topic's
+messages into the node's windows, for evaluation and training), `dataset` (training windows
+cached on disk), `scoring`, `evaluate`, `write` (staged outputs, camera bags), `play`, and
+`cli` (the command line, the only one that imports `fleet`; `dataset` imports its `digest`).
 """
 
 from .base import IMAGE_TYPES, BagError, BagMessage, typestore

@@ -20,15 +20,18 @@ from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from ..clips import ClipBuffer, model_clip_buffer, model_sampling
+from ..clips import model_clip_buffer, model_sampling
 from ..interface import read_params_file
 from ..progress import Progress
 from ..segments import ActionDecoder, DecoderConfig, from_events, segment_metrics
 from .base import IMAGE_TYPES, BagError, BagMessage, NoSummary
+from .intake import SKIPPED, CameraIntake
 from .mcap import check_mcap_chunks
 from .read import check_topic, list_topics, read_topic
 from .scoring import score
-from .truth import Truth, is_truth_file, read_truth, read_truth_csv
+from .truth import (
+    Truth, is_segments_file, is_truth_file, read_segments, read_truth, read_truth_csv,
+    segment_truth)
 from .write import EvaluationOutputs, ResultWriter
 
 # How many skipped messages the summary names (all of them are counted).
@@ -86,15 +89,16 @@ def camera_name(topic: str, taken: Sequence[str] = ()) -> str:
 
 @dataclass
 class _Camera:
-    """One camera of an evaluation: its topic, window buffer, reporter and counts."""
+    """One camera of an evaluation: its intake (topic, window buffer, counts) and reporter."""
 
     name: str
-    topic: str
-    buffer: ClipBuffer
+    intake: CameraIntake
     reporter: Any
-    frames: int = 0
     windows: int = 0
-    refused: Counter = dataclasses.field(default_factory=Counter)
+
+    @property
+    def topic(self) -> str:
+        return self.intake.topic
 
 
 def _merged(bag: Path, cameras: Sequence[_Camera]) -> Iterator[tuple]:
@@ -155,9 +159,13 @@ class _Evaluator:
             total = 0  # a cut-off MCAP file: its summary is gone, the stream says what is there
         from ..engine import engine_from_values
         from ..outputs import Reporter
-        # A truth file is read (and every row checked) before the model is loaded.
+        # A truth file is read (and every row checked) before the model is loaded; a segments
+        # file becomes per-frame truth once the frames' stamps are known.
+        self.segments = run.parsed_truth is None and is_segments_file(run.truth)
+        if self.segments:
+            read_segments(run.truth)
         self.truth = run.parsed_truth or (read_truth_csv(run.truth) if is_truth_file(run.truth)
-                                          else None)
+                                          and not self.segments else None)
         self.run_, self.params = run, read_params_file(run.params_file)
         self.engine = engine or engine_from_values(engine_values(run, self.params),
                                                    max_batch=run.batch_size)
@@ -169,9 +177,9 @@ class _Evaluator:
             # One topic: the node's unnamed camera (rows and output topics as the node's).
             names.append(camera_name(topic, names) if len(topics) > 1 else '')
             decoder = ActionDecoder(self.engine.labels, DecoderConfig.from_values(self.params))
-            self.cameras.append(_Camera(names[-1], topic,
-                                        model_clip_buffer(self.engine, self.params),
-                                        Reporter(decoder)))
+            intake = CameraIntake(topic, model_clip_buffer(self.engine, self.params),
+                                  self.engine.preprocessor)
+            self.cameras.append(_Camera(names[-1], intake, Reporter(decoder)))
         self.writer = ResultWriter(
             dataclasses.replace(outputs, confusion=outputs.confusion if run.truth else None),
             self.engine.labels, self.params)
@@ -215,20 +223,14 @@ class _Evaluator:
 
     def _take(self, camera: _Camera, item: BagMessage):
         """Take one message of `camera`'s topic: a frame into its buffer, a window into a batch."""
-        from ..pipeline import take_frame
         self.frames += 1
-        camera.frames += 1
-        if item.error:
-            self._skip(camera, item, 'unreadable', item.error)
-            return
-        intake = take_frame(camera.buffer, item.msg, self.engine.preprocessor)
+        intake = camera.intake.take(item)
         if intake.stamp is not None:
             self.frame_times[item.bag_time_ns] = intake.stamp
-        if intake.refused in ('decode_error', 'internal_error'):
-            self._skip(camera, item, intake.refused, intake.message)
-        elif intake.refused:
+        if intake.refused:
             self.refused[intake.refused] += 1
-            camera.refused[intake.refused] += 1
+            if intake.refused in SKIPPED:
+                self._skip(camera, item, intake.message)
         elif intake.push.window is not None:
             self.pending.append((camera, intake.push.window, item.msg.header.frame_id,
                                  intake.rgb))
@@ -237,9 +239,7 @@ class _Evaluator:
         if self.frames % _PROGRESS_EVERY == 0:
             self.progress.update(self.frames, f'{len(self.records)} windows')
 
-    def _skip(self, camera: _Camera, item: BagMessage, kind: str, reason: str):
-        self.refused[kind] += 1
-        camera.refused[kind] += 1
+    def _skip(self, camera: _Camera, item: BagMessage, reason: str):
         if len(self.skipped) < MAX_NAMED_SKIPS:
             self.skipped.append({'index': item.index, 'bag_time_ns': item.bag_time_ns,
                                  'reason': reason, **({'topic': camera.topic}
@@ -285,11 +285,11 @@ class _Evaluator:
                    'model': self.engine.describe(), 'sampling': self.sampling,
                    'failed_windows': dict(self.failed)}
         if len(self.cameras) > 1:
-            summary['cameras'] = {c.name: {'topic': c.topic, 'frames': c.frames,
-                                           'windows': c.windows, 'refused': dict(c.refused)}
+            summary['cameras'] = {c.name: {'topic': c.topic, 'frames': c.intake.frames,
+                                           'windows': c.windows,
+                                           'refused': dict(c.intake.refused)}
                                   for c in self.cameras}
-        summary['skipped'] = sum(self.refused[k] for k in ('unreadable', 'decode_error',
-                                                           'internal_error'))
+        summary['skipped'] = sum(self.refused[k] for k in SKIPPED)
         summary['skipped_messages'] = self.skipped
         summary['segments'] = len(self.ended)
         summary['label_changes'] = {kind: self.label_changes[kind]
@@ -299,7 +299,10 @@ class _Evaluator:
     def _scored(self) -> dict:
         """Accuracy, confusion and segment metrics against the truth; the PNG is written."""
         labels = self.engine.labels
-        true = self.truth or read_truth(self.run_.truth, self.run_.bag, self.frame_times)
+        if self.segments:
+            true = segment_truth(self.run_.truth, self.frame_times.values())
+        else:
+            true = self.truth or read_truth(self.run_.truth, self.run_.bag, self.frame_times)
         scored = score(self.records, true, labels)
         if not scored['scored_windows']:
             scored['truth_warning'] = (

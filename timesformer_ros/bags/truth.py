@@ -1,4 +1,6 @@
-"""Ground truth: a CSV of `stamp,label`, or a String topic of the bag. One reader for every use.
+"""Ground truth: a CSV of `stamp,label`, a String topic of the bag, or a CSV of segments.
+
+One reader for every use.
 
 Evaluation, the fleet (which reads a CSV once per run and hands the parsed `Truth` to its units)
 and training take truth from here. A truth file is input from anywhere, so reading one is
@@ -12,19 +14,26 @@ bounded and every row is checked before anything is scored:
 * a quoted field must close on its own line (a label never spans lines).
 
 Any problem is a TruthError naming the file and the row. A later row for the same stamp wins.
+
+Segments (`start,end,label`, header stamps in seconds: the form a person writes while watching
+a recording; `read_segments`) are read by the same line reader and label checks, every row
+checked too, and overlapping segments of different labels are refused naming both rows.
+Training from bags (`finetune`) and evaluation take them.
 The table is two arrays (stamps and label codes), not a dict of Python objects: a CSV of 10
 million rows takes about 120 MB, not gigabytes.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import json
 import math
 from array import array
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -216,3 +225,136 @@ def read_truth(source: str, bag: Path, frame_times: dict) -> Truth:
             raise TruthError(f'{where}: message {index}: {exc}') from None
         stamps.append(stamp)
     return Truth.from_arrays(stamps, codes, labels.names, f'{bag} {source}')
+
+
+# -- segments: start,end,label ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TruthSegment:
+    """A stretch of header-stamp time [start_ns, end_ns) with one label, from row `row`."""
+
+    start_ns: int
+    end_ns: int
+    label: str
+    row: int
+
+
+def _seconds_ns(text: str, name: str) -> int:
+    """Return header-stamp seconds `text` as integer ns, exactly; ValueError saying why not."""
+    text = text.strip()
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f'{name} {text[:40]!r} is not a number of seconds') from None
+    if not value.is_finite() or not 0 <= value * 10 ** 9 <= MAX_STAMP_NS:
+        raise ValueError(f'{name} {text[:40]!r} is not a header stamp in seconds (0 to '
+                         f'{MAX_STAMP_NS // 10 ** 9})')
+    return int(value * 10 ** 9)
+
+
+def _csv_rows(path: Path):
+    """Yield (row, fields) of a truth CSV, bounded as `read_truth_csv` reads one."""
+    size = path.stat().st_size
+    if size > MAX_TRUTH_BYTES:
+        raise TruthError(f'{path}: {size} bytes, more than the {MAX_TRUTH_BYTES} a truth file '
+                         f'may have')
+    with path.open('rb') as handle:
+        reader = csv.reader(_lines(path, handle), strict=True)
+        try:
+            for fields in reader:
+                yield reader.line_num, fields
+        except csv.Error as exc:
+            raise TruthError(f'{path}: row {reader.line_num}: {exc} (a quoted field must close '
+                             f'on its own line)') from None
+
+
+def read_segments(path) -> list:
+    """Return the TruthSegments of a CSV of `start,end,label` rows, sorted by start.
+
+    Stamps are header stamps in seconds (decimals, read exactly); a first line
+    `start,end,label` is a header, blank lines are skipped. Every row is checked: three fields,
+    stamps in range with start before end, a label as `read_truth_csv` checks one. Segments of
+    one label may overlap; segments of different labels may not (TruthError naming both rows).
+    """
+    path = Path(path)
+    segments, labels = [], _Labels()
+    try:
+        for row, fields in _csv_rows(path):
+            if not fields or (row == 1 and [f.strip().lower() for f in fields] ==
+                              ['start', 'end', 'label']):
+                continue
+            try:
+                if len(fields) != 3:
+                    raise ValueError(f'expected 3 fields (start,end,label), got {len(fields)}')
+                start = _seconds_ns(fields[0], 'start')
+                end = _seconds_ns(fields[1], 'end')
+                if end <= start:
+                    raise ValueError(f'end {fields[1].strip()[:40]} is not after start '
+                                     f'{fields[0].strip()[:40]}')
+                label = labels.names[labels.code(fields[2])]
+            except TruthError:
+                raise
+            except ValueError as exc:
+                raise TruthError(f'{path}: row {row}: {exc}') from None
+            segments.append(TruthSegment(start, end, label, row))
+    except OSError as exc:
+        raise TruthError(f'{path}: cannot read the truth ({exc.strerror or exc})') from None
+    if not segments:
+        raise TruthError(f'{path}: no segments (rows of start,end,label)')
+    segments.sort(key=lambda s: (s.start_ns, s.end_ns))
+    reach = {}       # label -> the segment of that label reaching furthest so far
+    for segment in segments:
+        for label, other in reach.items():
+            if label != segment.label and other.end_ns > segment.start_ns:
+                first, second = sorted((other.row, segment.row))
+                raise TruthError(f'{path}: rows {first} and {second} overlap with different '
+                                 f'labels ({other.label!r} and {segment.label!r})')
+        if segment.label not in reach or reach[segment.label].end_ns < segment.end_ns:
+            reach[segment.label] = segment
+    return segments
+
+
+def is_segments_file(source: Optional[str]) -> bool:
+    """Tell whether a `--truth` is a CSV of segments: three fields in its first row.
+
+    Checked before `is_truth_file`, which takes any CSV file for `stamp,label` rows.
+    """
+    if not is_truth_file(source):
+        return False
+    try:
+        for _, fields in _csv_rows(Path(source)):
+            if fields:
+                return len(fields) == 3
+    except (OSError, TruthError):
+        return False      # left to the reader, which says what is wrong
+    return False
+
+
+class SegmentLabels:
+    """The label at a header stamp: of the segment that contains it, or None."""
+
+    def __init__(self, segments: Sequence[TruthSegment]):
+        merged = []       # disjoint [start, end) runs, same-label overlaps joined
+        for segment in sorted(segments, key=lambda s: s.start_ns):
+            if merged and merged[-1][2] == segment.label and segment.start_ns <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], segment.end_ns)
+            else:
+                merged.append([segment.start_ns, segment.end_ns, segment.label])
+        self.starts = [start for start, _, _ in merged]
+        self.runs = merged
+        self.labels = sorted({s.label for s in segments})
+
+    def __call__(self, stamp: int) -> Optional[str]:
+        i = bisect.bisect_right(self.starts, stamp) - 1
+        if i >= 0 and stamp < self.runs[i][1]:
+            return self.runs[i][2]
+        return None
+
+
+def segment_truth(path, stamps: Iterable[int]) -> Truth:
+    """Return the per-frame Truth of the frames at `stamps` that a segments file labels."""
+    labels = SegmentLabels(read_segments(path))
+    names = {name: i for i, name in enumerate(labels.labels)}
+    rows = [(stamp, names[label]) for stamp in stamps if (label := labels(stamp)) is not None]
+    return Truth.from_arrays([r[0] for r in rows], [r[1] for r in rows], labels.labels,
+                             str(path))
