@@ -181,7 +181,7 @@ def test_a_broken_model_file_stops_the_node_naming_the_file(ros, tmp_path, damag
 def test_demo_short_run_scores_well_above_chance(tmp_path):
     """`make demo` in a short mode: node and camera as processes over DDS, scored live."""
     result = subprocess.run(
-        [sys.executable, '-m', 'timesformer_ros.demo', '--duration', '12', '--out',
+        [sys.executable, '-m', 'timesformer_ros.demo', '--duration', '20', '--out',
          str(tmp_path), '--domain-id', str(fresh_domain())],
         capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -194,7 +194,9 @@ def test_demo_short_run_scores_well_above_chance(tmp_path):
     assert summary['node_exit_code'] == 0
     assert Path(summary['picture']).stat().st_size > 0
     assert 'summary:' in result.stdout
-    # Actions: the camera changes motion every 1-3 s, so 12 s hold several segments.
+    # Actions: the camera changes motion every 1-3 s, so 20 s hold about 11 segments. At 12 s
+    # (about 6) one extra segment moved F1 by 0.1: 0.57 in one of two fresh-clone runs on an
+    # idle machine; 20 s gave 0.78 and 0.82 (`python -m timesformer_ros.demo --duration 20`).
     segments = summary['segments']
     assert segments['true_segments'] >= 3 and segments['f1@0.1'] >= 0.6, segments
     assert 'action 0 started' in result.stdout and 'actions:' in result.stdout
