@@ -265,7 +265,6 @@ class _Progress:
 
     def __init__(self, total: int, enabled: bool):
         self.line = Progress(total, 'bags', enabled)
-        self.total = total
         self.counts = Counter()
         self.windows = 0
 
@@ -276,7 +275,7 @@ class _Progress:
         self.line.update(done, f' ({self.counts["failed"]} failed, {self.counts["reused"]} '
                                f'reused), {self.windows} windows, '
                                f'{self.windows / elapsed if elapsed else 0.0:.1f} windows/s')
-        if done == self.total:
+        if done == self.line.total:
             self.line.close()
 
 
