@@ -194,7 +194,7 @@ def seed_figures(runs: list) -> dict:
 
 
 def machine() -> dict:
-    """The date, versions and the machine's load, for the report."""
+    """Return the date, versions and the machine's load, for the report."""
     import torch
     return {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='minutes'),
             'python': platform.python_version(), 'torch': torch.__version__,
@@ -203,7 +203,7 @@ def machine() -> dict:
 
 
 def common_arguments(parser: argparse.ArgumentParser):
-    """The arguments this benchmark and the decoder sweep share."""
+    """Add the arguments this benchmark and the decoder sweep share."""
     parser.add_argument('--checkpoint', default='', help='default: the embedded motion model')
     parser.add_argument('--scenes', type=int, default=12, help='scenes per seed')
     parser.add_argument('--seconds', type=float, default=60.0, help='length of each scene')

@@ -133,8 +133,8 @@ def _room(centre, radius, inset, box):
 def _translation(rng, label, centre, diameter, inset, box, short, duration):
     """Return (velocity px/s, speed) of a feasible translation, or None."""
     speed = float(rng.uniform(*SCENE_SPEED_RANGE))
-    angle = math.radians(_DIRECTIONS[label] + rng.uniform(-SCENE_DEVIATION_DEG,
-                                                           SCENE_DEVIATION_DEG))
+    deviation = rng.uniform(-SCENE_DEVIATION_DEG, SCENE_DEVIATION_DEG)
+    angle = math.radians(_DIRECTIONS[label] + deviation)
     direction = np.array([math.cos(angle), math.sin(angle)])
     left, right, up, down = _room(centre, diameter / 2, inset, box)
     limits = []
