@@ -7,12 +7,15 @@ changes what it does, without a cut: the next motion starts where the last one l
   still changes: camera noise, exposure, the background's moving light and distractors).
 * moving_left / moving_right / moving_up / moving_down: a translation at 0.05-0.4 short sides
   per second, within 10 degrees of the named axis, turning at most 10 degrees per second.
-* approaching / receding: growth / shrinking by 1.2-1.8x per second about a fixed centre.
+* approaching / receding: growth / shrinking by 1.2-1.8x per second; a receding object keeps
+  its centre, an approaching one drifts (at most 0.05 short sides per second) only where it
+  needs the room to grow inside the bounds.
 
 After a motion, a still phase follows with probability STILL_AFTER_MOTION; otherwise any other
-class. Sizes stay within 0.1-0.5 of the short side (the enclosing circle's diameter). A motion
-that the scene's bounds cannot hold is slowed to fit (never below the range), or another class
-is drawn; the reported speed or growth is the one drawn on the screen.
+class, approaching more often when the object is small and receding when it is large, so that
+sizes spread. Sizes stay within 0.1-0.5 of the short side (the enclosing circle's diameter). A
+motion that the scene's bounds cannot hold is slowed to fit (never below the range), or another
+class is drawn; the reported speed or growth is the one drawn on the screen.
 
 Where the object may go (`wander`): `centre` keeps its centre within the central square of the
 frame (what a centre-cropping model sees), `whole` anywhere in the frame (the strips at the
@@ -53,6 +56,9 @@ SCENE_SIZE_RANGE = (0.1, 0.5)
 SCENE_SPEED_RANGE = (0.05, 0.4)
 #: Per-second growth of an approaching object (a receding one shrinks by its inverse).
 SCENE_GROWTH_RANGE = (1.2, 1.8)
+#: Largest drift of an approaching object's centre, short sides per second (only as far as it
+#: needs to keep inside the bounds while it grows).
+SCENE_DRIFT = 0.05
 #: Duration of one phase, in seconds.
 PHASE_RANGE_S = (1.5, 3.0)
 #: Largest deviation of a translation from its named axis, in degrees.
@@ -151,18 +157,30 @@ def _translation(rng, label, centre, diameter, inset, box, short, duration):
 
 
 def _scaling(rng, label, centre, diameter, inset, box, short, duration):
-    """Return the per-second growth of a feasible approach (> 1) or recession (< 1), or None."""
+    """Return (growth per second, velocity px/s) of a feasible approach or recession, or None.
+
+    A receding object keeps its centre; an approaching one drifts towards the middle of the
+    bounds where it needs the room to grow, at most SCENE_DRIFT short sides per second.
+    """
     growth = float(rng.uniform(*SCENE_GROWTH_RANGE))
-    if label == 'approaching':
-        fits = 2 * min(_room(centre, 0.0, 0.0, box)) / max(inset, 1e-6)
-        largest = min(SCENE_SIZE_RANGE[1] * short, fits)
-        top = (largest / diameter) ** (1.0 / duration) if largest > diameter else 0.0
-    else:
+    if label == 'receding':
         top = (diameter / (SCENE_SIZE_RANGE[0] * short)) ** (1.0 / duration)
-    growth = min(growth, top)
-    if growth < SCENE_GROWTH_RANGE[0]:
-        return None
-    return growth if label == 'approaching' else 1.0 / growth
+        growth = min(growth, top)
+        return (1.0 / growth, (0.0, 0.0)) if growth >= SCENE_GROWTH_RANGE[0] else None
+    top = (SCENE_SIZE_RANGE[1] * short / diameter) ** (1.0 / duration)
+    x0, y0, x1, y1 = box
+    reach = SCENE_DRIFT * short * duration
+    for growth in np.linspace(min(growth, top), SCENE_GROWTH_RANGE[0], 13):
+        if growth < SCENE_GROWTH_RANGE[0]:
+            break
+        pad = inset * diameter * growth ** duration / 2
+        if x1 - x0 < 2 * pad or y1 - y0 < 2 * pad:
+            continue
+        end = np.clip(centre, (x0 + pad, y0 + pad), (x1 - pad, y1 - pad))
+        shift = end - np.asarray(centre)
+        if float(np.hypot(*shift)) <= reach + 1e-9:
+            return float(growth), tuple(float(v) for v in shift / duration)
+    return None
 
 
 def plan(rng, seconds: float, height: int, width: int, wander: str = 'centre') -> tuple:
@@ -189,6 +207,14 @@ def plan(rng, seconds: float, height: int, width: int, wander: str = 'centre') -
             order = ['static']
         else:
             order = [c for c in rng.permutation(CLASSES) if c != label] + ['static']
+            # Approach more often when small, recede more often when large, so that sizes
+            # spread over the range instead of gathering where receding stops.
+            low, high = (math.log(s * short) for s in SCENE_SIZE_RANGE)
+            grow = (high - math.log(diameter)) / (high - low)
+            if 'approaching' in order and 'receding' in order:
+                i, j = sorted((order.index('approaching'), order.index('receding')))
+                order[i], order[j] = (('approaching', 'receding') if rng.random() < grow
+                                      else ('receding', 'approaching'))
         for candidate in order:
             velocity, growth, spin, speed = (0.0, 0.0), 1.0, 0.0, 0.0
             if candidate.startswith('moving_'):
@@ -198,10 +224,11 @@ def plan(rng, seconds: float, height: int, width: int, wander: str = 'centre') -
                     continue
                 velocity, speed = found
             elif candidate != 'static':
-                growth = _scaling(rng, candidate, centre, diameter, inset, box, short,
-                                  duration)
-                if growth is None:
+                found = _scaling(rng, candidate, centre, diameter, inset, box, short,
+                                 duration)
+                if found is None:
                     continue
+                growth, velocity = found
             if candidate != 'static':
                 spin = float(rng.uniform(-SCENE_SPIN_DEG_S, SCENE_SPIN_DEG_S))
             break
