@@ -46,7 +46,6 @@ SMOOTHINGS = ([('ema', {'ema_tau_s': tau}) for tau in (0.2, 0.3, 0.5, 0.8, 1.2)]
 THRESHOLDS = ((0.4, 0.2), (0.5, 0.3), (0.6, 0.3), (0.6, 0.4), (0.7, 0.4))
 MIN_DURATIONS = (0.0, 0.2, 0.4)
 MIN_GAPS = (0.3, 0.6, 1.0)
-DECODER = tuple(DecoderConfig.__dataclass_fields__)
 
 
 def name(config: DecoderConfig) -> str:
@@ -59,7 +58,7 @@ def name(config: DecoderConfig) -> str:
 
 def grid() -> list:
     """Every DecoderConfig of the sweep, the node's defaults first."""
-    base = {key: defaults()[key] for key in DECODER}
+    base = DecoderConfig.from_values(defaults()).__dict__
     configs = [DecoderConfig(**base)]
     for (smoothing, extra), (enter, exit_), duration, gap in itertools.product(
             SMOOTHINGS, THRESHOLDS, MIN_DURATIONS, MIN_GAPS):
@@ -102,7 +101,7 @@ def sweep(runs: list, configs: list) -> dict:
     for config in configs:
         pairs = [(replay(windows, labels, config), truth) for windows, truth in scenes]
         rows[name(config)] = {**segment_figures(pairs), 'config': config.__dict__}
-        if config == configs[0]:
+        if config == DecoderConfig.from_values(defaults()):
             same = sum(p == run['predicted'] for (p, _), run in zip(pairs, runs))
             rows[name(config)]['replay_equals_evaluate'] = f'{same} of {len(runs)} scenes'
     return rows
