@@ -23,9 +23,14 @@ Reported per seed, pooled over its scenes:
 * `segments`: the decoder's segments against the truth runs with the package's scoring
   (`segments.segmental_f1`, `onset_delays`, as `segment_metrics`): F1 at IoU 0.1/0.5 pooled
   over the scenes (true positives over all predicted and true segments), the mean of the
-  per-scene F1@0.5, and the onset delay median and p90 pooled over the scenes.
+  per-scene F1@0.5, and the onset delay median and p90 pooled over the scenes;
+* `region`: the rows' `roi` (the node's region, README "Where the action is") against the
+  object's true box at each window's last frame: the share of windows whose region holds the
+  box's centre and the median IoU, by object size and by whether the object's centre is in the
+  central square the model sees. `--wander whole` lets the object go anywhere in the frame
+  (issue 28's "an object wandering over the whole frame").
 
-Writes benchmarks/results/continuous_scenes_<seeds>.json.
+Writes benchmarks/results/continuous_scenes_<seeds>[_whole].json.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ sys.path.insert(0, str(REPO / 'test'))
 
 import report  # noqa: E402 - benchmarks/report.py, beside this script
 from independent_bags import write_scene  # noqa: E402
+from independent_scenes import WANDER  # noqa: E402
 from timesformer_ros.bags import EvaluationOutputs, Evaluation, evaluate, read_truth  # noqa: E402
 from timesformer_ros.messages import dict_ns  # noqa: E402
 from timesformer_ros.segments import (  # noqa: E402
@@ -69,14 +75,16 @@ def _bin(value: float, edges) -> str:
     return f'outside {edges[0]:g}-{edges[-1]:g}'
 
 
-def scene_run(work: Path, seed: int, index: int, seconds: float, checkpoint: str) -> dict:
+def scene_run(work: Path, seed: int, index: int, seconds: float, checkpoint: str,
+              wander: str = 'centre') -> dict:
     """Write one scene and evaluate its bag; return what the figures need.
 
     {'scene': its description, 'summary': evaluate's summary, 'records': the window rows,
-    'predicted': the decoded Segments, 'truth': the truth runs, 'diameters': {stamp: px}}.
+    'predicted': the decoded Segments, 'truth': the truth runs, 'diameters': {stamp: (px,
+    visible share)}, 'boxes': {stamp: the object's box, or None}}.
     """
     folder = work / f'scene_{seed}_{index}'
-    scene = write_scene(folder, seed, index, seconds)
+    scene = write_scene(folder, seed, index, seconds, wander=wander)
     params = work / 'params.yaml'
     if not params.exists():
         params.write_text("/**:\n  ros__parameters:\n    top_k: 1000\n")
@@ -86,12 +94,17 @@ def scene_run(work: Path, seed: int, index: int, seconds: float, checkpoint: str
                                          segments=folder / 'segments.jsonl'))
     records = [json.loads(line) for line in (folder / 'windows.jsonl').read_text().splitlines()]
     events = [json.loads(line) for line in (folder / 'segments.jsonl').read_text().splitlines()]
+    diameters, boxes = {}, {}
     with (folder / 'boxes.csv').open(newline='') as handle:
-        diameters = {int(row['stamp']): (float(row['diameter']), float(row['visible']))
-                     for row in csv.DictReader(handle)}
+        for row in csv.DictReader(handle):
+            stamp = int(row['stamp'])
+            diameters[stamp] = (float(row['diameter']), float(row['visible']))
+            boxes[stamp] = (tuple(float(row[k]) for k in ('x_min', 'y_min', 'x_max', 'y_max'))
+                            if row['x_min'] else None)
     return {'scene': scene, 'summary': summary, 'records': records,
             'predicted': from_events(events),
-            'truth': read_truth(TRUTH, folder / 'bag', {}).runs(), 'diameters': diameters}
+            'truth': read_truth(TRUTH, folder / 'bag', {}).runs(), 'diameters': diameters,
+            'boxes': boxes}
 
 
 def inside_windows(run: dict):
@@ -136,6 +149,43 @@ def window_figures(runs: list, labels: list) -> dict:
             'by': dict(by), 'confusion': {'labels': labels, 'matrix': matrix.tolist()}}
 
 
+def region_figures(runs: list) -> dict:
+    """How well the rows' `roi` finds the object's box at the window's last frame.
+
+    Over the windows whose last frame shows some of the object: the share whose region holds
+    the box's centre and the median IoU (`locate.holds_centre`, `locate.iou`), by object size
+    and by whether the box's centre lies in the central square the model sees.
+    """
+    from timesformer_ros.locate import holds_centre, iou
+    scene = runs[0]['scene']
+    height, width = scene['height'], scene['width']
+    short = min(height, width)
+    groups = defaultdict(list)        # (kind, bin) -> [(holds, iou)]
+    for run in runs:
+        for record in run['records']:
+            end = dict_ns(record['window']['end'])
+            truth, roi = run['boxes'].get(end), record.get('roi')
+            if truth is None or roi is None:
+                continue
+            found = np.array([roi[k] for k in ('x_min', 'y_min', 'x_max', 'y_max')])
+            truth = np.array(truth)
+            centre = (truth[:2] + truth[2:]) / 2
+            seen = abs(centre[0] - width / 2) <= short / 2 and abs(centre[1] - height / 2) \
+                <= short / 2
+            size = run['diameters'][end][0] / short
+            score = (bool(holds_centre(found, truth)), float(iou(found, truth)))
+            for key in (('all', 'all'), ('size', _bin(size, SIZE_BINS)),
+                        ('centre', 'in the central square' if seen else 'outside it')):
+                groups[key].append(score)
+    by = defaultdict(dict)
+    for (kind, name), scores in sorted(groups.items()):
+        holds, ious = zip(*scores)
+        by[kind][name] = {'holds_centre': round(float(np.mean(holds)), 4),
+                          'median_iou': round(float(np.median(ious)), 4),
+                          'windows': len(scores)}
+    return dict(by)
+
+
 def segment_figures(pairs: list) -> dict:
     """Segment scores pooled over scenes; `pairs` holds (predicted, truth) Segments per scene.
 
@@ -167,12 +217,12 @@ def segment_figures(pairs: list) -> dict:
 
 
 def evaluate_seed(work: Path, seed: int, scenes: int, seconds: float, checkpoint: str,
-                  log=print) -> list:
+                  wander: str = 'centre', log=print) -> list:
     """Return the scene runs of one seed (`scene_run`), logging one line per scene."""
     runs = []
     for index in range(scenes):
         began = time.perf_counter()
-        runs.append(scene_run(work, seed, index, seconds, checkpoint))
+        runs.append(scene_run(work, seed, index, seconds, checkpoint, wander))
         summary = runs[-1]['summary']
         log(f'seed {seed} scene {index}: {summary["windows"]} windows, accuracy '
             f'{summary["accuracy"]:.3f}, segments {summary["segment_metrics"]["f1@0.5"]:.3f} '
@@ -190,7 +240,8 @@ def seed_figures(runs: list) -> dict:
             'phase_labels': {c: sum(p['label'] == c for p in phases) for c in labels},
             'inside': window_figures(runs, labels),
             'all_windows': {'accuracy': round(right / max(scored, 1), 4), 'windows': scored},
-            'segments': segment_figures([(r['predicted'], r['truth']) for r in runs])}
+            'segments': segment_figures([(r['predicted'], r['truth']) for r in runs]),
+            'region': region_figures(runs)}
 
 
 def machine() -> dict:
@@ -217,24 +268,31 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common_arguments(parser)
     parser.add_argument('--seeds', type=int, nargs='+', default=list(SEEDS))
+    parser.add_argument('--wander', choices=WANDER, default='centre',
+                        help="where the object goes: 'whole' for the region's figures over the "
+                             'whole frame (the motion figures then include windows where the '
+                             'object is outside what the model sees)')
     args = parser.parse_args()
     import torch
     torch.set_num_threads(args.threads)
     result = {'benchmark': 'continuous_scenes', 'command': 'python ' + ' '.join(sys.argv),
               'checkpoint': args.checkpoint or 'embedded', 'seconds_per_scene': args.seconds,
+              'wander': args.wander,
               'machine_before': machine(), 'seeds': {}}
     with tempfile.TemporaryDirectory(prefix='continuous_scenes_') as tmp:
         work = args.work or Path(tmp)
         for seed in args.seeds:
             began = time.perf_counter()
             figures = seed_figures(evaluate_seed(work, seed, args.scenes, args.seconds,
-                                                 args.checkpoint))
+                                                 args.checkpoint, args.wander))
             figures['seconds'] = round(time.perf_counter() - began, 1)
             result['seeds'][str(seed)] = figures
-            print(json.dumps({seed: {k: figures[k] for k in ('all_windows', 'segments')}}),
+            shown = ('all_windows', 'segments', 'region')
+            print(json.dumps({seed: {k: figures[k] for k in shown}}),
                   flush=True)
     result['machine_after'] = machine()
-    report.write(f'continuous_scenes_{"_".join(map(str, args.seeds))}', result)
+    wander = '' if args.wander == 'centre' else f'_{args.wander}'
+    report.write(f'continuous_scenes_{"_".join(map(str, args.seeds))}{wander}', result)
     return 0
 
 
