@@ -24,8 +24,9 @@ For training (the data layer's API; no ROS, no torch):
     track.boxes[i], track.cutouts[i]        # frame i: box (x0, y0, x1, y1), RGBA cut-out
     footage.paste(image, track.cutouts[i], centre_xy, height)   # composite one onto a frame
 
-For validation: `validation_windows()` (labelled windows of the validation part; the labelling
-rule is in `label_window`), scored by `timesformer_train report --real`.
+For validation: `footage_labels.validation_windows()` (labelled windows of the validation
+parts; the labelling rule is `footage_labels.label_window`), scored by
+`timesformer_train report --real`.
 
 Everything raises `FootageError` (one line: what is missing or wrong, and where) when the
 footage is not installed or unreadable.
@@ -217,7 +218,7 @@ def _background_shots(name: str, folder: str) -> tuple:
 
 # Moving objects by background subtraction (fixed cameras).
 FOREGROUND_THRESHOLD = 30           # largest channel difference to the background, 0-255
-MIN_AREA = 120                      # pixels of a mover at the video's own size
+MIN_AREA = 3.6e-4                   # squared short sides: a mover's least area (vtest: 120 px)
 MATCH_IOU = 0.3                     # a detection continues a track at this box IoU or more
 TOUCH_IOU = 0.05                    # overlaps that make a merge or a split ambiguous
 
@@ -254,17 +255,19 @@ def median_background(frames: np.ndarray, samples: int = 60) -> np.ndarray:
     return np.median(frames[pick], axis=0).astype(np.uint8)
 
 
-def detect(frames: np.ndarray, min_area: int = MIN_AREA) -> Detections:
+def detect(frames: np.ndarray, min_area: float = MIN_AREA) -> Detections:
     """Find the movers of a fixed camera: median background, difference, morphology, components.
 
     A pixel is foreground where a channel differs from the part's median background by more
     than FOREGROUND_THRESHOLD; opening (3x3) removes speckle, closing (an ellipse of 1/40 of
-    the short side) joins a person's limbs; components of at least `min_area` pixels are movers.
+    the short side) joins a person's limbs; components of at least `min_area` squared short sides
+    are movers.
     A mover that stands still for most of the part becomes background.
     """
     background = median_background(frames).astype(np.int16)
     close = max(3, min(frames.shape[1:3]) // 40) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close, close))
+    least = min_area * min(frames.shape[1:3]) ** 2
     found = Detections([], [])
     for frame in frames:
         mask = (np.abs(frame.astype(np.int16) - background).max(-1)
@@ -272,7 +275,7 @@ def detect(frames: np.ndarray, min_area: int = MIN_AREA) -> Detections:
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        keep = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= min_area]
+        keep = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= least]
         boxes = np.array([[stats[i, 0], stats[i, 1], stats[i, 0] + stats[i, 2],
                            stats[i, 1] + stats[i, 3]] for i in keep], int).reshape(-1, 4)
         found.boxes.append(boxes)
