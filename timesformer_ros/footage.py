@@ -95,6 +95,11 @@ def installed(folder: Optional[os.PathLike] = None) -> bool:
     return all((footage_dir(folder) / name).is_file() for name in VIDEOS)
 
 
+def read_video(path: Path, short_side: Optional[int] = None) -> tuple:
+    """Return (frames (N, H, W, 3) uint8 RGB, fps) of a whole video file (cached)."""
+    return _read(Path(path), short_side)
+
+
 @lru_cache(maxsize=8)
 def _read(path: Path, short_side: Optional[int] = None) -> tuple:
     """Return (frames (N, H, W, 3) uint8 RGB, fps) of a whole video, resized to `short_side`.

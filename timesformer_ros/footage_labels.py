@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
-from .footage import OBJECT_VIDEOS, clip_indices, detect, read_part, track
+from .footage import (
+    OBJECT_VIDEOS, FootageError, clip_indices, detect, read_part, read_video, track)
 
 MOVE = 0.05                 # crop sides per second: a translation at least this fast ...
 DOMINANCE = 2.0             # ... and this many times the other axis' speed
@@ -240,3 +242,16 @@ def join(parts: Sequence[Windows]) -> Windows:
                    [s for p in parts for s in p.sources],
                    {k: sum(p.excluded[k] for p in parts) for k in first.excluded},
                    first.clip_fps)
+
+
+def file_windows(path: os.PathLike, num_frames: int, clip_fps: float, size: int) -> Windows:
+    """Return the labelled windows of a whole video file (a committed validation excerpt).
+
+    The file is taken as one part: it must already be validation footage (the excerpt in
+    test/data/footage is cut from vtest.avi's validation part).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FootageError(f'real footage: no video at {path}')
+    frames, fps = read_video(path)
+    return windows_of(frames, fps, 0, num_frames, clip_fps, size, path.name, 'excerpt')

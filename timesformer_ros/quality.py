@@ -84,11 +84,13 @@ def real_report(ckpt, windows) -> dict:
     if unknown:
         raise ValueError(f'real footage: the checkpoint has no class {unknown[0]!r} '
                          f'(its classes: {classes})')
+    out = {'windows': len(windows.labels), 'clip_fps': windows.clip_fps,
+           'excluded': {k: int(v) for k, v in windows.excluded.items()}}
+    if not windows.labels:
+        return out
     normaliser = Normaliser(ckpt.mean, ckpt.std)
     names = np.array(windows.labels)
     backwards = np.array([synthetic.REVERSED[name] for name in names])
-    out = {'windows': len(names), 'clip_fps': windows.clip_fps,
-           'excluded': {k: int(v) for k, v in windows.excluded.items()}}
     for direction, clips, truth in (('forwards', windows.clips, names),
                                     ('backwards', windows.clips[:, ::-1], backwards)):
         predicted = predict(ckpt.model, np.ascontiguousarray(clips), normaliser)
