@@ -122,7 +122,7 @@ def test_the_embedded_model_on_the_committed_real_footage():
 
 @pytest.fixture(scope='module')
 def footage_folder(tmp_path_factory):
-    """A footage folder whose vtest.avi is the committed excerpt."""
+    """Return a footage folder whose vtest.avi is the committed excerpt."""
     folder = tmp_path_factory.mktemp('footage')
     shutil.copy(EXCERPT, folder / 'vtest.avi')
     return folder
