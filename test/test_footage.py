@@ -160,3 +160,16 @@ def test_missing_footage_is_one_clear_line(tmp_path, capsys):
     assert main(['report', str(EMBEDDED), '--clips', '7', '--real', str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count('\n') == 0 and 'no vtest.avi in' in err and 'make footage' in err
+
+
+def test_the_report_command_has_a_real_footage_section(footage_folder, tmp_path):
+    out = tmp_path / 'report.json'
+    assert main(['report', str(EMBEDDED), '--clips', '7', '--real', str(footage_folder),
+                 '--json', str(out)]) == 0
+    real = json.loads(out.read_text())['real_footage']
+    assert real['windows'] > 0 and set(real['excluded']) == set(footage_labels.EXCLUSIONS)
+    for direction in ('forwards', 'backwards'):
+        section = real[direction]
+        assert sum(c['windows'] for c in section['by_class'].values()) == real['windows']
+        assert np.array(section['confusion']['matrix']).sum() == real['windows']
+        assert 0 <= section['accuracy'] <= 1 and section['by_size_of_crop']
