@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from timesformer_ros import camera_world
+from timesformer_ros import camera_effects, camera_world
 from timesformer_ros.camera_world import Options, Pose, make_window, visible_label
 from timesformer_ros.synthetic import CLASSES
 from timesformer_ros.train import TrainConfig, synthetic_batch
@@ -29,7 +29,7 @@ def test_a_seed_gives_the_same_windows_and_another_seed_others():
 
 
 def frame_pose(x, diameter):
-    """A frontal square at (x, 0) short sides, `diameter` wide."""
+    """Return a frontal square at (x, 0) short sides, `diameter` wide."""
     half = diameter / 2
     corners = np.array([[x - half, -half], [x + half, -half], [x + half, half],
                         [x - half, half]])
@@ -127,10 +127,10 @@ def test_a_hand_held_objects_box_is_the_objects_not_the_hands():
             assert box[3] <= np.ceil(pixels[:, 1].max()) + 1
     # The arm reaches in from the frame's edge to the object, far outside the object's box.
     for seed in range(5):
-        hand = camera_world._hand(np.random.default_rng(seed))
+        hand = camera_effects.sample_hand(np.random.default_rng(seed))
         pose = camera_world._poses(np.zeros((1, 2)), np.array([0.2]), np.zeros((1, 3)), 1.0,
                                    True)[0]
-        behind, front = camera_world._draw_hand(hand, pose, SIZE)
+        behind, front = camera_effects.draw_hand(hand, pose, SIZE)
         edge = np.concatenate([behind[0], behind[-1], behind[:, 0], behind[:, -1]])
         assert edge.max() > 0.5 and front.max() > 0.5
 
