@@ -168,3 +168,14 @@ def test_training_batches_draw_the_camera_world_share_and_shares_are_checked():
     assert clips.shape == (4, 8, SIZE, SIZE, 3) and len(labels) == 4
     with pytest.raises(ValueError, match='wide \\+ camera'):
         TrainConfig(wide=0.8, camera=0.5)
+
+
+def test_real_footage_asked_for_but_not_installed_is_a_one_line_error(tmp_path, monkeypatch,
+                                                                       capsys):
+    monkeypatch.setenv('TIMESFORMER_FOOTAGE', str(tmp_path / 'none'))
+    from timesformer_ros.train import main
+    code = main(['train', '--camera-world', '0.5', '--wide', '0.3', '--real-footage', '0.3',
+                 '--steps', '1', '--out', str(tmp_path / 'm')])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and 'real footage' in err[0] and 'none' in err[0]

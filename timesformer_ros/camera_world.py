@@ -68,6 +68,8 @@ class Options:
     continuous: float = 0.5     # share of windows with a second phase in them
     envelope: bool = True       # SIZE, SPEED, GROWTH above, partly outside; off: world.py's
     distractors: bool = True    # world.py's small still or jittering objects
+    footage: float = 0.0        # share of scenes over real video (footage.py, training parts)
+    movers: float = 0.0         # share whose object is a real tracked mover (a pedestrian)
 
     def without(self, name: str) -> 'Options':
         """Return these options with the part `name` switched off."""
@@ -356,12 +358,21 @@ def make_clip(rng: np.random.Generator, label: str, size: int = 48, num_frames: 
 def _render(rng: np.random.Generator, size: int, times: np.ndarray, blurred: list,
             options: Options):
     """Draw the window; None when too little of the object is in view in some frame."""
-    background = world._background(rng, size)
-    mask = world._shape_mask(rng)
-    paint = world._fill(rng, background.reshape(-1, 3).mean(0))
-    levels = world._pyramid(np.dstack([paint, mask]))
-    fill = float(mask.mean())
-    hand = effects.sample_hand(rng) if rng.random() < options.hand else None
+    if rng.random() < options.footage:
+        rate = 1 / (times[1] - times[0])
+        backgrounds = _footage().backgrounds(rng, 1, size, len(times), rate)[0]
+        backgrounds = backgrounds.astype(np.float32) / 255
+    else:
+        backgrounds = [world._background(rng, size)] * len(times)
+    real = rng.random() < options.movers
+    if real:
+        templates = _real_mover(rng, times)
+    else:
+        mask = world._shape_mask(rng)
+        paint = world._fill(rng, backgrounds[0].reshape(-1, 3).mean(0))
+        templates = [np.dstack([paint, mask])] * len(times)
+    pyramids = [world._pyramid(template) for template in templates]
+    hand = effects.sample_hand(rng) if rng.random() < options.hand and not real else None
     shadow = (rng.uniform(0.2, 0.5), rng.uniform(-0.08, 0.08, 2), rng.uniform(0.02, 0.06)) \
         if rng.random() < options.shadow else None
     count = int(rng.integers(0, 3)) if options.distractors else 0
@@ -369,7 +380,8 @@ def _render(rng: np.random.Generator, size: int, times: np.ndarray, blurred: lis
     light = effects.sample_light(rng, options.camera)
     scenes, boxes = [], np.full((len(times), 4), np.nan, np.float32)
     for k, group in enumerate(blurred):
-        frame = background.copy()
+        frame = backgrounds[k].copy()
+        levels, fill = pyramids[k], float(templates[k][..., 3].mean())
         for rgba, centres, diameter in distractors:
             drawn = world._warp(rgba, centres[k], diameter, 0.0, size)
             frame += np.clip(drawn[..., 3:], 0, 1) * (drawn[..., :3] - frame)
@@ -402,6 +414,38 @@ def _render(rng: np.random.Generator, size: int, times: np.ndarray, blurred: lis
         frame *= np.float32(exposures[k])
         clip[k] = world.finish(rng, frame, light.blur, light.noise, light.jpeg)
     return clip, boxes, hand is not None
+
+
+def _footage():
+    from . import footage              # reads video files: only when real footage is asked for
+    return footage
+
+
+def _real_mover(rng: np.random.Generator, times: np.ndarray) -> list:
+    """Return a real mover's RGBA templates (float32) for the window's frames.
+
+    A track of footage.py's training part, its cut-outs at the window's times (at the video's
+    rate), each centred at its own scale on a square the size of the window's largest, so the
+    mover's limbs move as they did and its size changes only as its box did.
+    """
+    tracks = [t for t in _footage().object_tracks()
+              if len(t.boxes) > round(times[-1] * t.fps)]
+    track = tracks[int(rng.integers(len(tracks)))]
+    last = len(track.boxes) - 1 - round(times[-1] * track.fps)
+    index = int(rng.integers(0, last + 1)) + np.round(times * track.fps).astype(int)
+    cutouts = [track.cutouts[i] for i in index]
+    side = max(max(c.shape[:2]) for c in cutouts)
+    flip = rng.random() < 0.5
+    templates = []
+    for cutout in cutouts:
+        square = np.zeros((side, side, 4), np.float32)
+        height, width = cutout.shape[:2]
+        y, x = (side - height) // 2, (side - width) // 2
+        square[y:y + height, x:x + width] = cutout.astype(np.float32) / 255
+        square = square[:, ::-1] if flip else square
+        templates.append(cv2.resize(square, (world._TEMPLATE, world._TEMPLATE),
+                                    interpolation=cv2.INTER_AREA))
+    return templates
 
 
 def _layers(levels: list, hand, pose: Pose, size: int) -> tuple:

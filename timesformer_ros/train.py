@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import camera_world, finetune, synthetic, world
+from . import camera_world, finetune, footage, synthetic, world
 from .checkpoints import (
     OFFICIAL_MEAN, OFFICIAL_STD, CheckpointError, load_checkpoint, save_checkpoint)
 from .clip_folder import FolderClips, folder_classes
@@ -69,10 +69,12 @@ def synthetic_batch(rng: np.random.Generator, count: int, size: int, num_frames:
                     style: synthetic.Style,
                     classes: Sequence[int] = range(len(synthetic.CLASSES)),
                     clip_fps: float = DEFAULT_CLIP_FPS, wide: float = 0.0,
-                    camera: float = 0.0):
+                    camera: float = 0.0,
+                    camera_options: camera_world.Options = camera_world.Options()):
     """Draw `count` clips of the given class indices (uniformly): (clips, labels).
 
-    A share `camera` of them comes from the camera-like world (`camera_world.py`), a share
+    A share `camera` of them comes from the camera-like world (`camera_world.py`, drawn
+    with `camera_options`), a share
     `wide` from the wide training world (`world.py`), the rest from `synthetic.py` in `style`;
     all at clip rates drawn around `clip_fps`.
     """
@@ -83,7 +85,7 @@ def synthetic_batch(rng: np.random.Generator, count: int, size: int, num_frames:
         draw = rng.random()
         if draw < camera:
             clips.append(camera_world.make_clip(rng, synthetic.CLASSES[i], size, num_frames,
-                                                clip_fps))
+                                                clip_fps, camera_options))
         elif draw < camera + wide:
             clips.append(world.make_clip(rng, synthetic.CLASSES[i], size, num_frames, clip_fps))
         else:
@@ -187,6 +189,7 @@ class TrainConfig:
     clip_fps: Optional[float] = DEFAULT_CLIP_FPS
     wide: float = 0.8                   # share of clips from world.py after the curriculum
     camera: float = 0.0                 # share of clips from camera_world.py, likewise
+    footage: float = 0.0                # share of those over real video, half with real movers
     lr: float = 1e-3                    # AdamW
     weight_decay: float = 0.01
     seed: int = 0
@@ -215,13 +218,16 @@ class TrainConfig:
             raise ValueError(f'clip_fps {rate_problem(self.clip_fps)}')
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f'lr must be a finite number > 0, got {self.lr!r}')
-        for name in ('curriculum', 'directions_first', 'wide', 'camera'):
+        for name in ('curriculum', 'directions_first', 'wide', 'camera', 'footage'):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f'{name} must be a share in [0, 1], got {value!r}')
         if self.wide + self.camera > 1.0:
             raise ValueError(f'wide + camera must be at most 1 (shares of the clips), got '
                              f'{self.wide} + {self.camera}')
+        if self.footage and self.camera and not footage.installed():
+            raise ValueError(f'real footage is not in {footage.footage_dir()}: '
+                             f'{footage.INSTALL_HINT}')
 
 
 def _starting_model(config: TrainConfig) -> tuple:
@@ -287,6 +293,7 @@ def train(config: TrainConfig = TrainConfig()):
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     constant = 0 if folder else int(config.curriculum * config.steps)
+    camera_options = camera_world.Options(footage=config.footage, movers=config.footage / 2)
     started = time.monotonic()
     history = []
     score = ''
@@ -306,7 +313,7 @@ def train(config: TrainConfig = TrainConfig()):
             wide, camera = (config.wide, config.camera) if name == 'all classes' else (0, 0)
             clips, labels = augment(rng, *synthetic_batch(
                 rng, config.batch_size // 2, size, frames, step_style, step_classes,
-                config.clip_fps, wide, camera))
+                config.clip_fps, wide, camera, camera_options))
         for group in optimiser.param_groups:
             group['lr'] = _lr(step, config.steps, config.lr, constant)
         logits = model(normaliser(torch.from_numpy(np.ascontiguousarray(clips))))
@@ -367,6 +374,7 @@ def _save(config: TrainConfig, model: TimeSformer, classes: list, mean, std,
                   'weight_decay': config.weight_decay, 'seed': config.seed,
                   'curriculum': config.curriculum, 'directions_first': config.directions_first,
                   'clip_fps': config.clip_fps, 'wide': config.wide, 'camera': config.camera,
+                  'footage': config.footage,
                   'init': str(config.init) if config.init else None,
                   'seconds': round(time.monotonic() - started),
                   'history': history})
@@ -519,6 +527,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help='share of the clips from the camera-like world (camera_world.py: '
                          'perspective, a hand, continuous scenes, slow motions) after the '
                          'curriculum; with --wide, at most 1 together')
+    tr.add_argument('--real-footage', type=float, default=0.0,
+                    help='share of the camera-world scenes over real video (footage.py, the '
+                         "videos' training parts; make footage installs them), half of those "
+                         'with a real tracked mover as the object')
     tr.add_argument('--batch-size', type=int, help='default 32 (--bags: 16)')
     tr.add_argument('--lr', type=float, help='default 1e-3 (--bags: 5e-4)')
     tr.add_argument('--seed', type=int, default=0)
@@ -567,7 +579,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 lr=1e-3 if args.lr is None else args.lr, weight_decay=args.weight_decay,
                 seed=args.seed, val_every=args.val_every, curriculum=args.curriculum,
                 directions_first=args.directions_first, wide=args.wide,
-                camera=args.camera_world,
+                camera=args.camera_world, footage=args.real_footage,
                 clip_fps=args.clip_fps if args.clip_fps is not None else
                 None if args.data else DEFAULT_CLIP_FPS,
                 data=args.data, init=args.init,
