@@ -72,18 +72,26 @@ def main() -> int:
     parser.add_argument('--clips', type=int, default=700)
     parser.add_argument('--seed', type=int, default=REPORT_SEED)
     parser.add_argument('--json', type=Path)
+    parser.add_argument('--real-footage', type=float, default=0.0,
+                        help="share of scenes over real video (the videos' training parts), "
+                             'half of those with a real mover, as train --real-footage')
+    parser.add_argument('--no-ablation', action='store_true',
+                        help='only the world with all its parts')
     args = parser.parse_args()
     ckpt = load_checkpoint(args.checkpoint or embedded_checkpoint())
     cfg, clip_fps = ckpt.config, ckpt.clip_fps or 10.0
     started = time.monotonic()
     result = {'benchmark': 'camera_world', 'date': datetime.date.today().isoformat(),
               'checkpoint': args.checkpoint or 'embedded', 'clips': args.clips,
-              'seed': args.seed}
-    full = camera_world.Options()
+              'seed': args.seed, 'real_footage': args.real_footage}
+    full = camera_world.Options(footage=args.real_footage, movers=args.real_footage / 2)
     result['all_parts'] = score(ckpt, windows(args.seed, args.clips, cfg, clip_fps, full))
     print(f"all parts: {result['all_parts']['accuracy']:.3f}", flush=True)
-    for name in ('perspective', 'hand', 'shadow', 'camera', 'blur', 'continuous', 'envelope',
-                 'distractors'):
+    for name in () if args.no_ablation else (
+            'perspective', 'hand', 'shadow', 'camera', 'blur', 'continuous', 'envelope',
+            'distractors', 'footage', 'movers'):
+        if getattr(full, name) in (0, False):
+            continue
         found = score(ckpt, windows(args.seed, args.clips, cfg, clip_fps, full.without(name)))
         result[f'without_{name}'] = {'accuracy': found['accuracy']}
         print(f'without {name}: {found["accuracy"]:.3f}', flush=True)
