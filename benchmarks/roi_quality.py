@@ -41,9 +41,11 @@ from timesformer_ros import synthetic  # noqa: E402
 from timesformer_ros.checkpoints import embedded_checkpoint, load_checkpoint  # noqa: E402
 from timesformer_ros.engine import attention_summary  # noqa: E402
 from timesformer_ros.frames import (  # noqa: E402
-    Normaliser, resize_and_crop, square_of, to_source)
+    Normaliser, resize_and_crop, square_of, thumb_of, to_source)
+from timesformer_ros.clips import Window  # noqa: E402
 from timesformer_ros.locate import (  # noqa: E402
-    MOTION_LEVEL, head_features, holds_centre, iou, load_head, map_box, motion_map, rollout)
+    Locator, RegionHold, head_features, holds_centre, iou, load_head, map_box, rollout)
+from timesformer_ros.predictions import Prediction  # noqa: E402
 from timesformer_ros.train import load_generator  # noqa: E402
 from timesformer_ros.world import mask_box  # noqa: E402
 
@@ -95,16 +97,26 @@ def synthetic_scenes(count: int, seed: int, fps: float, frames: int):
 
 
 def windows_of(clip: np.ndarray, boxes: np.ndarray, size: int, frames: int):
-    """Sliding windows (one per frame once T are held): (inputs (W, T, S, S, 3), truths)."""
+    """Return sliding windows (one per frame once T are held) of a clip.
+
+    As (inputs (W, T, S, S, 3), whole frames in gray as streams buffer them (W, T, h, w),
+    true boxes (W, 4)).
+    """
     small = np.stack([resize_and_crop(f, size) for f in clip])
+    thumbs = np.stack([thumb_of(f, size) for f in clip])
     starts = [s for s in range(len(clip) - frames + 1)
               if not np.isnan(boxes[s + frames - 1]).any()]
     return (np.stack([small[s:s + frames] for s in starts]),
+            np.stack([thumbs[s:s + frames] for s in starts]),
             np.stack([boxes[s + frames - 1] for s in starts]))
 
 
-def predict(ckpt, head, inputs: np.ndarray, normaliser) -> dict:
-    """Boxes in input pixels per method for a batch of windows."""
+def predict(ckpt, head, inputs: np.ndarray, thumbs: np.ndarray, normaliser) -> tuple:
+    """Boxes in input pixels per method for a batch of windows, and `motion`'s confidences.
+
+    `motion` looks at the whole frames, as the node does; `motion (crop)` at the model's input
+    alone.
+    """
     model, cfg = ckpt.model, ckpt.config
     grid = (cfg.grid_size, cfg.grid_size)
     video = normaliser(torch.from_numpy(inputs))
@@ -115,12 +127,23 @@ def predict(ckpt, head, inputs: np.ndarray, normaliser) -> dict:
         maps = {'lastblock': spatial[:, -1].numpy(), 'rollout': relevance.numpy()}
         found = {name: np.array([map_box(m, cfg.img_size)[0] for m in value], np.float32)
                  for name, value in maps.items()}
-        found['motion'] = np.array([map_box(m, cfg.img_size, MOTION_LEVEL)[0]
-                                    for m in motion_map(video, relevance).numpy()], np.float32)
+        locator = Locator(model)
+        found['motion'], confidence = locator.boxes(spatial[:, -1], video, list(thumbs))
+        found['motion (crop)'], _ = locator.boxes(spatial[:, -1], video)
         if head is not None:
             boxes, _ = head.decode(head_features(model, video), grid)
             found['head'] = boxes.numpy()
-    return found
+    return found, confidence
+
+
+def held(boxes: np.ndarray, confidence: np.ndarray, fps: float) -> np.ndarray:
+    """`motion` boxes of one scene's windows in order, as a stream's `RegionHold` leaves them."""
+    hold, out = RegionHold(), []
+    for k, (box, conf) in enumerate(zip(boxes, confidence)):
+        prediction = Prediction([], [], [], np.zeros(1), box=box, box_confidence=float(conf),
+                                box_method='motion')
+        out.append(hold.apply(prediction, Window((), (int(k * 1e9 / fps),), '', None, k)).box)
+    return np.array(out, np.float32).reshape(-1, 4)
 
 
 def summary(hit: np.ndarray, overlap: np.ndarray) -> dict:
@@ -129,15 +152,17 @@ def summary(hit: np.ndarray, overlap: np.ndarray) -> dict:
             'mean_iou': round(float(overlap.mean()), 4)}
 
 
-def evaluate(ckpt, head, scenes, frames: int) -> dict:
+def evaluate(ckpt, head, scenes, frames: int, fps: float) -> dict:
     cfg = ckpt.config
     normaliser = Normaliser(ckpt.mean, ckpt.std)
     top, left, side = square_of(HEIGHT, WIDTH)
     per_method, truths = {}, []
     for clip, boxes in scenes:
-        inputs, truth = windows_of(clip, boxes, cfg.img_size, frames)
+        inputs, thumbs, truth = windows_of(clip, boxes, cfg.img_size, frames)
         truths.append(truth)
-        for name, found in predict(ckpt, head, inputs, normaliser).items():
+        found_all, confidence = predict(ckpt, head, inputs, thumbs, normaliser)
+        found_all['motion+hold'] = held(found_all['motion'], confidence, fps)
+        for name, found in found_all.items():
             mapped = np.array([to_source(b, cfg.img_size, HEIGHT, WIDTH) for b in found])
             per_method.setdefault(name, []).append(mapped)
     truth = np.concatenate(truths)
@@ -178,9 +203,9 @@ def main() -> int:
     results = {'checkpoint': str(args.checkpoint), 'camera': f'{WIDTH}x{HEIGHT}',
                'clip_fps': fps, 'scenes': args.scenes, 'seed': args.seed,
                'independent': evaluate(ckpt, head, independent_scenes(
-                   args.scenes, args.seed, fps, length), frames),
+                   args.scenes, args.seed, fps, length), frames, fps),
                'synthetic_held_out': evaluate(ckpt, head, synthetic_scenes(
-                   args.scenes, args.seed, fps, frames), frames)}
+                   args.scenes, args.seed, fps, frames), frames, fps)}
     results['seconds'] = round(time.monotonic() - started, 1)
     text = json.dumps(results, indent=2)
     print(text)

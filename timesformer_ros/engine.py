@@ -22,7 +22,7 @@ from .frames import Preprocessor
 from .locate import Locator
 from .model import TimeSformer, preset
 from .predictions import (  # noqa: F401 - re-exported: the package imports them from here
-    EngineError, Prediction, predictions, stack_clips)
+    EngineError, Prediction, clip_thumbs, predictions, stack_clips)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -145,12 +145,11 @@ class Engine:
         if not with_attention:
             return self.model(video), None, None, None
         last = len(self.model.blocks) - 1
-        tokens, weights = self.model.forward_features_with_attention(
-            video, {last} | self.locator.blocks)
+        tokens, weights = self.model.forward_features_with_attention(video, {last})
         grid = (video.shape[-2] // self.config.patch_size,
                 video.shape[-1] // self.config.patch_size)
         spatial, temporal = attention_summary(self.model, weights[last], video.shape[1], grid)
-        evidence = self.locator.evidence(video, weights, grid)
+        evidence = self.locator.evidence(video, spatial, grid)
         return self.model.forward_head(tokens), spatial, temporal, evidence
 
     def warm_up(self, max_batch: int = 1):
@@ -162,24 +161,29 @@ class Engine:
             for _ in range(3 if self.compiled else 1):
                 self.infer_tensor(dummy)
 
-    def infer_tensor(self, video: torch.Tensor, with_attention: bool = True) -> list:
-        """Predictions for a (B, T, C, S, S) tensor of preprocessed frames."""
+    def infer_tensor(self, video: torch.Tensor, with_attention: bool = True,
+                     thumbs: Optional[list] = None) -> list:
+        """Predictions for a (B, T, C, S, S) tensor of preprocessed frames.
+
+        `thumbs`: the windows' whole frames in gray, for the region (`Locator.boxes`).
+        """
         started = time.perf_counter()
         with torch.inference_mode():
             logits, spatial, temporal, evidence = self._run(
                 video.to(self.device, self.dtype), with_attention)
             regions = None
             if with_attention:
-                boxes, confidences = self.locator.boxes(evidence, video.shape[-1])
+                boxes, confidences = self.locator.boxes(evidence, video, thumbs)
                 regions = (boxes / video.shape[-1], confidences, self.locator.method)
             return predictions(logits, spatial, temporal, self.labels, started, regions)
 
     def infer(self, clips: Sequence[Sequence[torch.Tensor]], with_attention: bool = True) -> list:
         """Predictions for clips given as sequences of T preprocessed frames (3, S, S).
 
-        A clip is e.g. `Window.frames`; several clips (cameras) run as one batch.
+        A clip is e.g. `Window.frames`; several clips (cameras) run as one batch. Frames that
+        are `frames.Frame`s bring the whole frame, where the region is looked for.
         """
-        return self.infer_tensor(stack_clips(clips), with_attention)
+        return self.infer_tensor(stack_clips(clips), with_attention, clip_thumbs(clips))
 
     @property
     def clip_fps(self) -> Optional[float]:

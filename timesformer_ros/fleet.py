@@ -140,9 +140,10 @@ class RemoteEngine:
 
     def infer(self, clips) -> list:
         import ray
-        import torch
-        video = torch.stack([torch.stack(list(frames)) for frames in clips]).float()
-        return ray.get(self.server.infer.remote(video.numpy()))
+
+        from .predictions import clip_thumbs, stack_clips
+        video = stack_clips(clips).float()
+        return ray.get(self.server.infer.remote(video.numpy(), clip_thumbs(clips)))
 
     def describe(self) -> str:
         return self.model
@@ -173,9 +174,10 @@ class ModelServer:
     def batch_sizes(self) -> dict:
         return dict(self.batches)
 
-    async def infer(self, video) -> list:
+    async def infer(self, video, thumbs=None) -> list:
+        """Predictions for windows (B, T, C, S, S), with their whole frames when given."""
         future = asyncio.get_running_loop().create_future()
-        self.queue.append((video, future))
+        self.queue.append((video, thumbs, future))
         if not self.busy:
             self.busy = True
             asyncio.ensure_future(self._drain())
@@ -192,17 +194,20 @@ class ModelServer:
                                       self.max_batch):
                     taken.append(self.queue.pop(0))
                     size += len(taken[-1][0])
-                video = torch.from_numpy(np.concatenate([v for v, _ in taken]))
+                video = torch.from_numpy(np.concatenate([v for v, _, _ in taken]))
+                thumbs = None
+                if all(t is not None for _, t, _ in taken):
+                    thumbs = [clip for _, t, _ in taken for clip in t]
                 self.batches[size] += 1
                 try:
                     predictions = await loop.run_in_executor(
-                        self.thread, self.engine.infer_tensor, video)
+                        self.thread, self.engine.infer_tensor, video, True, thumbs)
                 except Exception as exc:  # noqa: BLE001 - every waiting bag hears of it
-                    for _, future in taken:
+                    for _, _, future in taken:
                         future.set_exception(exc)
                     continue
                 start = 0
-                for v, future in taken:
+                for v, _, future in taken:
                     future.set_result(predictions[start:start + len(v)])
                     start += len(v)
         finally:

@@ -24,8 +24,9 @@ For training (the data layer's API; no ROS, no torch):
     track.boxes[i], track.cutouts[i]        # frame i: box (x0, y0, x1, y1), RGBA cut-out
     footage.paste(image, track.cutouts[i], centre_xy, height)   # composite one onto a frame
 
-For validation: `validation_windows()` (labelled windows of the validation part; the labelling
-rule is in `label_window`), scored by `timesformer_train report --real`.
+For validation: `footage_labels.validation_windows()` (labelled windows of the validation
+parts; the labelling rule is `footage_labels.label_window`), scored by
+`timesformer_train report --real`.
 
 Everything raises `FootageError` (one line: what is missing or wrong, and where) when the
 footage is not installed or unreadable.
@@ -94,32 +95,60 @@ def installed(folder: Optional[os.PathLike] = None) -> bool:
     return all((footage_dir(folder) / name).is_file() for name in VIDEOS)
 
 
-@lru_cache(maxsize=8)
-def _read(path: Path, short_side: Optional[int] = None) -> tuple:
-    """Return (frames (N, H, W, 3) uint8 RGB, fps) of a whole video, resized to `short_side`.
-
-    Frames are read in order (seeking is not exact in every codec) until the first that does
-    not decode: some files (tree.avi) hold fewer frames than their header says.
-    """
+def _open(path: os.PathLike) -> tuple:
     capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise FootageError(f'real footage: OpenCV cannot open {path}')
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    frames = []
-    while True:
-        ok, frame = capture.read()
+    fps = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0
+    if not fps or fps <= 0:
+        raise FootageError(f'real footage: OpenCV cannot read {path} (or it has no frame rate)')
+    return capture, float(fps)
+
+
+def frame_count(path: os.PathLike) -> int:
+    """Return how many frames of a video decode, in order (headers can say more: tree.avi)."""
+    capture, _ = _open(path)
+    count = 0
+    while capture.grab():
+        count += 1
+    capture.release()
+    return count
+
+
+def read_video(path: os.PathLike, short_side: Optional[int] = None, start: int = 0,
+               stop: Optional[int] = None) -> tuple:
+    """Return (frames [start, stop) (N, H, W, 3) uint8 RGB, fps) of a video.
+
+    Resized to `short_side` when given. Not cached (vtest.avi is 1 GB decoded). Frames are read
+    in order (seeking is not exact in every codec); those before `start` are skipped undecoded.
+    """
+    capture, fps = _open(path)
+    frames, index, count = None, 0, 0
+    while stop is None or index < stop:
+        if index < start:
+            ok = capture.grab()
+        else:
+            ok, frame = capture.read()
         if not ok:
             break
+        index += 1
+        if index <= start:
+            continue
         if short_side:
             scale = short_side / min(frame.shape[:2])
             frame = cv2.resize(frame, (round(frame.shape[1] * scale),
                                        round(frame.shape[0] * scale)),
                                interpolation=cv2.INTER_AREA)
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        if frames is None or count == len(frames):     # one array, grown by doubling
+            grown = np.empty((stop - start if stop else 64, *frame.shape), np.uint8) \
+                if frames is None else np.empty((2 * len(frames), *frame.shape), np.uint8)
+            if frames is not None:
+                grown[:count] = frames
+            frames = grown
+        cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=frames[count])
+        count += 1
     capture.release()
-    if not frames or not fps or fps <= 0:
-        raise FootageError(f'real footage: {path} has no readable frames or no frame rate')
-    return np.stack(frames), float(fps)
+    if not count:
+        raise FootageError(f'real footage: {path} has no readable frames in [{start}, {stop})')
+    return frames[:count], fps
 
 
 def split(frames: int, fps: float) -> dict:
@@ -136,12 +165,17 @@ def split(frames: int, fps: float) -> dict:
 
 def read_part(name: str, part: str, folder: Optional[os.PathLike] = None,
               short_side: Optional[int] = None) -> tuple:
-    """Return (frames of one part of video `name`, fps, index of its first frame in the video)."""
+    """Return (frames of one part of video `name`, fps, index of its first frame in the video).
+
+    Only that part's frames are decoded.
+    """
     if part not in PARTS:
         raise ValueError(f'part must be one of {PARTS}, got {part!r}')
-    frames, fps = _read(video_path(name, folder), short_side)
-    span = split(len(frames), fps)[part]
-    return frames[span.start:span.stop], fps, span.start
+    path = video_path(name, folder)
+    _, fps = _open(path)
+    span = split(frame_count(path), fps)[part]
+    frames, _ = read_video(path, short_side, span.start, span.stop)
+    return frames, fps, span.start
 
 
 def shots(frames: np.ndarray) -> list:
@@ -217,17 +251,17 @@ def _background_shots(name: str, folder: str) -> tuple:
 
 # Moving objects by background subtraction (fixed cameras).
 FOREGROUND_THRESHOLD = 30           # largest channel difference to the background, 0-255
-MIN_AREA = 120                      # pixels of a mover at the video's own size
+MIN_AREA = 3.6e-4                   # squared short sides: a mover's least area (vtest: 120 px)
 MATCH_IOU = 0.3                     # a detection continues a track at this box IoU or more
 TOUCH_IOU = 0.05                    # overlaps that make a merge or a split ambiguous
 
 
 @dataclass
 class Detections:
-    """Foreground boxes and masks of every frame of one part of a video."""
+    """Foreground boxes of every frame of one part of a video, and each mover's own pixels."""
 
     boxes: list                     # per frame: (K, 4) int array x0, y0, x1, y1 (exclusive)
-    masks: list                     # per frame: (H, W) bool foreground of the kept movers
+    alphas: list                    # per frame: per box, (h, w) bool: its component's pixels
 
 
 @dataclass
@@ -254,17 +288,19 @@ def median_background(frames: np.ndarray, samples: int = 60) -> np.ndarray:
     return np.median(frames[pick], axis=0).astype(np.uint8)
 
 
-def detect(frames: np.ndarray, min_area: int = MIN_AREA) -> Detections:
+def detect(frames: np.ndarray, min_area: float = MIN_AREA) -> Detections:
     """Find the movers of a fixed camera: median background, difference, morphology, components.
 
     A pixel is foreground where a channel differs from the part's median background by more
     than FOREGROUND_THRESHOLD; opening (3x3) removes speckle, closing (an ellipse of 1/40 of
-    the short side) joins a person's limbs; components of at least `min_area` pixels are movers.
+    the short side) joins a person's limbs; components of at least `min_area` squared short sides
+    are movers.
     A mover that stands still for most of the part becomes background.
     """
     background = median_background(frames).astype(np.int16)
     close = max(3, min(frames.shape[1:3]) // 40) | 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close, close))
+    least = min_area * min(frames.shape[1:3]) ** 2
     found = Detections([], [])
     for frame in frames:
         mask = (np.abs(frame.astype(np.int16) - background).max(-1)
@@ -272,11 +308,12 @@ def detect(frames: np.ndarray, min_area: int = MIN_AREA) -> Detections:
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        keep = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= min_area]
+        keep = [i for i in range(1, count) if stats[i, cv2.CC_STAT_AREA] >= least]
         boxes = np.array([[stats[i, 0], stats[i, 1], stats[i, 0] + stats[i, 2],
                            stats[i, 1] + stats[i, 3]] for i in keep], int).reshape(-1, 4)
         found.boxes.append(boxes)
-        found.masks.append(np.isin(labels, keep))
+        found.alphas.append([labels[y0:y1, x0:x1] == i for i, (x0, y0, x1, y1)
+                             in zip(keep, boxes)])
     return found
 
 
@@ -321,23 +358,27 @@ def track(boxes: Sequence[np.ndarray]) -> list:
     return done + [(first, indices) for first, indices, _ in live]
 
 
-def cutout(frame: np.ndarray, mask: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Return the RGBA cut-out of a box: its pixels, alpha 255 on the mover's foreground."""
+def cutout(frame: np.ndarray, alpha: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Return the RGBA cut-out of a box: its pixels, alpha 255 on the mover's own pixels."""
     x0, y0, x1, y1 = box
-    alpha = mask[y0:y1, x0:x1].astype(np.uint8) * 255
-    return np.dstack([frame[y0:y1, x0:x1], alpha])
+    return np.dstack([frame[y0:y1, x0:x1], alpha.astype(np.uint8) * 255])
 
 
-@lru_cache(maxsize=4)
 def object_tracks(part: str = 'train', videos: Sequence[str] = OBJECT_VIDEOS,
                   folder: Optional[os.PathLike] = None, min_frames: int = 8) -> tuple:
     """Return the tracks of real movers in one part of fixed-camera videos, as ObjectTrack.
 
     Found by `detect` and `track` in that part alone; tracks shorter than `min_frames` are
     dropped. Each track holds its boxes and its RGBA cut-outs, frame by frame. vtest.avi's
-    training part gives pedestrians and pairs of pedestrians walking in every direction,
-    25-120 pixels tall. Cached: call it once, it takes a few seconds per video.
+    training part gives 60 tracks of pedestrians and pairs walking in every direction (median
+    heights 17-166 pixels). Cached (about 20 s per call on these loaded machines, 30 MB): the
+    tracks are shared between callers, do not modify them.
     """
+    return _object_tracks(part, tuple(videos), str(footage_dir(folder)), min_frames)
+
+
+@lru_cache(maxsize=4)
+def _object_tracks(part: str, videos: tuple, folder: str, min_frames: int) -> tuple:
     out = []
     for name in videos:
         frames, fps, _ = read_part(name, part, folder)
@@ -346,8 +387,8 @@ def object_tracks(part: str = 'train', videos: Sequence[str] = OBJECT_VIDEOS,
             if len(indices) < min_frames:
                 continue
             boxes = np.array([found.boxes[first + k][j] for k, j in enumerate(indices)])
-            cutouts = [cutout(frames[first + k], found.masks[first + k], box)
-                       for k, box in enumerate(boxes)]
+            cutouts = [cutout(frames[first + k], found.alphas[first + k][j], boxes[k])
+                       for k, j in enumerate(indices)]
             out.append(ObjectTrack(name, part, fps, first, boxes, cutouts,
                                    (frames.shape[2], frames.shape[1])))
     return tuple(out)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -250,13 +250,38 @@ def to_source(box: Sequence[float], size: int, height: int, width: int) -> tuple
     """Map a box in the model's input pixels back into the source frame's pixels.
 
     `box` is (x_min, y_min, x_max, y_max) with pixel edges at 0..`size` in the `size` x `size`
-    input that `resize_and_crop` made of a `width` x `height` frame; the result is the same
-    box in that frame (edges at 0..width, 0..height), inside its central square.
+    input that `resize_and_crop` made of a `width` x `height` frame (a box may reach beyond
+    the input, into the parts of the frame the centre crop left out); the result is the same
+    box in that frame, clipped to it (edges at 0..width, 0..height).
     """
     top, left, side = square_of(height, width)
     scale = side / size
-    x0, y0, x1, y1 = (min(max(float(v), 0.0), float(size)) for v in box)
-    return left + x0 * scale, top + y0 * scale, left + x1 * scale, top + y1 * scale
+    x0, y0, x1, y1 = (float(v) for v in box)
+    x = [min(max(left + v * scale, 0.0), float(width)) for v in (x0, x1)]
+    y = [min(max(top + v * scale, 0.0), float(height)) for v in (y0, y1)]
+    return x[0], y[0], x[1], y[1]
+
+
+class Frame(NamedTuple):
+    """One preprocessed frame as a stream buffers it: the model's input and the whole frame.
+
+    `pixels`: the normalised (3, S, S) centre crop the model takes; `thumb`: the whole frame in
+    gray (H', W') float32, at the scale that makes its central square S pixels a side
+    (`thumb_of`), where the region finder (`locate.motion_region`) looks for what moved,
+    the parts the centre crop leaves out included.
+    """
+
+    pixels: torch.Tensor
+    thumb: np.ndarray
+
+
+def thumb_of(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Return the whole frame in gray with its shorter side `size` pixels (`Frame.thumb`)."""
+    height, width = rgb.shape[:2]
+    scale = size / min(height, width)
+    shape = (max(1, round(width * scale)), max(1, round(height * scale)))
+    gray = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    return cv2.resize(gray, shape, interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
 def resize_and_crop(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -313,3 +338,7 @@ class Preprocessor:
         if self.normaliser.device.type == 'cuda':
             crop = crop.pin_memory().to(self.normaliser.device, non_blocking=True)
         return self.normaliser(crop)
+
+    def frame(self, rgb: np.ndarray) -> Frame:
+        """Return what a stream buffers of a frame: the model's input and the gray whole frame."""
+        return Frame(self(rgb), thumb_of(rgb, self.size))

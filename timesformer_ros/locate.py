@@ -9,23 +9,29 @@ Two methods, picked by the checkpoint (`Locator.for_checkpoint`):
   The box is that of the most likely patch; the confidence its softmax probability. It is
   trained on the boxes the training world knows, with the classifier frozen
   (`train.train_locator`), so the classification is unchanged.
-* `motion`: any other checkpoint (Kinetics included). Where the newest frame differs from the
-  window's per-pixel median (what stayed put over the window: the background, for a moving
-  thing), on the frames summed over channels at half the input size, smoothed (Gaussian,
-  sigma = input size / 32), weighted by where the model looked:
-  attention rollout (Abnar & Zuidema, 2020) of the newest frame's spatial attention through
-  every block, the CLS token's row upsampled to the map's size (`rollout`), as
-  `change * (0.25 + rollout / max)`. Thresholded at 0.35 of its range (`MOTION_LEVEL`); the box
-  encloses the connected part around the peak, the confidence is the share of the map inside
-  it. Chosen by measurement over rollout alone (`benchmarks/roi_quality.py`, README): rollout
-  says where the model looked, which is rarely the object's extent; the change says where
-  something moved, and the rollout weight picks the mover the model attends to among several.
-  When nothing moves the map is noise and the confidence low.
-* `rollout` (not chosen by default, kept for comparison): the rollout map alone, thresholded at
-  half its range.
+* `motion`: any other checkpoint (Kinetics included): `motion_region`. Where the newest frame
+  differs from the window's per-pixel median (what stayed put over the window: the
+  background, for a moving thing), on the window's whole frames in gray (`frames.Frame`, so
+  the strips the centre crop leaves out count too), each divided by its mean (exposure and
+  light drift), smoothed (sigma = the short side / 32), weighted by where the model looked in
+  the newest frame (the last block's CLS attention, which the node computes for
+  `~/attention/spatial` anyway, upsampled over the central square): `change * (1 + look /
+  max)`, `change` alone outside the square. Thresholded at 0.35 of its range
+  (`MOTION_LEVEL`); the box encloses every connected part holding at least 0.1 of the largest
+  part's mass (`MOTION_PARTS`: a slow or growing object changes at its edges, in a crescent
+  or a ring, and the box must hold all of it). The confidence is the change's `contrast`,
+  1 - median / peak: near 1 when one thing moves against a still scene, lower when nothing
+  moves and the map is noise (a stream's `RegionHold` then keeps its last confident region,
+  method `held`). Chosen by measurement (`benchmarks/roi_quality.py`, README): rollout or
+  attention alone says where the model looked, which is rarely the object's extent; the
+  change says where something moved, and the attention weight favours the mover the model
+  attends to among several.
+* `rollout` (not used by the node, kept for comparison in the benchmark): attention rollout
+  through every block, thresholded at half its range.
 
-Boxes are (x_min, y_min, x_max, y_max) with pixel edges at 0..S in the S x S input;
-`frames.to_source` maps them to the camera's pixels (undoing the resize and the centre crop).
+Boxes are (x_min, y_min, x_max, y_max) in the S x S input's pixels (edges at 0..S; a `motion`
+box may reach beyond, into the rest of the frame); `frames.to_source` maps them to the
+camera's pixels (undoing the resize and the centre crop).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -46,9 +53,12 @@ from torch import nn
 from .model import TimeSformer
 
 LOGGER = logging.getLogger(__name__)
-METHODS = ('head', 'motion', 'rollout')
+METHODS = ('head', 'motion', 'held', 'rollout')
 MOTION_LEVEL = 0.35              # `motion`'s threshold, of the map's range
-MOTION_FLOOR = 0.25              # `motion`: the weight of a pixel the model did not look at
+MOTION_FLOOR = 1.0               # `motion`: the weight of a pixel the model did not look at
+MOTION_PARTS = 0.1               # `motion`: parts of at least this share of the largest's mass
+HOLD_BELOW = 0.6                 # a `motion` region less confident than this: nothing moved
+HOLD_S = 3.0                     # how long a stream keeps its last confident region (s)
 LOCATOR_KEY = 'locator'          # the checkpoint description's entry for the head
 FEATURES = 4                     # head_features per patch, in embedding dimensions
 HEAD_KINDS = ('mlp', 'conv')
@@ -168,53 +178,94 @@ def rollout(model: TimeSformer, weights: dict, frames: int, grid: tuple) -> torc
     return rearrange(cls[:, -n:], 'b (gh gw) -> b gh gw', gh=grid[0], gw=grid[1])
 
 
-def map_box(relevance: np.ndarray, size: int, level: float = 0.5) -> tuple:
+def map_box(relevance: np.ndarray, size: int, level: float = 0.5,
+            parts: Optional[float] = None) -> tuple:
     """Return (box in input pixels, confidence) of a relevance map (gh, gw).
 
-    The map is upsampled (bilinear, pixel centres aligned) to size x size, thresholded at
-    `level` of its range above its minimum, and boxed around the connected part holding the
-    peak; the confidence is the share of the (minimum-subtracted) relevance inside the box.
+    The map is upsampled (bilinear, pixel centres aligned) to size x size and boxed by
+    `threshold_box`.
     """
     up = cv2.resize(np.ascontiguousarray(relevance, np.float32), (size, size),
                     interpolation=cv2.INTER_LINEAR)
+    return threshold_box(up, level, parts)
+
+
+def threshold_box(up: np.ndarray, level: float = 0.5, parts: Optional[float] = None) -> tuple:
+    """Return (box in the map's pixels, confidence) of a map (H, W), the whole map when flat.
+
+    Thresholded at `level` of its range above its minimum, boxed around the connected part
+    holding the peak, or with `parts`, around every connected part holding at least that share
+    of the largest part's mass. The confidence is the share of the (minimum-subtracted) map
+    inside the box.
+    """
     up = up - up.min()
     peak = float(up.max())
     if not peak > 0 or not math.isfinite(peak):
-        return (0.0, 0.0, float(size), float(size)), 0.0
+        return (0.0, 0.0, float(up.shape[1]), float(up.shape[0])), 0.0
     mask = (up >= level * peak).astype(np.uint8)
-    _, labels = cv2.connectedComponents(mask, connectivity=8)
-    y, x = np.unravel_index(int(np.argmax(up)), up.shape)
-    ys, xs = np.nonzero(labels == labels[y, x])
+    count, labels = cv2.connectedComponents(mask, connectivity=8)
+    if parts is None:
+        y, x = np.unravel_index(int(np.argmax(up)), up.shape)
+        keep = labels == labels[y, x]
+    else:
+        mass = np.bincount(labels.ravel(), weights=up.ravel(), minlength=count)
+        mass[0] = 0.0                                             # the part below the threshold
+        keep = np.isin(labels, np.nonzero(mass >= parts * mass.max())[0])
+    ys, xs = np.nonzero(keep)
     box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
     inside = float(up[ys.min():ys.max() + 1, xs.min():xs.max() + 1].sum())
     return box, inside / float(up.sum())
 
 
-def motion_map(video: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-    """Return the `motion` map (B, S/2, S/2) of windows (B, T, C, S, S) and rollouts (B, gh, gw).
+def contrast(change: np.ndarray) -> float:
+    """Return 1 - median / peak of a change map: how clearly something moved, 0..1."""
+    peak = float(change.max())
+    if not peak > 0 or not math.isfinite(peak):
+        return 0.0
+    return min(max(1.0 - float(np.median(change)) / peak, 0.0), 1.0)
 
-    The newest frame's change from the window's per-pixel median, on the frames summed over
-    channels at half the input size (a quarter of a millisecond less a window than at full
-    size and in colour, for the same boxes: `map_box` upsamples the map), smoothed and weighted
-    by the rollout relevance (module docstring). Tensors only.
+
+def input_thumbs(video: torch.Tensor) -> np.ndarray:
+    """Return windows (B, T, C, S, S) of model input as gray thumbs (B, T, S, S).
+
+    What `motion_region` looks at when a window came without its whole frames (`frames.Frame`):
+    the model's input, summed over channels and shifted to be positive (normalised input is
+    centred on 0; `motion_region` divides each frame by its mean).
     """
-    gray = F.avg_pool2d(video.float().sum(2), 2)                              # (B, T, S/2, S/2)
-    size = gray.shape[-1]
-    change = (gray[:, -1] - gray.median(dim=1).values).abs()[:, None]         # (B, 1, s, s)
-    sigma = size / 32                  # of the half-size map: input size / 32 input pixels
-    radius = max(1, int(math.ceil(3 * sigma)))
-    taps = torch.arange(-radius, radius + 1, device=gray.device, dtype=gray.dtype)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    change = F.conv2d(F.pad(change, (radius, radius, 0, 0), mode='replicate'),
-                      kernel.view(1, 1, 1, -1))
-    change = F.conv2d(F.pad(change, (0, 0, radius, radius), mode='replicate'),
-                      kernel.view(1, 1, -1, 1))
-    look = F.interpolate(relevance.float()[:, None], size=(size, size), mode='bilinear',
-                         align_corners=False)[:, 0]
-    low = look.amin(dim=(1, 2), keepdim=True)
-    look = (look - low) / (look.amax(dim=(1, 2), keepdim=True) - low).clamp_min(1e-12)
-    return change[:, 0] * (MOTION_FLOOR + look)
+    gray = video.float().sum(2)
+    return (gray - gray.amin(dim=(1, 2, 3), keepdim=True) + 1.0).cpu().numpy()
+
+
+def motion_region(thumbs: np.ndarray, look: np.ndarray, size: int) -> tuple:
+    """Return (box in input pixels, confidence) of the `motion` method for one window.
+
+    `thumbs` (T, h, w): the window's frames in gray, whole (`frames.thumb_of`) or the model's
+    input alone (`input_thumbs`); `look` (gh, gw): the last block's CLS attention over the
+    newest frame, which covers the thumbs' central square; `size`: the model's input side. Each
+    frame divided by its mean (the camera's exposure and the scene's light drift apart from
+    what moved), the newest frame's change from the window's per-pixel median, smoothed
+    (sigma = the short side / 32), weighted by `MOTION_FLOOR + look / max` inside the central
+    square and by `MOTION_FLOOR` outside it, and boxed by `threshold_box` at `MOTION_LEVEL`
+    over parts of `MOTION_PARTS`. The box may reach beyond the input (`frames.to_source` maps
+    it into the frame); the confidence is the change's `contrast`.
+    """
+    thumbs = np.asarray(thumbs, np.float32)
+    thumbs = thumbs / np.maximum(thumbs.mean(axis=(1, 2), keepdims=True), 1e-6)
+    height, width = thumbs.shape[1:]
+    side = min(height, width)
+    change = np.abs(thumbs[-1] - np.median(thumbs, axis=0))
+    change = cv2.GaussianBlur(change, (0, 0), side / 32, borderType=cv2.BORDER_REPLICATE)
+    top, left = (height - side) // 2, (width - side) // 2
+    look = cv2.resize(np.ascontiguousarray(look, np.float32), (side, side),
+                      interpolation=cv2.INTER_LINEAR)
+    look = (look - look.min()) / max(float(look.max() - look.min()), 1e-12)
+    weight = np.full_like(change, MOTION_FLOOR)
+    weight[top:top + side, left:left + side] += look
+    box, _ = threshold_box(change * weight, MOTION_LEVEL, MOTION_PARTS)
+    scale = size / side
+    x0, y0, x1, y1 = box
+    return ((x0 - left) * scale, (y0 - top) * scale, (x1 - left) * scale,
+            (y1 - top) * scale), contrast(change)
 
 
 class Locator:
@@ -235,31 +286,63 @@ class Locator:
             self.head.to(device, dtype).eval()
         return self
 
-    @property
-    def blocks(self) -> set:
-        """The blocks whose attention weights the method needs."""
-        depth = len(self.model.blocks)
-        return {depth - 1} if self.head is not None else set(range(depth))
-
-    def evidence(self, video: torch.Tensor, weights: dict, grid: tuple) -> torch.Tensor:
+    def evidence(self, video: torch.Tensor, spatial: torch.Tensor, grid: tuple) -> torch.Tensor:
         """Tensors only (it runs inside a compiled forward): what `boxes` turns into boxes.
 
-        With a head, (B, 5) boxes in input pixels and confidences; else the motion maps
-        (B, S/2, S/2) (`motion_map`).
+        `spatial`: the last block's CLS maps (B, T, gh, gw) (`engine.attention_summary`). With
+        a head, (B, 5) boxes in input pixels and confidences; else the newest frame's CLS maps
+        (B, gh, gw), which `motion_region` weights the change by.
         """
         if self.head is not None:
             boxes, confidence = self.head.decode(head_features(self.model, video), grid)
             return torch.cat([boxes, confidence[:, None]], -1)
-        return motion_map(video, rollout(self.model, weights, video.shape[1], grid))
+        return spatial[:, -1]
 
-    def boxes(self, evidence: torch.Tensor, size: int) -> tuple:
-        """Turn `evidence` into numpy box corners (B, 4) in input pixels, confidences (B,)."""
+    def boxes(self, evidence: torch.Tensor, video: torch.Tensor,
+              thumbs: Optional[list] = None) -> tuple:
+        """Return box corners (B, 4) in input pixels and confidences (B,) as numpy arrays.
+
+        `video` (B, T, C, S, S): the windows; `thumbs`: their whole frames in gray, one
+        (T, h, w) array each (`predictions.clip_thumbs`), or None to look in `video` alone.
+        """
         evidence = evidence.float().cpu().numpy()
         if self.head is not None:
             return evidence[:, :4], evidence[:, 4]
-        found = [map_box(m, size, MOTION_LEVEL) for m in evidence]
+        if thumbs is None:
+            thumbs = input_thumbs(video)
+        found = [motion_region(t, look, video.shape[-1]) for t, look in zip(thumbs, evidence)]
         return (np.array([b for b, _ in found], np.float32).reshape(-1, 4),
                 np.array([c for _, c in found], np.float32))
+
+
+class RegionHold:
+    """One stream's memory of its last confident `motion` region.
+
+    When nothing moves in a window (its region's confidence is below `HOLD_BELOW`), the thing
+    that moved last is most likely still where it stopped: the window gets the last confident
+    region, for at most `HOLD_S` seconds of stream time after it and within one epoch of the
+    stream's window buffer (a reset forgets it), method `held`, its confidence fading linearly
+    to 0 over `HOLD_S`. Regions of other methods pass unchanged.
+    """
+
+    def __init__(self):
+        self._last = None          # (box, confidence, window end ns, epoch)
+
+    def apply(self, prediction, window):
+        """Return `prediction`, or a copy with the held region (`window`: a clips.Window)."""
+        if prediction.box is None or prediction.box_method != 'motion':
+            return prediction
+        if prediction.box_confidence >= HOLD_BELOW:
+            self._last = (prediction.box, prediction.box_confidence, window.end, window.epoch)
+            return prediction
+        if self._last is None or self._last[3] != window.epoch:
+            return prediction
+        box, confidence, end, _ = self._last
+        age = (window.end - end) / 1e9
+        if not 0 <= age < HOLD_S:
+            return prediction
+        return replace(prediction, box=box, box_confidence=confidence * (1 - age / HOLD_S),
+                       box_method='held')
 
 
 def head_path(checkpoint) -> Optional[Path]:

@@ -160,7 +160,7 @@ class TimeSformerNode(Node):
                                    + (f' (overrides: {_dict_text(camera.overrides)})'
                                       if camera.overrides else ''))
             camera.stream = Stream(camera.name, model_clip_buffer(self.engine, camera.values),
-                                   self.engine.preprocessor,
+                                   self.engine.preprocessor.frame,
                                    partial(self._publish, camera),
                                    partial(self._on_failure, camera),
                                    partial(self._on_publish_failure, camera),

@@ -483,8 +483,13 @@ class OnnxEngine:
             self.infer_tensor(torch.zeros(batch, cfg.num_frames, cfg.in_chans, cfg.img_size,
                                           cfg.img_size))
 
-    def infer_tensor(self, video: torch.Tensor, with_attention: bool = True) -> list:
-        """Predictions for a (B, T, C, S, S) tensor of preprocessed frames."""
+    def infer_tensor(self, video: torch.Tensor, with_attention: bool = True,
+                     thumbs: Optional[list] = None) -> list:
+        """Predictions for a (B, T, C, S, S) tensor of preprocessed frames.
+
+        `thumbs` (the whole frames, for a region) are taken as `Engine.infer_tensor` takes them
+        and left unused: this engine finds no region.
+        """
         started = time.perf_counter()
         feed = {INPUT: video.detach().to('cpu', torch.float32).contiguous().numpy()}
         names = list(OUTPUTS) if with_attention else ['logits']

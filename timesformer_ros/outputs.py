@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from .frames import centre_square, to_source
-from .locate import METHODS
+from .locate import METHODS, RegionHold
 from .messages import (
     CLASSIFICATION, DETECTION_2D, IMAGE, LABEL_INFO, STRING, MessageTypes, dict_ns, stamp_dict)
 from .segments import stable_label
@@ -184,11 +184,13 @@ class Reporter:
 
     def __init__(self, decoder):
         self.decoder = decoder
+        self.hold = RegionHold()
         self.seq = 0
 
     def window(self, window, prediction, frame_id: str, latency_ms: float, values: dict,
                rgb: Optional[np.ndarray] = None) -> WindowResult:
         """`values`: the parameters `top_k` and `score_threshold` (read at each window)."""
+        prediction = self.hold.apply(prediction, window)
         record = window_dict(prediction, window, frame_id, latency_ms, self.seq,
                              values['top_k'])
         self.seq += 1

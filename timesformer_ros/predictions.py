@@ -48,8 +48,22 @@ class Prediction:
 
 
 def stack_clips(clips: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
-    """Return clips given as sequences of T preprocessed frames (3, S, S) as (B, T, 3, S, S)."""
-    return torch.stack([torch.stack(list(frames)) for frames in clips])
+    """Return clips given as sequences of T preprocessed frames (3, S, S) as (B, T, 3, S, S).
+
+    A frame may also be a `frames.Frame` (what streams buffer): its `pixels` are taken.
+    """
+    return torch.stack([torch.stack([getattr(f, 'pixels', f) for f in frames])
+                        for frames in clips])
+
+
+def clip_thumbs(clips: Sequence[Sequence]) -> Optional[list]:
+    """Return each clip's whole-frame thumbs (T, H', W') when its frames are `frames.Frame`s.
+
+    None when any clip holds bare tensors (the region is then found in the model's input).
+    """
+    if not all(frames and hasattr(frames[0], 'thumb') for frames in clips):
+        return None
+    return [np.stack([f.thumb for f in frames]) for frames in clips]
 
 
 def predictions(logits: torch.Tensor, spatial: Optional[torch.Tensor],

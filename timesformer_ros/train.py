@@ -37,9 +37,12 @@ from .checkpoints import (
     OFFICIAL_MEAN, OFFICIAL_STD, CheckpointError, load_checkpoint, save_checkpoint)
 from .clip_folder import FolderClips, folder_classes
 from .errors import brief
+from .footage import FootageError, footage_dir
+from .footage_labels import validation_windows
 from .frames import Normaliser, resize_and_crop
 from .model import ATTENTION_TYPES, TimeSformer, preset
 from .progress import Progress
+from .quality import accuracy, binned, confusion, predict, real_report, reversal_rate
 from .rates import rate_problem
 
 LOGGER = logging.getLogger(__name__)
@@ -112,35 +115,6 @@ def augment(rng: np.random.Generator, clips: np.ndarray, labels: np.ndarray):
     labels[v] = _VFLIP[labels[v]]
     return (np.concatenate([clips, clips[:, ::-1]]),
             np.concatenate([labels, _REVERSED[labels]]))
-
-
-@torch.inference_mode()
-def predict(model: TimeSformer, clips: np.ndarray, normaliser: Normaliser,
-            batch_size: int = 64) -> np.ndarray:
-    """Return the top-1 class indices for uint8 clips (N, T, H, W, 3)."""
-    model.eval()
-    out = []
-    for start in range(0, len(clips), batch_size):
-        video = normaliser(torch.from_numpy(clips[start:start + batch_size]))
-        out.append(model(video).argmax(-1).cpu().numpy())
-    return np.concatenate(out)
-
-
-def accuracy(model, clips, labels, normaliser) -> float:
-    """Return the share of clips whose top-1 class is their label."""
-    return float((predict(model, clips, normaliser) == labels).mean())
-
-
-def reversal_rate(model, clips, labels, normaliser, classes=synthetic.CLASSES) -> float:
-    """Return the share of clips whose backwards playback is classified as the reversed motion.
-
-    Only clips of classes with a distinct reverse count.
-    """
-    reversible = np.array([synthetic.REVERSED[classes[i]] != classes[i] for i in labels])
-    clips, labels = clips[reversible], labels[reversible]
-    expected = np.array([classes.index(synthetic.REVERSED[classes[i]]) for i in labels])
-    predicted = predict(model, np.ascontiguousarray(clips[:, ::-1]), normaliser)
-    return float((predicted == expected).mean())
 
 
 def _lr(step: int, steps: int, base: float, constant: int) -> float:
@@ -386,24 +360,6 @@ GROWTH_BINS = (1.4, 2.0, 3.0, 4.5, 6.5)              # size factor per second (s
 SIZE_BINS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.35)       # diameter, fraction of the short side
 
 
-def confusion(truth: np.ndarray, predicted: np.ndarray, classes: int) -> list:
-    """Return the confusion matrix as lists: rows are the truth, columns the prediction."""
-    matrix = np.zeros((classes, classes), dtype=int)
-    np.add.at(matrix, (truth, predicted), 1)
-    return matrix.tolist()
-
-
-def _binned(values: np.ndarray, correct: np.ndarray, edges: Sequence[float]) -> dict:
-    """Return accuracy and count per bin [edge, next edge) of `values`."""
-    out = {}
-    for low, high in zip(edges, edges[1:]):
-        inside = (values >= low) & (values < high)
-        if inside.any():
-            out[f'{low:g}-{high:g}'] = {'accuracy': round(float(correct[inside].mean()), 4),
-                                        'clips': int(inside.sum())}
-    return out
-
-
 def load_generator(path: Path):
     """Import an independent clip generator from its file (the tests' independent_clips.py).
 
@@ -449,20 +405,22 @@ def independent_report(ckpt, generator, clips: int, seed: int, clip_fps: float,
                                         tuple(ckpt.labels)), 4),
         'confusion': {'labels': list(ckpt.labels),
                       'matrix': confusion(labels, predicted, len(ckpt.labels))},
-        'by_speed_short_sides_per_s': _binned(speed[translating], correct[translating],
-                                              SPEED_BINS),
-        'by_growth_per_s': _binned(growth[scaling], correct[scaling], GROWTH_BINS),
-        'by_size_short_side': _binned(size, correct, SIZE_BINS),
+        'by_speed_short_sides_per_s': binned(speed[translating], correct[translating],
+                                             SPEED_BINS),
+        'by_growth_per_s': binned(growth[scaling], correct[scaling], GROWTH_BINS),
+        'by_size_short_side': binned(size, correct, SIZE_BINS),
     }
 
 
 def report(checkpoint: Path, clips: int = 2100, seed: int = REPORT_SEED,
-           independent: Optional[Path] = None, independent_clips: int = 700) -> dict:
+           independent: Optional[Path] = None, independent_clips: int = 700,
+           real: Optional[Path] = None) -> dict:
     """Measure a motion checkpoint on held-out synthetic clips and an independent generator.
 
     Synthetic: accuracy, reversal, confusion matrix and held-out styles, at the checkpoint's
-    clip rate; the generator (`independent`, a file): see `independent_report`; and CPU time
-    per window at batch 1 on one thread.
+    clip rate; the generator (`independent`, a file): see `independent_report`; real footage
+    (`real`, the footage folder): `quality.real_report` on the validation windows of
+    `footage_labels`; and CPU time per window at batch 1 on one thread.
     """
     ckpt = load_checkpoint(checkpoint)
     model, cfg = ckpt.model, ckpt.config
@@ -487,6 +445,9 @@ def report(checkpoint: Path, clips: int = 2100, seed: int = REPORT_SEED,
         generator = load_generator(independent)
         results['independent'] = independent_report(
             ckpt, generator, independent_clips, seed, clip_fps)
+    if real is not None:
+        results['real_footage'] = real_report(ckpt, validation_windows(
+            cfg.num_frames, clip_fps, cfg.img_size, folder=real))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     one = normaliser(torch.from_numpy(data[:1]))
@@ -560,6 +521,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      help="an independent clip generator's file (test/independent_clips.py) "
                           'to score the model on as well')
     rep.add_argument('--independent-clips', type=int, default=700)
+    rep.add_argument('--real', type=Path, nargs='?', const=footage_dir(), metavar='DIR',
+                     help='also score labelled windows of real footage (the validation parts, '
+                          f'README "Real footage"); DIR default {footage_dir()}, installed by '
+                          '`make footage`')
     rep.add_argument('--json', type=Path, help='also write the figures to this file')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
@@ -592,8 +557,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f'timesformer_train: error: {exc}', file=sys.stderr)
             return 1
         return 0
-    results = report(args.checkpoint, args.clips, independent=args.independent,
-                     independent_clips=args.independent_clips)
+    try:
+        results = report(args.checkpoint, args.clips, independent=args.independent,
+                         independent_clips=args.independent_clips, real=args.real)
+    except (FootageError, ValueError) as exc:
+        print(f'timesformer_train: error: {brief(exc, with_type=False)}', file=sys.stderr)
+        return 2
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:

@@ -178,7 +178,7 @@ class _Evaluator:
             names.append(camera_name(topic, names) if len(topics) > 1 else '')
             decoder = ActionDecoder(self.engine.labels, DecoderConfig.from_values(self.params))
             intake = CameraIntake(topic, model_clip_buffer(self.engine, self.params),
-                                  self.engine.preprocessor)
+                                  self.engine.preprocessor.frame)
             self.cameras.append(_Camera(names[-1], intake, Reporter(decoder)))
         self.writer = ResultWriter(
             dataclasses.replace(outputs, confusion=outputs.confusion if run.truth else None),

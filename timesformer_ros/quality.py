@@ -1,0 +1,114 @@
+"""Scoring a motion checkpoint on labelled clips: top-1 answers, accuracy, reversal, confusion.
+
+One owner for the figures `timesformer_train` reports: training's validation, the held-out
+synthetic report, the independent generator and the real-footage section (`real_report`) all
+score with these functions.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import synthetic
+from .frames import Normaliser
+from .model import TimeSformer
+
+# Bins of the real-footage windows (footage_labels): speed in crop sides per second (moving
+# windows), size factor per second (approaching, receding), the object's longer side over the
+# crop side (all windows).
+REAL_SPEED_BINS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7)
+REAL_GROWTH_BINS = (1.2, 1.4, 2.0, 3.0, 6.5)
+REAL_SIZE_BINS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
+
+
+@torch.inference_mode()
+def predict(model: TimeSformer, clips: np.ndarray, normaliser: Normaliser,
+            batch_size: int = 64) -> np.ndarray:
+    """Return the top-1 class indices for uint8 clips (N, T, H, W, 3)."""
+    model.eval()
+    out = []
+    for start in range(0, len(clips), batch_size):
+        video = normaliser(torch.from_numpy(clips[start:start + batch_size]))
+        out.append(model(video).argmax(-1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def accuracy(model, clips, labels, normaliser) -> float:
+    """Return the share of clips whose top-1 class is their label."""
+    return float((predict(model, clips, normaliser) == labels).mean())
+
+
+def reversal_rate(model, clips, labels, normaliser, classes=synthetic.CLASSES) -> float:
+    """Return the share of clips whose backwards playback is classified as the reversed motion.
+
+    Only clips of classes with a distinct reverse count.
+    """
+    reversible = np.array([synthetic.REVERSED[classes[i]] != classes[i] for i in labels])
+    clips, labels = clips[reversible], labels[reversible]
+    expected = np.array([classes.index(synthetic.REVERSED[classes[i]]) for i in labels])
+    predicted = predict(model, np.ascontiguousarray(clips[:, ::-1]), normaliser)
+    return float((predicted == expected).mean())
+
+
+def confusion(truth: np.ndarray, predicted: np.ndarray, classes: int) -> list:
+    """Return the confusion matrix as lists: rows are the truth, columns the prediction."""
+    matrix = np.zeros((classes, classes), dtype=int)
+    np.add.at(matrix, (truth, predicted), 1)
+    return matrix.tolist()
+
+
+def binned(values: np.ndarray, correct: np.ndarray, edges: Sequence[float]) -> dict:
+    """Return accuracy and count per bin [edge, next edge) of `values`."""
+    out = {}
+    for low, high in zip(edges, edges[1:]):
+        inside = (values >= low) & (values < high)
+        if inside.any():
+            out[f'{low:g}-{high:g}'] = {'accuracy': round(float(correct[inside].mean()), 4),
+                                        'clips': int(inside.sum())}
+    return out
+
+
+def real_report(ckpt, windows) -> dict:
+    """Score a motion checkpoint on labelled real-footage windows (`footage_labels.Windows`).
+
+    Forwards, and played backwards (the frames reversed, the label swapped by
+    `synthetic.REVERSED`: left/right, up/down, approaching/receding; static stays): accuracy,
+    accuracy by class, the confusion matrix, and accuracy by speed (moving windows), growth
+    (approaching, receding) and object size; with the windows excluded by the labelling rule.
+    """
+    classes = list(ckpt.labels)
+    unknown = sorted(set(windows.labels) - set(classes))
+    if unknown:
+        raise ValueError(f'real footage: the checkpoint has no class {unknown[0]!r} '
+                         f'(its classes: {classes})')
+    out = {'windows': len(windows.labels), 'clip_fps': windows.clip_fps,
+           'excluded': {k: int(v) for k, v in windows.excluded.items()}}
+    if not windows.labels:
+        return out
+    normaliser = Normaliser(ckpt.mean, ckpt.std)
+    names = np.array(windows.labels)
+    backwards = np.array([synthetic.REVERSED[name] for name in names])
+    for direction, clips, truth in (('forwards', windows.clips, names),
+                                    ('backwards', windows.clips[:, ::-1], backwards)):
+        predicted = predict(ckpt.model, np.ascontiguousarray(clips), normaliser)
+        labels = np.array([classes.index(name) for name in truth])
+        correct = predicted == labels
+        moving = np.char.startswith(truth.astype(str), 'moving_')
+        scaling = np.isin(truth, ('approaching', 'receding'))
+        out[direction] = {
+            'accuracy': round(float(correct.mean()), 4),
+            'by_class': {name: {'accuracy': round(float(correct[truth == name].mean()), 4),
+                                'windows': int((truth == name).sum())}
+                         for name in classes if (truth == name).any()},
+            'confusion': {'labels': classes,
+                          'matrix': confusion(labels, predicted, len(classes))},
+            'by_speed_crop_sides_per_s': binned(windows.speed[moving], correct[moving],
+                                                REAL_SPEED_BINS),
+            'by_growth_per_s': binned(windows.growth[scaling], correct[scaling],
+                                      REAL_GROWTH_BINS),
+            'by_size_of_crop': binned(windows.size, correct, REAL_SIZE_BINS),
+        }
+    return out
