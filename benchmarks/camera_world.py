@@ -27,7 +27,8 @@ from timesformer_ros import camera_world, world  # noqa: E402
 from timesformer_ros.checkpoints import embedded_checkpoint, load_checkpoint  # noqa: E402
 from timesformer_ros.frames import Normaliser  # noqa: E402
 from timesformer_ros.synthetic import CLASSES  # noqa: E402
-from timesformer_ros.train import REPORT_SEED, _binned, confusion, predict  # noqa: E402
+from timesformer_ros.quality import binned, confusion, predict  # noqa: E402
+from timesformer_ros.train import REPORT_SEED  # noqa: E402
 
 SPEEDS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 GROWTHS = (1.2, 1.5, 2.0, 3.0, 6.5)
@@ -58,9 +59,9 @@ def score(ckpt, drawn: list) -> dict:
     hand = np.array([w.hand for w in drawn])
     return {'accuracy': round(float(correct.mean()), 4), 'windows': len(drawn),
             'confusion': confusion(labels, predicted, len(CLASSES)),
-            'by_speed_short_sides_per_s': _binned(speed[moving], correct[moving], SPEEDS),
-            'by_growth_per_s': _binned(growth[scaling], correct[scaling], GROWTHS),
-            'by_size_short_side': _binned(size, correct, SIZES),
+            'by_speed_short_sides_per_s': binned(speed[moving], correct[moving], SPEEDS),
+            'by_growth_per_s': binned(growth[scaling], correct[scaling], GROWTHS),
+            'by_size_short_side': binned(size, correct, SIZES),
             'two_phases': round(float(correct[straddles].mean()), 4) if straddles.any() else None,
             'with_hand': round(float(correct[hand].mean()), 4) if hand.any() else None}
 

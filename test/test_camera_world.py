@@ -170,8 +170,8 @@ def test_training_batches_draw_the_camera_world_share_and_shares_are_checked():
         TrainConfig(wide=0.8, camera=0.5)
 
 
-def test_real_footage_asked_for_but_not_installed_is_a_one_line_error(tmp_path, monkeypatch,
-                                                                       capsys):
+def test_real_footage_asked_for_but_not_installed_is_a_one_line_error(
+        tmp_path, monkeypatch, capsys):
     monkeypatch.setenv('TIMESFORMER_FOOTAGE', str(tmp_path / 'none'))
     from timesformer_ros.train import main
     code = main(['train', '--camera-world', '0.5', '--wide', '0.3', '--real-footage', '0.3',
@@ -179,3 +179,30 @@ def test_real_footage_asked_for_but_not_installed_is_a_one_line_error(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and 'real footage' in err[0] and 'none' in err[0]
+
+
+def test_a_real_mover_keeps_its_own_scale_from_frame_to_frame():
+    # Real pixels: pedestrians tracked in the committed excerpt (test/data/footage/README.md).
+    import dataclasses
+    from pathlib import Path
+    from timesformer_ros import footage
+    folder = Path(__file__).parent / 'data' / 'footage'
+    tracks = footage.object_tracks('train', ('vtest_validation.avi',), folder=folder)
+    track = max(tracks, key=lambda t: np.ptp([c.shape[0] for c in t.cutouts[:8]]))
+    assert len(track.boxes) >= 8 and track.fps == pytest.approx(10.0)
+    # Eight frames at the video's rate: the window can only be these eight cut-outs.
+    track = dataclasses.replace(track, boxes=track.boxes[:8], cutouts=track.cutouts[:8])
+    templates = camera_world._real_mover(np.random.default_rng(1), np.arange(8) / 10.0,
+                                         (track,))
+    side = max(max(c.shape[:2]) for c in track.cutouts)
+
+    def height(alpha):
+        rows = np.nonzero(alpha.max(1) > 0.5)[0]
+        return rows.max() - rows.min() + 1
+    assert len(templates) == 8
+    for template, cutout in zip(templates, track.cutouts):
+        assert template.shape == (64, 64, 4)
+        # Each cut-out sits on a square the size of the window's largest: its drawn size
+        # changes only as its box did (not scaled to fill the square frame by frame).
+        expected = height(cutout[..., 3] / 255.0) * 64 / side
+        assert abs(height(template[..., 3]) - expected) <= 2.0

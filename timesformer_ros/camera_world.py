@@ -366,7 +366,7 @@ def _render(rng: np.random.Generator, size: int, times: np.ndarray, blurred: lis
         backgrounds = [world._background(rng, size)] * len(times)
     real = rng.random() < options.movers
     if real:
-        templates = _real_mover(rng, times)
+        templates = _real_mover(rng, times, _footage().object_tracks())
     else:
         mask = world._shape_mask(rng)
         paint = world._fill(rng, backgrounds[0].reshape(-1, 3).mean(0))
@@ -421,15 +421,15 @@ def _footage():
     return footage
 
 
-def _real_mover(rng: np.random.Generator, times: np.ndarray) -> list:
+def _real_mover(rng: np.random.Generator, times: np.ndarray, tracks: tuple) -> list:
     """Return a real mover's RGBA templates (float32) for the window's frames.
 
-    A track of footage.py's training part, its cut-outs at the window's times (at the video's
+    A track long enough for the window (footage.ObjectTrack; training uses the videos'
+    training parts), its cut-outs at the window's times (at the video's
     rate), each centred at its own scale on a square the size of the window's largest, so the
     mover's limbs move as they did and its size changes only as its box did.
     """
-    tracks = [t for t in _footage().object_tracks()
-              if len(t.boxes) > round(times[-1] * t.fps)]
+    tracks = [t for t in tracks if len(t.boxes) > round(times[-1] * t.fps)]
     track = tracks[int(rng.integers(len(tracks)))]
     last = len(track.boxes) - 1 - round(times[-1] * track.fps)
     index = int(rng.integers(0, last + 1)) + np.round(times * track.fps).astype(int)
