@@ -206,3 +206,15 @@ def test_a_real_mover_keeps_its_own_scale_from_frame_to_frame():
         # changes only as its box did (not scaled to fill the square frame by frame).
         expected = height(cutout[..., 3] / 255.0) * 64 / side
         assert abs(height(template[..., 3]) - expected) <= 2.0
+
+
+def test_training_on_the_camera_world_validates_on_it_and_records_its_share(tmp_path):
+    from timesformer_ros.checkpoints import load_checkpoint
+    from timesformer_ros.train import main
+    out = tmp_path / 'model'
+    assert main(['train', '--preset', 'tiny', '--steps', '2', '--batch-size', '4',
+                 '--curriculum', '0', '--camera-world', '0.5', '--wide', '0.25',
+                 '--val-every', '2', '--threads', '1', '--out', str(out)]) == 0
+    training = load_checkpoint(out.with_suffix('.json')).extra['training']
+    assert training['camera'] == 0.5 and training['footage'] == 0.0
+    assert 0.0 <= training['history'][-1]['val_camera_world_accuracy'] <= 1.0
