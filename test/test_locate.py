@@ -210,8 +210,8 @@ def test_the_published_region_finds_the_object_wandering_over_the_whole_frame():
     engine = Engine(str(embedded_checkpoint()), device='cpu', warmup=False)
     hits, overlaps = _scene_regions(engine, 40, 4, 15.0)
     assert len(hits) == 572
-    assert hits.mean() >= 0.70 and np.median(overlaps) >= 0.33, (hits.mean(),
-                                                                   np.median(overlaps))
+    found = (hits.mean(), np.median(overlaps))
+    assert found[0] >= 0.70 and found[1] >= 0.33, found
 
 
 def test_a_trained_head_travels_with_the_checkpoint_and_leaves_the_classifier_alone(
