@@ -268,6 +268,22 @@ def motion_region(thumbs: np.ndarray, look: np.ndarray, size: int) -> tuple:
             (y1 - top) * scale), contrast(change)
 
 
+def motion_boxes(looks: torch.Tensor, video: torch.Tensor, thumbs: Optional[list] = None) -> tuple:
+    """Return `motion` box corners (B, 4) in input pixels and confidences (B,), numpy.
+
+    `looks` (B, gh, gw): the last block's CLS maps of the newest frames; `video`
+    (B, T, C, S, S): the windows; `thumbs`: their whole frames in gray, one (T, h, w) array
+    each (`predictions.clip_thumbs`), or None to look in `video` alone. Every engine that has
+    the last block's attention (PyTorch, ONNX Runtime) finds its regions here.
+    """
+    looks = looks.float().cpu().numpy()
+    if thumbs is None:
+        thumbs = input_thumbs(video)
+    found = [motion_region(t, look, video.shape[-1]) for t, look in zip(thumbs, looks)]
+    return (np.array([b for b, _ in found], np.float32).reshape(-1, 4),
+            np.array([c for _, c in found], np.float32))
+
+
 class Locator:
     """Boxes for a batch of windows, by `method`: 'head' (with `head`), else 'motion'."""
 
@@ -305,14 +321,10 @@ class Locator:
         `video` (B, T, C, S, S): the windows; `thumbs`: their whole frames in gray, one
         (T, h, w) array each (`predictions.clip_thumbs`), or None to look in `video` alone.
         """
-        evidence = evidence.float().cpu().numpy()
         if self.head is not None:
+            evidence = evidence.float().cpu().numpy()
             return evidence[:, :4], evidence[:, 4]
-        if thumbs is None:
-            thumbs = input_thumbs(video)
-        found = [motion_region(t, look, video.shape[-1]) for t, look in zip(thumbs, evidence)]
-        return (np.array([b for b, _ in found], np.float32).reshape(-1, 4),
-                np.array([c for _, c in found], np.float32))
+        return motion_boxes(evidence, video, thumbs)
 
 
 class RegionHold:

@@ -43,10 +43,11 @@ from .checkpoints import (
     MAX_PARAMETERS, CheckpointError, check_clip_fps, check_labels, check_normalisation,
     config_from_values, read_labels)
 from .digests import digest_of
-from .predictions import EngineError, predictions, stack_clips
+from .predictions import EngineError, clip_thumbs, predictions, stack_clips
 from .errors import brief
 from .frames import Preprocessor
 from .interface import PROVIDERS, provider_problem
+from .locate import motion_boxes
 from .model import TimeSformerConfig
 
 LOGGER = logging.getLogger(__name__)
@@ -487,19 +488,27 @@ class OnnxEngine:
                      thumbs: Optional[list] = None) -> list:
         """Predictions for a (B, T, C, S, S) tensor of preprocessed frames.
 
-        `thumbs` (the whole frames, for a region) are taken as `Engine.infer_tensor` takes them
-        and left unused: this engine finds no region.
+        With attention, each window gets the `motion` region (`locate.motion_boxes`) from the
+        last block's map the file returns and `thumbs`, the windows' whole frames in gray
+        (`Engine.infer_tensor`); a localisation head is not exported, so it is never `head`.
         """
         started = time.perf_counter()
         feed = {INPUT: video.detach().to('cpu', torch.float32).contiguous().numpy()}
         names = list(OUTPUTS) if with_attention else ['logits']
         outputs = [torch.from_numpy(out) for out in self.session.run(names, feed)]
-        spatial, temporal = (outputs[1], outputs[2]) if with_attention else (None, None)
-        return predictions(outputs[0], spatial, temporal, self.labels, started)
+        spatial, temporal, regions = None, None, None
+        if with_attention:
+            spatial, temporal = outputs[1], outputs[2]
+            boxes, confidences = motion_boxes(spatial[:, -1], video, thumbs)
+            regions = (boxes / video.shape[-1], confidences, 'motion')
+        return predictions(outputs[0], spatial, temporal, self.labels, started, regions)
 
     def infer(self, clips: Sequence[Sequence[torch.Tensor]], with_attention: bool = True) -> list:
-        """Predictions for clips given as sequences of T preprocessed frames (3, S, S)."""
-        return self.infer_tensor(stack_clips(clips), with_attention)
+        """Predictions for clips given as sequences of T preprocessed frames (3, S, S).
+
+        Frames that are `frames.Frame`s bring the whole frame, where the region is looked for.
+        """
+        return self.infer_tensor(stack_clips(clips), with_attention, clip_thumbs(clips))
 
     def describe(self) -> str:
         cfg = self.config

@@ -1,0 +1,300 @@
+"""A motion model on continuous independent scenes, through the bag path a user takes.
+
+    .venv/bin/python benchmarks/continuous_scenes.py --threads 1                 # embedded model
+    .venv/bin/python benchmarks/continuous_scenes.py --checkpoint C --seeds 24100 24200
+
+Writes N scenes per seed of `test/independent_scenes.py` (written apart from world.py and
+synthetic.py, never trained or tuned on: one object that changes what it does every 1.5-3 s
+without a cut, still phases between, 0.05-0.4 short sides/s, growth 1.2-1.8x/s, objects of
+0.1-0.5 of the short side, sometimes partly outside the frame, a textured or moving background,
+auto-exposure, noise and JPEG) as 30 Hz 160x120 bags (`test/independent_bags.py`), and runs each
+through `timesformer_bag evaluate BAG --topic /camera/image_raw --truth /motion` with default
+parameters, in process (`bags.evaluate`, what the command calls). One parameter differs:
+`top_k` covers every class, so that the rows carry every score (`decoder_sweep.py` replays the
+decoder from them); it changes nothing else.
+
+Reported per seed, pooled over its scenes:
+
+* `inside`: accuracy of the windows whose whole span lies inside one phase (one true segment),
+  by class, by speed (translations), by growth (approaching, receding), by object size (the
+  enclosing circle at the window's last frame, short sides), by whether the object was partly
+  outside the frame, and the confusion matrix (rows: truth);
+* `all_windows`: evaluate's own accuracy (every window, truth at its last frame);
+* `segments`: the decoder's segments against the truth runs with the package's scoring
+  (`segments.segmental_f1`, `onset_delays`, as `segment_metrics`): F1 at IoU 0.1/0.5 pooled
+  over the scenes (true positives over all predicted and true segments), the mean of the
+  per-scene F1@0.5, and the onset delay median and p90 pooled over the scenes;
+* `region`: the rows' `roi` (the node's region, README "Where the action is") against the
+  object's true box at each window's last frame: the share of windows whose region holds the
+  box's centre and the median IoU, by object size and by whether the object's centre is in the
+  central square the model sees. `--wander whole` lets the object go anywhere in the frame
+  (issue 28's "an object wandering over the whole frame").
+
+Writes benchmarks/results/continuous_scenes_<seeds>[_whole].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / 'test'))
+
+import report  # noqa: E402 - benchmarks/report.py, beside this script
+from independent_bags import write_scene  # noqa: E402
+from independent_scenes import WANDER  # noqa: E402
+from timesformer_ros.bags import EvaluationOutputs, Evaluation, evaluate, read_truth  # noqa: E402
+from timesformer_ros.messages import dict_ns  # noqa: E402
+from timesformer_ros.segments import (  # noqa: E402
+    edit_score, from_events, onset_delays, segmental_f1)
+
+SEEDS = (24100, 24200)      # the tuning seed, then the report seed
+SPEED_BINS = (0.05, 0.1, 0.2, 0.3, 0.4)
+GROWTH_BINS = (1.2, 1.4, 1.6, 1.8)
+SIZE_BINS = (0.0, 0.2, 0.3, 0.4, 0.6)
+TOPIC, TRUTH = '/camera/image_raw', '/motion'
+
+
+def _bin(value: float, edges) -> str:
+    for low, high in zip(edges[:-1], edges[1:]):
+        if low <= value < high or (high == edges[-1] and value == high):
+            return f'{low:g}-{high:g}'
+    return f'outside {edges[0]:g}-{edges[-1]:g}'
+
+
+def scene_run(work: Path, seed: int, index: int, seconds: float, checkpoint: str,
+              wander: str = 'centre') -> dict:
+    """Write one scene and evaluate its bag; return what the figures need.
+
+    {'scene': its description, 'summary': evaluate's summary, 'records': the window rows,
+    'predicted': the decoded Segments, 'truth': the truth runs, 'diameters': {stamp: (px,
+    visible share)}, 'boxes': {stamp: the object's box, or None}}.
+    """
+    folder = work / f'scene_{seed}_{index}'
+    scene = write_scene(folder, seed, index, seconds, wander=wander)
+    params = work / 'params.yaml'
+    if not params.exists():
+        params.write_text("/**:\n  ros__parameters:\n    top_k: 1000\n")
+    summary = evaluate(Evaluation(folder / 'bag', TOPIC, checkpoint or None, params, TRUTH,
+                                  progress=False),
+                       EvaluationOutputs(jsonl=folder / 'windows.jsonl',
+                                         segments=folder / 'segments.jsonl'))
+    records = [json.loads(line) for line in (folder / 'windows.jsonl').read_text().splitlines()]
+    events = [json.loads(line) for line in (folder / 'segments.jsonl').read_text().splitlines()]
+    diameters, boxes = {}, {}
+    with (folder / 'boxes.csv').open(newline='') as handle:
+        for row in csv.DictReader(handle):
+            stamp = int(row['stamp'])
+            diameters[stamp] = (float(row['diameter']), float(row['visible']))
+            boxes[stamp] = (tuple(float(row[k]) for k in ('x_min', 'y_min', 'x_max', 'y_max'))
+                            if row['x_min'] else None)
+    return {'scene': scene, 'summary': summary, 'records': records,
+            'predicted': from_events(events),
+            'truth': read_truth(TRUTH, folder / 'bag', {}).runs(), 'diameters': diameters,
+            'boxes': boxes}
+
+
+def inside_windows(run: dict):
+    """Yield (record, phase) for the windows whose span lies inside one phase."""
+    phases = run['scene']['phases']
+    starts = np.array([p['first_stamp_ns'] for p in phases])
+    for record in run['records']:
+        start, end = dict_ns(record['window']['start']), dict_ns(record['window']['end'])
+        i = int(np.searchsorted(starts, start, side='right')) - 1
+        if i >= 0 and end <= phases[i]['last_stamp_ns']:
+            yield record, phases[i]
+
+
+def window_figures(runs: list, labels: list) -> dict:
+    """Accuracy of the windows inside a phase, by class, speed, growth, size and visibility."""
+    index = {name: i for i, name in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=int)
+    bins = defaultdict(lambda: [0, 0])       # (kind, bin) -> [right, windows]
+    short = min(runs[0]['scene']['height'], runs[0]['scene']['width'])
+    for run in runs:
+        for record, phase in inside_windows(run):
+            truth, guess = phase['label'], record['results'][0]['class_name']
+            matrix[index[truth], index[guess]] += 1
+            right = truth == guess
+            diameter, visible = run['diameters'][dict_ns(record['window']['end'])]
+            keys = [('class', truth), ('size', _bin(diameter / short, SIZE_BINS)),
+                    ('frame', 'whole object in frame' if visible >= 0.99
+                     else 'partly outside the frame')]
+            if truth.startswith('moving_'):
+                keys.append(('speed', _bin(phase['speed'], SPEED_BINS)))
+            elif truth in ('approaching', 'receding'):
+                growth = max(phase['growth'], 1 / phase['growth'])
+                keys.append(('growth', _bin(round(growth, 6), GROWTH_BINS)))
+            for key in keys:
+                bins[key][0] += right
+                bins[key][1] += 1
+    by = defaultdict(dict)
+    for (kind, name), (right, total) in sorted(bins.items()):
+        by[kind][name] = {'accuracy': round(right / total, 4), 'windows': total}
+    total = int(matrix.sum())
+    return {'windows': total, 'accuracy': round(float(np.trace(matrix)) / max(total, 1), 4),
+            'by': dict(by), 'confusion': {'labels': labels, 'matrix': matrix.tolist()}}
+
+
+def region_figures(runs: list) -> dict:
+    """How well the rows' `roi` finds the object's box at the window's last frame.
+
+    Over the windows whose last frame shows some of the object: the share whose region holds
+    the box's centre and the median IoU (`locate.holds_centre`, `locate.iou`), by object size
+    and by whether the box's centre lies in the central square the model sees.
+    """
+    from timesformer_ros.locate import holds_centre, iou
+    scene = runs[0]['scene']
+    height, width = scene['height'], scene['width']
+    short = min(height, width)
+    groups = defaultdict(list)        # (kind, bin) -> [(holds, iou)]
+    for run in runs:
+        for record in run['records']:
+            end = dict_ns(record['window']['end'])
+            truth, roi = run['boxes'].get(end), record.get('roi')
+            if truth is None or roi is None:
+                continue
+            found = np.array([roi[k] for k in ('x_min', 'y_min', 'x_max', 'y_max')])
+            truth = np.array(truth)
+            centre = (truth[:2] + truth[2:]) / 2
+            seen = abs(centre[0] - width / 2) <= short / 2 and abs(centre[1] - height / 2) \
+                <= short / 2
+            size = run['diameters'][end][0] / short
+            score = (bool(holds_centre(found, truth)), float(iou(found, truth)))
+            for key in (('all', 'all'), ('size', _bin(size, SIZE_BINS)),
+                        ('centre', 'in the central square' if seen else 'outside it')):
+                groups[key].append(score)
+    by = defaultdict(dict)
+    for (kind, name), scores in sorted(groups.items()):
+        holds, ious = zip(*scores)
+        by[kind][name] = {'holds_centre': round(float(np.mean(holds)), 4),
+                          'median_iou': round(float(np.median(ious)), 4),
+                          'windows': len(scores)}
+    return dict(by)
+
+
+def segment_figures(pairs: list) -> dict:
+    """Segment scores pooled over scenes; `pairs` holds (predicted, truth) Segments per scene.
+
+    With the package's scoring (`segments.py`): F1 at IoU 0.1 and 0.5 over all the scenes'
+    segments at once, the per-scene mean F1@0.5 and edit score, false segments (no true one at
+    IoU 0.1), and the onset delays (IoU 0.1 matches, as `segment_metrics`) pooled.
+    """
+    hits = {0.1: 0, 0.5: 0}
+    per_scene, edits, delays = [], [], []
+    predicted_total = sum(len(p) for p, _ in pairs)
+    true_total = sum(len(t) for _, t in pairs)
+    for predicted, truth in pairs:
+        for iou in hits:
+            f1, matches = segmental_f1(predicted, truth, iou)
+            hits[iou] += len(matches)
+            if iou == 0.5:
+                per_scene.append(f1)
+            else:
+                delays += onset_delays(predicted, truth, matches)
+        edits.append(edit_score(predicted, truth))
+    pooled = {f'f1@{iou:g}': round(2 * hit / max(predicted_total + true_total, 1), 4)
+              for iou, hit in hits.items()}
+    return {'true_segments': true_total, 'predicted_segments': predicted_total,
+            'false_segments': predicted_total - hits[0.1], **pooled,
+            'f1@0.5_scene_mean': round(float(np.mean(per_scene)), 4),
+            'edit_scene_mean': round(float(np.mean(edits)), 4),
+            'onset_delay_median_s': round(float(np.median(delays)), 3) if delays else None,
+            'onset_delay_p90_s': round(float(np.percentile(delays, 90)), 3) if delays else None}
+
+
+def evaluate_seed(work: Path, seed: int, scenes: int, seconds: float, checkpoint: str,
+                  wander: str = 'centre', log=print) -> list:
+    """Return the scene runs of one seed (`scene_run`), logging one line per scene."""
+    runs = []
+    for index in range(scenes):
+        began = time.perf_counter()
+        runs.append(scene_run(work, seed, index, seconds, checkpoint, wander))
+        summary = runs[-1]['summary']
+        log(f'seed {seed} scene {index}: {summary["windows"]} windows, accuracy '
+            f'{summary["accuracy"]:.3f}, segments {summary["segment_metrics"]["f1@0.5"]:.3f} '
+            f'F1@0.5 ({time.perf_counter() - began:.1f} s)')
+    return runs
+
+
+def seed_figures(runs: list) -> dict:
+    """Every figure of one seed's runs."""
+    labels = list(runs[0]['summary']['confusion']['labels'])
+    right = sum(r['summary']['accuracy'] * r['summary']['scored_windows'] for r in runs)
+    scored = sum(r['summary']['scored_windows'] for r in runs)
+    phases = [p for r in runs for p in r['scene']['phases']]
+    return {'scenes': len(runs), 'phases': len(phases),
+            'phase_labels': {c: sum(p['label'] == c for p in phases) for c in labels},
+            'inside': window_figures(runs, labels),
+            'all_windows': {'accuracy': round(right / max(scored, 1), 4), 'windows': scored},
+            'segments': segment_figures([(r['predicted'], r['truth']) for r in runs]),
+            'region': region_figures(runs)}
+
+
+def machine() -> dict:
+    """Return the date, versions and the machine's load, for the report."""
+    import torch
+    return {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='minutes'),
+            'python': platform.python_version(), 'torch': torch.__version__,
+            'cpus': os.cpu_count(), 'load_average': [round(x, 2) for x in os.getloadavg()],
+            'torch_threads': torch.get_num_threads()}
+
+
+def common_arguments(parser: argparse.ArgumentParser):
+    """Add the arguments this benchmark and the decoder sweep share."""
+    parser.add_argument('--checkpoint', default='', help='default: the embedded motion model')
+    parser.add_argument('--scenes', type=int, default=12, help='scenes per seed')
+    parser.add_argument('--seconds', type=float, default=60.0, help='length of each scene')
+    parser.add_argument('--threads', type=int, default=1, help='torch threads')
+    parser.add_argument('--work', type=Path, help='keep the scenes, bags and rows here '
+                                                  '(default: a temporary folder)')
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common_arguments(parser)
+    parser.add_argument('--seeds', type=int, nargs='+', default=list(SEEDS))
+    parser.add_argument('--wander', choices=WANDER, default='centre',
+                        help="where the object goes: 'whole' for the region's figures over the "
+                             'whole frame (the motion figures then include windows where the '
+                             'object is outside what the model sees)')
+    args = parser.parse_args()
+    import torch
+    torch.set_num_threads(args.threads)
+    result = {'benchmark': 'continuous_scenes', 'command': 'python ' + ' '.join(sys.argv),
+              'checkpoint': args.checkpoint or 'embedded', 'seconds_per_scene': args.seconds,
+              'wander': args.wander,
+              'machine_before': machine(), 'seeds': {}}
+    with tempfile.TemporaryDirectory(prefix='continuous_scenes_') as tmp:
+        work = args.work or Path(tmp)
+        for seed in args.seeds:
+            began = time.perf_counter()
+            figures = seed_figures(evaluate_seed(work, seed, args.scenes, args.seconds,
+                                                 args.checkpoint, args.wander))
+            figures['seconds'] = round(time.perf_counter() - began, 1)
+            result['seeds'][str(seed)] = figures
+            shown = ('all_windows', 'segments', 'region')
+            print(json.dumps({seed: {k: figures[k] for k in shown}}),
+                  flush=True)
+    result['machine_after'] = machine()
+    wander = '' if args.wander == 'centre' else f'_{args.wander}'
+    report.write(f'continuous_scenes_{"_".join(map(str, args.seeds))}{wander}', result)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
