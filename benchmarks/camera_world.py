@@ -1,12 +1,13 @@
 """The embedded motion model on the camera-like training world, each part switched off in turn.
 
-    python benchmarks/camera_world.py --checkpoint C --clips 700 --json OUT
+    python benchmarks/camera_world.py --checkpoint C --clips 700    # ~2 min per model
 
 Scores a checkpoint on windows of `camera_world.py` (seeds training never draws from: the
 report's), with all its parts, and with each part switched off (`Options.without`): how much
 each part changes what the model faces. Also accuracy by speed, growth and size on the full
 world (the envelope), and the same for world.py as a reference. Inference only: what a part
-brings to *training* needs a training run per part, which this script does not do.
+brings to *training* needs a training run per part, which this script does not do. Writes
+benchmarks/results/camera_world.json (and --json OUT).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import report  # noqa: E402 - benchmarks/report.py, beside this script
 
 from timesformer_ros import camera_world, world  # noqa: E402
 from timesformer_ros.checkpoints import embedded_checkpoint, load_checkpoint  # noqa: E402
@@ -102,10 +105,9 @@ def main() -> int:
         (predict(ckpt.model, data, Normaliser(ckpt.mean, ckpt.std)) == labels).mean()), 4)
     print(f"world.py: {result['world_py']:.3f}")
     result['seconds'] = round(time.monotonic() - started)
-    text = json.dumps(result, indent=1)
+    report.write('camera_world', result)
     if args.json:
-        args.json.write_text(text + '\n')
-    print(text)
+        args.json.write_text(json.dumps(result, indent=2) + '\n')
     return 0
 
 
