@@ -1,26 +1,34 @@
 """How well the region (`~/window` roi, `~/detection`) finds the moving object, per method.
 
-Continuous scenes, each one object wandering over a 160x120 camera frame, rendered at the
-checkpoint's clip rate (what the node samples) and run as sliding windows (one per frame) the
-way the node runs them: each frame centre-cropped and resized, the region mapped back into the
-camera's pixels. Scored against the object's true box in the window's newest frame: whether the
-region holds the object's centre, and its IoU with the box; by object size (the true box's
-longer side as a share of the frame's short side). Two scene sources:
+Scenes of one object moving over a 160x120 camera frame, rendered at the checkpoint's clip
+rate (what the node samples) and run as sliding windows (one per frame) the way the node runs
+them: each frame centre-cropped and resized for the model, its whole frame in gray beside it
+(`frames.Frame`), the region mapped back into the camera's pixels. Scored against the object's
+true box in the window's newest frame: whether the region holds the object's centre, and its
+IoU with the box; by object size (the true box's longer side as a share of the frame's short
+side). Three scene sources:
 
 * `independent`: test/independent_clips.py (written apart from the training world, sharing
   none of its code): 3 s clips of any motion class; the true box comes from the same clip
   rendered plain (constant background, no noise), where the object's pixels are exact;
-* `synthetic`: synthetic.py's continuous camera (`SyntheticStream`) in its held-out clutter
-  style, the true box from the object's geometry.
+* `synthetic_held_out`: synthetic.py's continuous camera (`SyntheticStream`) in its held-out
+  clutter style, the true box from the object's geometry;
+* `continuous`: test/independent_scenes.py (written apart from both, by another engineer):
+  30 s scenes where one object wanders over the whole frame, strips outside the central
+  square included, changing what it does every 1.5-3 s without a cut, with still phases,
+  slow motions, moving light, distractors and a camera of its own; the true box is that of
+  the object's drawn pixels.
 
 Methods: `lastblock` (the last block's CLS attention of the newest frame, upsampled and
-thresholded as `locate.map_box` does), `rollout`, `motion` (the default) and `head`
-(`locate.py`). `motion`'s two settings (smoothing, threshold) were chosen on 16 scenes per
-source at seed 31000000; report it on another seed (`--seed 32000000`). Also the share of
-windows whose object centre lies inside the central square the model sees (`visible`), and
-the figures on those windows alone.
+thresholded as `locate.map_box` does), `rollout`, `motion (crop)` (the `motion` method on the
+model's input alone), `motion` (the default, over the whole frame), `motion+hold` (the same
+as a stream's `RegionHold` leaves it: what the node publishes) and `head` (when the checkpoint
+has one). `motion`'s settings were chosen on seed 31000000 of all three sources; report it on
+another seed (`--seed 33000000`). Also the share of windows whose object centre lies inside the
+central square the model sees (`visible`), and the figures on those windows alone.
 
-    .venv/bin/python benchmarks/roi_quality.py [--scenes 40] [--checkpoint PATH] [--json OUT]
+    .venv/bin/python benchmarks/roi_quality.py [--scenes 42] [--continuous 10] [--seed N]
+        [--checkpoint PATH] [--json OUT]
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / 'test'))       # independent_scenes.py imports its sibling
 
 from timesformer_ros import synthetic  # noqa: E402
 from timesformer_ros.checkpoints import embedded_checkpoint, load_checkpoint  # noqa: E402
@@ -66,6 +75,24 @@ def independent_scenes(count: int, seed: int, fps: float, frames: int):
             plate = np.median(frame.reshape(-1, 3), axis=0)
             boxes.append(mask_box(np.abs(frame - plate).sum(-1) > 24))
         yield clip, np.stack(boxes)
+
+
+def continuous_scenes(count: int, seed: int, fps: float, seconds: float):
+    """Yield (frames, true boxes) of test/independent_scenes.py, wandering over the whole frame.
+
+    One object changing what it does every 1.5-3 s without a cut (still phases between, slow
+    motions from 0.05 short sides/s, sizes 0.1-0.5), a camera of its own; NaN boxes where
+    nothing of the object is in the frame.
+    """
+    import independent_scenes as scenes
+    for i in range(count):
+        scene = scenes.Scene(scenes.scene_rng(seed, i), seconds=seconds, fps=fps,
+                             height=HEIGHT, width=WIDTH, wander='whole')
+        frames, boxes = [], []
+        for _, rgb, truth in scene:
+            frames.append(rgb)
+            boxes.append(truth['box'] if truth['box'] is not None else (np.nan,) * 4)
+        yield np.stack(frames), np.array(boxes, np.float32)
 
 
 def _object_box(obj, t: float, unit: int) -> np.ndarray:
@@ -191,6 +218,9 @@ def main() -> int:
     parser.add_argument('--scenes', type=int, default=42)
     parser.add_argument('--seconds', type=float, default=3.0)
     parser.add_argument('--seed', type=int, default=31 * 10 ** 6)
+    parser.add_argument('--continuous', type=int, default=10,
+                        help='continuous scenes of test/independent_scenes.py (0: none)')
+    parser.add_argument('--continuous-seconds', type=float, default=30.0)
     parser.add_argument('--json', type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -206,6 +236,9 @@ def main() -> int:
                    args.scenes, args.seed, fps, length), frames, fps),
                'synthetic_held_out': evaluate(ckpt, head, synthetic_scenes(
                    args.scenes, args.seed, fps, frames), frames, fps)}
+    if args.continuous:
+        results['continuous'] = evaluate(ckpt, head, continuous_scenes(
+            args.continuous, args.seed, fps, args.continuous_seconds), frames, fps)
     results['seconds'] = round(time.monotonic() - started, 1)
     text = json.dumps(results, indent=2)
     print(text)

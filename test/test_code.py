@@ -28,8 +28,8 @@ LAYERS = {
                 'outputs', 'synthetic', 'diagnostics', 'onnx_engine', 'predictions', 'locate'},
     'ros': {'node', 'camera', 'spin', 'entry'},
     'tools': {'bags', 'fleet', 'cluster', 'clip_folder', 'train', 'train_locator', 'finetune',
-              'finetune_ray', 'world', 'demo', 'bench', 'convert', 'processes', 'export',
-              'footage', 'footage_labels', 'quality'},
+              'finetune_ray', 'world', 'camera_world', 'camera_effects', 'demo', 'bench',
+              'convert', 'processes', 'export', 'footage', 'footage_labels', 'quality'},
 }
 MAY_IMPORT = {'base': set(), 'model': {'base', 'model'}, 'runtime': {'base', 'model', 'runtime'},
               'ros': {'base', 'model', 'runtime', 'ros'},

@@ -173,6 +173,48 @@ def test_preprocessed_frames_carry_the_whole_frame_at_the_input_scale():
     assert tuple(frame.pixels.shape) == (3, 48, 48) and frame.thumb.shape == (48, 64)
 
 
+def _scene_regions(engine, seed: int, scenes: int, seconds: float) -> tuple:
+    """Centre hits and IoUs of what the node publishes on whole-frame independent scenes."""
+    from independent_scenes import Scene, scene_rng
+    fps, frames = engine.clip_fps, engine.num_frames
+    hits, overlaps = [], []
+    for index in range(scenes):
+        scene = Scene(scene_rng(seed, index), seconds=seconds, fps=fps, wander='whole')
+        hold, buffered = RegionHold(), []
+        for k, rgb, truth in scene:
+            buffered = (buffered + [engine.preprocessor.frame(rgb)])[-frames:]
+            if len(buffered) < frames:
+                continue
+            window = Window(frames=tuple(buffered), stamps=(int(k * 1e9 / fps),), frame_id='',
+                            key=None, seq=k)
+            prediction = hold.apply(engine.infer([window.frames])[0], window)
+            if truth['box'] is None:
+                continue
+            found = np.array([to_source(prediction.box, 1, scene.height, scene.width)])
+            hits.append(holds_centre(found, np.array([truth['box']]))[0])
+            overlaps.append(iou(found, np.array([truth['box']], np.float64))[0])
+    return np.array(hits), np.array(overlaps)
+
+
+def test_the_published_region_finds_the_object_wandering_over_the_whole_frame():
+    """A floor under the region's quality on scenes written apart from it and its tuning.
+
+    Four 15 s continuous scenes of test/independent_scenes.py (seed 40, which no setting was
+    chosen on), the object anywhere in a 160x120 frame, through the engine and a stream's hold
+    as the node runs them. Measured with the shipped model: 0.755 of 572 windows hold the
+    object's centre, median IoU 0.335 (a hard draw: ten 30 s scenes of seeds 41-43 give
+    0.86-0.96; BENCHMARKS.md has the benchmark, and these four scenes are among the few where
+    looking in the model's input alone does better, 0.82 / 0.41). The floor sits a little
+    below.
+    """
+    from timesformer_ros.checkpoints import embedded_checkpoint
+    engine = Engine(str(embedded_checkpoint()), device='cpu', warmup=False)
+    hits, overlaps = _scene_regions(engine, 40, 4, 15.0)
+    assert len(hits) == 572
+    found = (hits.mean(), np.median(overlaps))
+    assert found[0] >= 0.70 and found[1] >= 0.30, found
+
+
 def test_a_trained_head_travels_with_the_checkpoint_and_leaves_the_classifier_alone(
         small_checkpoint, tmp_path):
     """`timesformer_train locator` on a copy: the checkpoint gains the head, same logits."""

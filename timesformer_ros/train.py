@@ -5,7 +5,9 @@
         --independent test/independent_clips.py
 
 Training clips are generated on the fly (seeded per step) from `world.py`, a wide world of real
-photographs and many shapes, and `synthetic.py`, after a curriculum on easy synthetic scenes;
+photographs and many shapes, `camera_world.py`, a world that looks like a camera (perspective,
+a hand, continuous scenes, the camera's own changes; `--camera-world SHARE`), and
+`synthetic.py`, after a curriculum on easy synthetic scenes;
 a folder of labelled clips (`--data DIR` with DIR/<class>/*.npy, each a (T, H, W, 3) uint8
 array) trains on a user's own clips instead, with the folder's classes; `--bags` trains on
 labelled rosbags, windowed as the node windows them (`finetune`). Validation and the
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import finetune, synthetic, world
+from . import camera_world, finetune, footage, synthetic, world
 from .checkpoints import (
     OFFICIAL_MEAN, OFFICIAL_STD, CheckpointError, load_checkpoint, save_checkpoint)
 from .clip_folder import FolderClips, folder_classes
@@ -69,18 +71,29 @@ DIRECTIONS = tuple(_INDEX[c] for c in ('moving_left', 'moving_right', 'moving_up
 def synthetic_batch(rng: np.random.Generator, count: int, size: int, num_frames: int,
                     style: synthetic.Style,
                     classes: Sequence[int] = range(len(synthetic.CLASSES)),
-                    clip_fps: float = DEFAULT_CLIP_FPS, wide: float = 0.0):
+                    clip_fps: float = DEFAULT_CLIP_FPS, wide: float = 0.0,
+                    camera: float = 0.0,
+                    camera_options: camera_world.Options = camera_world.Options()):
     """Draw `count` clips of the given class indices (uniformly): (clips, labels).
 
-    A share `wide` of them comes from the wide training world (`world.py`), the rest from
-    `synthetic.py` in `style`; both at clip rates drawn around `clip_fps`.
+    A share `camera` of them comes from the camera-like world (`camera_world.py`, drawn
+    with `camera_options`), a share
+    `wide` from the wide training world (`world.py`), the rest from `synthetic.py` in `style`;
+    all at clip rates drawn around `clip_fps`.
     """
     labels = rng.choice(np.asarray(classes), size=count)
     rates = clip_rates(clip_fps)
-    clips = [world.make_clip(rng, synthetic.CLASSES[i], size, num_frames, clip_fps)
-             if rng.random() < wide else
-             synthetic.make_clip(rng, synthetic.CLASSES[i], size, num_frames, style, rates)
-             for i in labels]
+    clips = []
+    for i in labels:
+        draw = rng.random()
+        if draw < camera:
+            clips.append(camera_world.make_clip(rng, synthetic.CLASSES[i], size, num_frames,
+                                                clip_fps, camera_options))
+        elif draw < camera + wide:
+            clips.append(world.make_clip(rng, synthetic.CLASSES[i], size, num_frames, clip_fps))
+        else:
+            clips.append(synthetic.make_clip(rng, synthetic.CLASSES[i], size, num_frames, style,
+                                             rates))
     return np.stack(clips), labels
 
 
@@ -149,6 +162,8 @@ class TrainConfig:
     # which only the user knows (None: the starting checkpoint's, else not recorded).
     clip_fps: Optional[float] = DEFAULT_CLIP_FPS
     wide: float = 0.8                   # share of clips from world.py after the curriculum
+    camera: float = 0.0                 # share of clips from camera_world.py, likewise
+    footage: float = 0.0                # share of those over real video, half with real movers
     lr: float = 1e-3                    # AdamW
     weight_decay: float = 0.01
     seed: int = 0
@@ -177,10 +192,16 @@ class TrainConfig:
             raise ValueError(f'clip_fps {rate_problem(self.clip_fps)}')
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f'lr must be a finite number > 0, got {self.lr!r}')
-        for name in ('curriculum', 'directions_first', 'wide'):
+        for name in ('curriculum', 'directions_first', 'wide', 'camera', 'footage'):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f'{name} must be a share in [0, 1], got {value!r}')
+        if self.wide + self.camera > 1.0:
+            raise ValueError(f'wide + camera must be at most 1 (shares of the clips), got '
+                             f'{self.wide} + {self.camera}')
+        if self.footage and self.camera and not footage.installed():
+            raise ValueError(f'real footage is not in {footage.footage_dir()}: '
+                             f'{footage.INSTALL_HINT}')
 
 
 def _starting_model(config: TrainConfig) -> tuple:
@@ -241,9 +262,12 @@ def train(config: TrainConfig = TrainConfig()):
             fps=clip_rates(config.clip_fps))
         val_world = world.make_dataset(VAL_SEED + config.seed, config.val_clips, size, frames,
                                        config.clip_fps)
+        val_camera = camera_world.make_dataset(VAL_SEED + config.seed, config.val_clips, size,
+                                               frames, config.clip_fps) if config.camera else None
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     constant = 0 if folder else int(config.curriculum * config.steps)
+    camera_options = camera_world.Options(footage=config.footage, movers=config.footage / 2)
     started = time.monotonic()
     history = []
     score = ''
@@ -260,10 +284,10 @@ def train(config: TrainConfig = TrainConfig()):
                 sys.stderr.write('\n')
                 LOGGER.info('step %d: %s', step + 1, name)
                 phase = name
-            wide = config.wide if name == 'all classes' else 0.0
+            wide, camera = (config.wide, config.camera) if name == 'all classes' else (0, 0)
             clips, labels = augment(rng, *synthetic_batch(
                 rng, config.batch_size // 2, size, frames, step_style, step_classes,
-                config.clip_fps, wide))
+                config.clip_fps, wide, camera, camera_options))
         for group in optimiser.param_groups:
             group['lr'] = _lr(step, config.steps, config.lr, constant)
         logits = model(normaliser(torch.from_numpy(np.ascontiguousarray(clips))))
@@ -298,6 +322,11 @@ def train(config: TrainConfig = TrainConfig()):
                 LOGGER.info('step %d: loss %.3f, validation accuracy %.3f, reversal %.3f, '
                             'world %.3f', step + 1, loss, acc, rev, wide_acc)
                 score = f'val {acc:.3f} world {wide_acc:.3f}'
+                if val_camera is not None:
+                    camera_acc = accuracy(model, *val_camera, normaliser)
+                    history[-1]['val_camera_world_accuracy'] = round(camera_acc, 4)
+                    LOGGER.info('step %d: camera world %.3f', step + 1, camera_acc)
+                    score += f' camera {camera_acc:.3f}'
             if config.out:
                 _save(config, model, classes, mean, std, clip_fps, step + 1, started, history)
         bar.update(step + 1, f'loss {loss:.3f} {score}'.strip())
@@ -318,7 +347,8 @@ def _save(config: TrainConfig, model: TimeSformer, classes: list, mean, std,
                   'batch_size': config.batch_size, 'lr': config.lr,
                   'weight_decay': config.weight_decay, 'seed': config.seed,
                   'curriculum': config.curriculum, 'directions_first': config.directions_first,
-                  'clip_fps': config.clip_fps, 'wide': config.wide,
+                  'clip_fps': config.clip_fps, 'wide': config.wide, 'camera': config.camera,
+                  'footage': config.footage,
                   'init': str(config.init) if config.init else None,
                   'seconds': round(time.monotonic() - started),
                   'history': history})
@@ -454,6 +484,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tr.add_argument('--wide', type=float, default=0.8,
                     help="share of the clips from the wide world (world.py) after the "
                          "curriculum; the rest from synthetic.py")
+    tr.add_argument('--camera-world', type=float, default=0.0,
+                    help='share of the clips from the camera-like world (camera_world.py: '
+                         'perspective, a hand, continuous scenes, slow motions) after the '
+                         'curriculum; with --wide, at most 1 together')
+    tr.add_argument('--real-footage', type=float, default=0.0,
+                    help='share of the camera-world scenes over real video (footage.py, the '
+                         "videos' training parts; make footage installs them), half of those "
+                         'with a real tracked mover as the object')
     tr.add_argument('--batch-size', type=int, help='default 32 (--bags: 16)')
     tr.add_argument('--lr', type=float, help='default 1e-3 (--bags: 5e-4)')
     tr.add_argument('--seed', type=int, default=0)
@@ -506,6 +544,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 lr=1e-3 if args.lr is None else args.lr, weight_decay=args.weight_decay,
                 seed=args.seed, val_every=args.val_every, curriculum=args.curriculum,
                 directions_first=args.directions_first, wide=args.wide,
+                camera=args.camera_world, footage=args.real_footage,
                 clip_fps=args.clip_fps if args.clip_fps is not None else
                 None if args.data else DEFAULT_CLIP_FPS,
                 data=args.data, init=args.init,

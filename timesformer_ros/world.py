@@ -315,16 +315,26 @@ def make_clip_and_boxes(rng: np.random.Generator, label: str, size: int = 48,
             frame += alpha * (drawn[..., :3] - frame)
         boxes[k] = mask_box(alpha[..., 0] >= 0.5)      # the main object: drawn last
         frame *= gains[k]
-        if blur:
-            frame = cv2.GaussianBlur(frame, (0, 0), blur)
-        if noise:
-            frame += rng.normal(0, noise, frame.shape).astype(np.float32)
-        frame = (np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8)
-        if jpeg:
-            encoded = cv2.imencode('.jpg', frame, [cv2.IMWRITE_JPEG_QUALITY, jpeg])[1]
-            frame = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
-        clip[k] = frame
+        clip[k] = finish(rng, frame, blur, noise, jpeg)
     return clip, boxes
+
+
+def finish(rng: np.random.Generator, frame: np.ndarray, blur: float, noise: float,
+           jpeg: int) -> np.ndarray:
+    """Return the camera's uint8 frame of a float32 RGB scene in [0, 1].
+
+    Lens blur (Gaussian sigma in pixels, 0: none), sensor noise of std `noise` (0: none) and
+    JPEG at quality `jpeg` (0: none), in that order.
+    """
+    if blur:
+        frame = cv2.GaussianBlur(frame, (0, 0), blur)
+    if noise:
+        frame = frame + rng.normal(0, noise, frame.shape).astype(np.float32)
+    frame = (np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if jpeg:
+        encoded = cv2.imencode('.jpg', frame, [cv2.IMWRITE_JPEG_QUALITY, jpeg])[1]
+        frame = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)
+    return frame
 
 
 def mask_box(mask: np.ndarray) -> np.ndarray:
