@@ -20,7 +20,7 @@ from timesformer_ros.bags.dataset import (
 from timesformer_ros.bags.truth import (
     SegmentLabels, TruthError, read_segments, segment_truth)
 from timesformer_ros.checkpoints import load_checkpoint
-from timesformer_ros.engine import Engine
+from timesformer_ros.engine import Engine, stack_clips
 from timesformer_ros.finetune import BagTraining, starting_point
 from timesformer_ros.digests import digest
 from timesformer_ros.messages import COMPRESSED_IMAGE, IMAGE, bag_types
@@ -122,7 +122,7 @@ class RecordingEngine(Engine):
         self.clips = []
 
     def infer(self, clips, with_attention=True):
-        self.clips += [torch.stack(list(frames)).clone() for frames in clips]
+        self.clips += [clip.clone() for clip in stack_clips(clips)]
         return super().infer(clips, with_attention)
 
 
