@@ -175,7 +175,7 @@ PARAMETERS = (
           'inside DDS.', low=1, high=100000),
     Param('publish_overlay', False, 'Also publish ~/attention/overlay (rgb8).',
           read_only=False),
-    Param('smoothing', 'ema', 'Temporal smoothing of the window scores before the action '
+    Param('smoothing', 'none', 'Temporal smoothing of the window scores before the action '
           'decoding: none, ema (time constant ema_tau_s of stamp time) or vote (share of top-1 '
           'over the last vote_windows windows).', read_only=False,
           choices=('none', 'ema', 'vote')),
@@ -187,7 +187,7 @@ PARAMETERS = (
           'or above this for min_duration_s.', read_only=False, low=0.0, high=1.0),
     Param('exit_threshold', 0.3, 'An active action ends when its smoothed score stays below '
           'this for min_gap_s (<= enter_threshold).', read_only=False, low=0.0, high=1.0),
-    Param('min_duration_s', 0.2, 'Stamp time an action must hold enter_threshold before it '
+    Param('min_duration_s', 0.4, 'Stamp time an action must hold enter_threshold before it '
           'starts.', read_only=False, low=0.0, high=3600.0),
     Param('min_gap_s', 0.3, 'Stamp time below exit_threshold that ends an action; shorter '
           'dips join.', read_only=False, low=0.0, high=3600.0),
