@@ -19,9 +19,10 @@ from timesformer_ros.train import main
 DATA = REPO / 'test' / 'data' / 'footage'
 EXCERPT = DATA / 'vtest_validation.avi'
 EMBEDDED = REPO / 'timesformer_ros' / 'data' / 'motion.json'
-# Measured 2026-12-05 with the shipped motion.json: 22 of 31 windows right forwards, 22 of 31
-# played backwards (0.71 each). The floor is three windows below; raise it with a new model.
-REAL_FLOOR = 0.6
+# Measured 2026-12-05 with the shipped motion.json (the camera-world fine-tune): 24 of 31
+# windows right forwards (0.774), 22 of 31 played backwards (0.710); the model before it had
+# 22 and 22. Each floor is three windows below its figure.
+REAL_FLOOR = {'forwards': 21 / 31 - 1e-9, 'backwards': 19 / 31 - 1e-9}
 
 
 def test_split_keeps_training_and_validation_apart_for_any_video():
@@ -110,8 +111,8 @@ def test_the_embedded_model_on_the_committed_real_footage():
                                           ckpt.config.img_size)
     report = quality.real_report(ckpt, windows)
     assert report['windows'] == len(_stored()['windows'])
-    assert report['forwards']['accuracy'] >= REAL_FLOOR
-    assert report['backwards']['accuracy'] >= REAL_FLOOR
+    for way, floor in REAL_FLOOR.items():
+        assert report[way]['accuracy'] >= floor, (way, report[way]['accuracy'])
     matrix = np.array(report['forwards']['confusion']['matrix'])
     assert matrix.sum() == report['windows']
     reversed_matrix = np.array(report['backwards']['confusion']['matrix'])
