@@ -39,7 +39,7 @@ from dataclasses import dataclass, fields, replace
 import cv2
 import numpy as np
 
-from . import camera_effects as effects, world
+from . import camera_effects as effects, synthetic, world
 from .synthetic import CLASSES
 
 SIZE = (0.07, 0.5)              # the object's diameter at mid-window, short sides
@@ -466,10 +466,7 @@ def _area(corners: np.ndarray) -> float:
 
 def make_dataset(seed: int, count: int, size: int = 48, num_frames: int = 8,
                  clip_fps: float = 10.0, options: Options = Options()):
-    """`count` clips with balanced classes: (clips (N, T, H, W, 3) uint8, labels (N,) int)."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(count) % len(CLASSES)
-    rng.shuffle(labels)
-    clips = np.stack([make_clip(rng, CLASSES[i], size, num_frames, clip_fps, options)
-                      for i in labels])
-    return clips, labels
+    """`count` clips with balanced classes (`synthetic.balanced_clips`) of this world."""
+    return synthetic.balanced_clips(
+        seed, count, CLASSES,
+        lambda rng, label: make_clip(rng, label, size, num_frames, clip_fps, options))

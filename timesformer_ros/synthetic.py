@@ -276,16 +276,24 @@ def make_clip(rng: np.random.Generator, label: str, size: int = 64, num_frames: 
                      for k in range(num_frames)])
 
 
-def make_dataset(seed: int, count: int, size: int = 64, num_frames: int = 8,
-                 style: Style = Style(), classes: Sequence[str] = CLASSES,
-                 fps: tuple = (12.0, 20.0)):
-    """`count` clips with balanced classes: (clips (N, T, H, W, 3) uint8, labels (N,) int)."""
+def balanced_clips(seed: int, count: int, classes: Sequence[str], draw) -> tuple:
+    """`count` clips with balanced classes: (clips (N, T, H, W, 3) uint8, labels (N,) int).
+
+    `draw(rng, label)` makes one clip; the labels are shuffled, then drawn in order, by one
+    generator seeded with `seed`. Every training world's `make_dataset` is this.
+    """
     rng = np.random.default_rng(seed)
     labels = np.arange(count) % len(classes)
     rng.shuffle(labels)
-    clips = np.stack([make_clip(rng, classes[i], size, num_frames, style, fps)
-                      for i in labels])
-    return clips, labels
+    return np.stack([draw(rng, classes[i]) for i in labels]), labels
+
+
+def make_dataset(seed: int, count: int, size: int = 64, num_frames: int = 8,
+                 style: Style = Style(), classes: Sequence[str] = CLASSES,
+                 fps: tuple = (12.0, 20.0)):
+    """`count` clips with balanced classes (`balanced_clips`) of this module's scenes."""
+    return balanced_clips(seed, count, classes,
+                          lambda rng, label: make_clip(rng, label, size, num_frames, style, fps))
 
 
 class SyntheticStream:

@@ -347,9 +347,6 @@ def mask_box(mask: np.ndarray) -> np.ndarray:
 
 def make_dataset(seed: int, count: int, size: int = 48, num_frames: int = 8,
                  clip_fps: float = 10.0):
-    """`count` clips with balanced classes: (clips (N, T, H, W, 3) uint8, labels (N,) int)."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(count) % len(CLASSES)
-    rng.shuffle(labels)
-    clips = np.stack([make_clip(rng, CLASSES[i], size, num_frames, clip_fps) for i in labels])
-    return clips, labels
+    """`count` clips with balanced classes (`synthetic.balanced_clips`) of this world."""
+    return synthetic.balanced_clips(
+        seed, count, CLASSES, lambda rng, label: make_clip(rng, label, size, num_frames, clip_fps))
