@@ -138,7 +138,10 @@ def test_independent_clips_from_a_camera_over_dds(ros, start_node):
     from sensor_msgs.msg import Image
     from test_node import Listener, caught_up, wait_for_subscriber
     types = rclpy_types()
-    node = start_node()
+    # Reliable, with room for a burst: over best effort Fast DDS loses a frame now and then
+    # without reporting it as lost (2 of 630 in about half the runs on these machines), and
+    # the wait below counts every frame.
+    node = start_node('-p', 'qos:=reliable', '-p', 'qos_depth:=50')
     listener = Listener(ros)
     publisher = ros.node.create_publisher(Image, 'image', 10)
     wait_for_subscriber(ros, publisher)
@@ -149,8 +152,7 @@ def test_independent_clips_from_a_camera_over_dds(ros, start_node):
         truth[stamp] = label
         sent += 1
         ros.spin_for(1 / 60)        # twice the camera rate: the stamps say 30 Hz
-    # Every frame received (or reported lost by DDS: the subscription is best effort), no
-    # window waiting, and every processed window's result here. The node works through the
+    # Every frame received, no window waiting, and every processed window's result here. The node works through the
     # frames at its own pace: on a loaded 2-core machine that can take many times the 10 s of
     # sending, so the limit only stops a node that has stopped working.
     assert ros.spin_until(caught_up(listener, sent), PROCESS_LIMIT_S), listener.diagnostics[-1:]
