@@ -152,9 +152,9 @@ def test_independent_clips_from_a_camera_over_dds(ros, start_node):
         truth[stamp] = label
         sent += 1
         ros.spin_for(1 / 60)        # twice the camera rate: the stamps say 30 Hz
-    # Every frame received, no window waiting, and every processed window's result here. The node works through the
-    # frames at its own pace: on a loaded 2-core machine that can take many times the 10 s of
-    # sending, so the limit only stops a node that has stopped working.
+    # Every frame received, no window waiting, and every processed window's result here. The
+    # node works through the frames at its own pace: on a loaded 2-core machine that can take
+    # many times the 10 s of sending, so the limit only stops a node that has stopped working.
     assert ros.spin_until(caught_up(listener, sent), PROCESS_LIMIT_S), listener.diagnostics[-1:]
     node.stop()
     scored = [(r['results'][0]['class_name'], truth[stamp_of(r['header']['stamp'])])
