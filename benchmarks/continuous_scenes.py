@@ -36,7 +36,6 @@ Writes benchmarks/results/continuous_scenes_<seeds>[_whole].json.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import os
@@ -56,97 +55,26 @@ sys.path.insert(0, str(REPO / 'test'))
 import report  # noqa: E402 - benchmarks/report.py, beside this script
 from independent_bags import write_scene  # noqa: E402
 from independent_scenes import WANDER  # noqa: E402
-from timesformer_ros.bags import EvaluationOutputs, Evaluation, evaluate, read_truth  # noqa: E402
+from timesformer_ros import scene_quality  # noqa: E402
 from timesformer_ros.messages import dict_ns  # noqa: E402
-from timesformer_ros.segments import (  # noqa: E402
-    edit_score, from_events, onset_delays, segmental_f1)
+from timesformer_ros.scene_quality import (  # noqa: E402
+    SIZE_BINS, bin_name, scene_figures)
 
 SEEDS = (24100, 24200)      # the tuning seed, then the report seed
-SPEED_BINS = (0.05, 0.1, 0.2, 0.3, 0.4)
-GROWTH_BINS = (1.2, 1.4, 1.6, 1.8)
-SIZE_BINS = (0.0, 0.2, 0.3, 0.4, 0.6)
-TOPIC, TRUTH = '/camera/image_raw', '/motion'
-
-
-def _bin(value: float, edges) -> str:
-    for low, high in zip(edges[:-1], edges[1:]):
-        if low <= value < high or (high == edges[-1] and value == high):
-            return f'{low:g}-{high:g}'
-    return f'outside {edges[0]:g}-{edges[-1]:g}'
 
 
 def scene_run(work: Path, seed: int, index: int, seconds: float, checkpoint: str,
               wander: str = 'centre') -> dict:
-    """Write one scene and evaluate its bag; return what the figures need.
+    """Write one scene and evaluate its bag (`scene_quality.scene_run`), every class scored.
 
-    {'scene': its description, 'summary': evaluate's summary, 'records': the window rows,
-    'predicted': the decoded Segments, 'truth': the truth runs, 'diameters': {stamp: (px,
-    visible share)}, 'boxes': {stamp: the object's box, or None}}.
+    One parameter differs from the defaults: `top_k` covers every class, so that the rows
+    carry every score (`decoder_sweep.py` replays the decoder from them).
     """
-    folder = work / f'scene_{seed}_{index}'
-    scene = write_scene(folder, seed, index, seconds, wander=wander)
     params = work / 'params.yaml'
     if not params.exists():
         params.write_text("/**:\n  ros__parameters:\n    top_k: 1000\n")
-    summary = evaluate(Evaluation(folder / 'bag', TOPIC, checkpoint or None, params, TRUTH,
-                                  progress=False),
-                       EvaluationOutputs(jsonl=folder / 'windows.jsonl',
-                                         segments=folder / 'segments.jsonl'))
-    records = [json.loads(line) for line in (folder / 'windows.jsonl').read_text().splitlines()]
-    events = [json.loads(line) for line in (folder / 'segments.jsonl').read_text().splitlines()]
-    diameters, boxes = {}, {}
-    with (folder / 'boxes.csv').open(newline='') as handle:
-        for row in csv.DictReader(handle):
-            stamp = int(row['stamp'])
-            diameters[stamp] = (float(row['diameter']), float(row['visible']))
-            boxes[stamp] = (tuple(float(row[k]) for k in ('x_min', 'y_min', 'x_max', 'y_max'))
-                            if row['x_min'] else None)
-    return {'scene': scene, 'summary': summary, 'records': records,
-            'predicted': from_events(events),
-            'truth': read_truth(TRUTH, folder / 'bag', {}).runs(), 'diameters': diameters,
-            'boxes': boxes}
-
-
-def inside_windows(run: dict):
-    """Yield (record, phase) for the windows whose span lies inside one phase."""
-    phases = run['scene']['phases']
-    starts = np.array([p['first_stamp_ns'] for p in phases])
-    for record in run['records']:
-        start, end = dict_ns(record['window']['start']), dict_ns(record['window']['end'])
-        i = int(np.searchsorted(starts, start, side='right')) - 1
-        if i >= 0 and end <= phases[i]['last_stamp_ns']:
-            yield record, phases[i]
-
-
-def window_figures(runs: list, labels: list) -> dict:
-    """Accuracy of the windows inside a phase, by class, speed, growth, size and visibility."""
-    index = {name: i for i, name in enumerate(labels)}
-    matrix = np.zeros((len(labels), len(labels)), dtype=int)
-    bins = defaultdict(lambda: [0, 0])       # (kind, bin) -> [right, windows]
-    short = min(runs[0]['scene']['height'], runs[0]['scene']['width'])
-    for run in runs:
-        for record, phase in inside_windows(run):
-            truth, guess = phase['label'], record['results'][0]['class_name']
-            matrix[index[truth], index[guess]] += 1
-            right = truth == guess
-            diameter, visible = run['diameters'][dict_ns(record['window']['end'])]
-            keys = [('class', truth), ('size', _bin(diameter / short, SIZE_BINS)),
-                    ('frame', 'whole object in frame' if visible >= 0.99
-                     else 'partly outside the frame')]
-            if truth.startswith('moving_'):
-                keys.append(('speed', _bin(phase['speed'], SPEED_BINS)))
-            elif truth in ('approaching', 'receding'):
-                growth = max(phase['growth'], 1 / phase['growth'])
-                keys.append(('growth', _bin(round(growth, 6), GROWTH_BINS)))
-            for key in keys:
-                bins[key][0] += right
-                bins[key][1] += 1
-    by = defaultdict(dict)
-    for (kind, name), (right, total) in sorted(bins.items()):
-        by[kind][name] = {'accuracy': round(right / total, 4), 'windows': total}
-    total = int(matrix.sum())
-    return {'windows': total, 'accuracy': round(float(np.trace(matrix)) / max(total, 1), 4),
-            'by': dict(by), 'confusion': {'labels': labels, 'matrix': matrix.tolist()}}
+    return scene_quality.scene_run(work, write_scene, seed, index, seconds, checkpoint, params,
+                                   wander)
 
 
 def region_figures(runs: list) -> dict:
@@ -174,7 +102,7 @@ def region_figures(runs: list) -> dict:
                 <= short / 2
             size = run['diameters'][end][0] / short
             score = (bool(holds_centre(found, truth)), float(iou(found, truth)))
-            for key in (('all', 'all'), ('size', _bin(size, SIZE_BINS)),
+            for key in (('all', 'all'), ('size', bin_name(size, SIZE_BINS)),
                         ('centre', 'in the central square' if seen else 'outside it')):
                 groups[key].append(score)
     by = defaultdict(dict)
@@ -184,36 +112,6 @@ def region_figures(runs: list) -> dict:
                           'median_iou': round(float(np.median(ious)), 4),
                           'windows': len(scores)}
     return dict(by)
-
-
-def segment_figures(pairs: list) -> dict:
-    """Segment scores pooled over scenes; `pairs` holds (predicted, truth) Segments per scene.
-
-    With the package's scoring (`segments.py`): F1 at IoU 0.1 and 0.5 over all the scenes'
-    segments at once, the per-scene mean F1@0.5 and edit score, false segments (no true one at
-    IoU 0.1), and the onset delays (IoU 0.1 matches, as `segment_metrics`) pooled.
-    """
-    hits = {0.1: 0, 0.5: 0}
-    per_scene, edits, delays = [], [], []
-    predicted_total = sum(len(p) for p, _ in pairs)
-    true_total = sum(len(t) for _, t in pairs)
-    for predicted, truth in pairs:
-        for iou in hits:
-            f1, matches = segmental_f1(predicted, truth, iou)
-            hits[iou] += len(matches)
-            if iou == 0.5:
-                per_scene.append(f1)
-            else:
-                delays += onset_delays(predicted, truth, matches)
-        edits.append(edit_score(predicted, truth))
-    pooled = {f'f1@{iou:g}': round(2 * hit / max(predicted_total + true_total, 1), 4)
-              for iou, hit in hits.items()}
-    return {'true_segments': true_total, 'predicted_segments': predicted_total,
-            'false_segments': predicted_total - hits[0.1], **pooled,
-            'f1@0.5_scene_mean': round(float(np.mean(per_scene)), 4),
-            'edit_scene_mean': round(float(np.mean(edits)), 4),
-            'onset_delay_median_s': round(float(np.median(delays)), 3) if delays else None,
-            'onset_delay_p90_s': round(float(np.percentile(delays, 90)), 3) if delays else None}
 
 
 def evaluate_seed(work: Path, seed: int, scenes: int, seconds: float, checkpoint: str,
@@ -231,17 +129,8 @@ def evaluate_seed(work: Path, seed: int, scenes: int, seconds: float, checkpoint
 
 
 def seed_figures(runs: list) -> dict:
-    """Every figure of one seed's runs."""
-    labels = list(runs[0]['summary']['confusion']['labels'])
-    right = sum(r['summary']['accuracy'] * r['summary']['scored_windows'] for r in runs)
-    scored = sum(r['summary']['scored_windows'] for r in runs)
-    phases = [p for r in runs for p in r['scene']['phases']]
-    return {'scenes': len(runs), 'phases': len(phases),
-            'phase_labels': {c: sum(p['label'] == c for p in phases) for c in labels},
-            'inside': window_figures(runs, labels),
-            'all_windows': {'accuracy': round(right / max(scored, 1), 4), 'windows': scored},
-            'segments': segment_figures([(r['predicted'], r['truth']) for r in runs]),
-            'region': region_figures(runs)}
+    """Every figure of one seed's runs: the motion figures and the region's."""
+    return {**scene_figures(runs), 'region': region_figures(runs)}
 
 
 def machine() -> dict:

@@ -9,7 +9,7 @@ code path, default parameters, every class's score in the rows). The decoder
 (`segments.ActionDecoder`, the node's and evaluate's) is then replayed over each scene's window
 scores once per setting of a grid over `smoothing`, `ema_tau_s`, `vote_windows`,
 `enter_threshold`/`exit_threshold`, `min_duration_s` and `min_gap_s`, and its segments scored
-against the truth runs as `continuous_scenes.segment_figures` does (the package's scoring). The
+against the truth runs as `scene_quality.segment_figures` does (the package's scoring). The
 replay of the node's current defaults must give evaluate's own segments: the report says in how
 many scenes it did.
 
@@ -34,10 +34,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report  # noqa: E402 - benchmarks/report.py, beside this script
-from continuous_scenes import (  # noqa: E402
-    common_arguments, evaluate_seed, machine, segment_figures)
+from continuous_scenes import common_arguments, evaluate_seed, machine  # noqa: E402
 from timesformer_ros.interface import defaults  # noqa: E402
 from timesformer_ros.messages import dict_ns  # noqa: E402
+from timesformer_ros.scene_quality import segment_figures  # noqa: E402
 from timesformer_ros.segments import ActionDecoder, DecoderConfig, from_events  # noqa: E402
 
 MAX_ONSET_S = 1.0

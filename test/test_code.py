@@ -29,7 +29,8 @@ LAYERS = {
     'ros': {'node', 'camera', 'spin', 'entry'},
     'tools': {'bags', 'fleet', 'cluster', 'clip_folder', 'train', 'train_locator', 'finetune',
               'finetune_ray', 'world', 'camera_world', 'camera_effects', 'demo', 'bench',
-              'convert', 'processes', 'export', 'footage', 'footage_labels', 'quality'},
+              'convert', 'processes', 'export', 'footage', 'footage_labels', 'quality',
+              'scene_quality'},
 }
 MAY_IMPORT = {'base': set(), 'model': {'base', 'model'}, 'runtime': {'base', 'model', 'runtime'},
               'ros': {'base', 'model', 'runtime', 'ros'},

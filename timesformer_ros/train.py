@@ -44,6 +44,7 @@ from .model import ATTENTION_TYPES, TimeSformer, preset
 from .progress import Progress
 from .quality import accuracy, binned, confusion, predict, real_report, reversal_rate
 from .rates import rate_problem
+from .scene_quality import scene_report
 
 LOGGER = logging.getLogger(__name__)
 
@@ -361,17 +362,23 @@ SIZE_BINS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.35)       # diameter, fraction of the
 
 
 def load_generator(path: Path):
-    """Import an independent clip generator from its file (the tests' independent_clips.py).
+    """Import an independent generator from its file, its folder importable while it loads.
 
-    It provides `make_set(seed, count, frames, fps, height, width, return_params=True)`
-    returning (clips, label names, params with 'size', 'speed' and 'growth').
+    A clip generator (the tests' independent_clips.py) provides `make_set(seed, count, frames,
+    fps, height, width, return_params=True)` returning (clips, label names, params with 'size',
+    'speed' and 'growth'); a scene writer (independent_bags.py) `write_scene`
+    (`scene_quality.scene_run`).
     """
     import importlib.util
-    spec = importlib.util.spec_from_file_location('independent_generator', path)
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     if spec is None or not Path(path).is_file():
-        raise FileNotFoundError(f'no clip generator at {path}')
+        raise FileNotFoundError(f'no generator at {path}')
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(Path(path).resolve().parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(Path(path).resolve().parent))
     return module
 
 
@@ -414,13 +421,15 @@ def independent_report(ckpt, generator, clips: int, seed: int, clip_fps: float,
 
 def report(checkpoint: Path, clips: int = 2100, seed: int = REPORT_SEED,
            independent: Optional[Path] = None, independent_clips: int = 700,
-           real: Optional[Path] = None) -> dict:
+           real: Optional[Path] = None, scenes: Optional[Path] = None,
+           scene_count: int = 6) -> dict:
     """Measure a motion checkpoint on held-out synthetic clips and an independent generator.
 
     Synthetic: accuracy, reversal, confusion matrix and held-out styles, at the checkpoint's
     clip rate; the generator (`independent`, a file): see `independent_report`; real footage
     (`real`, the footage folder): `quality.real_report` on the validation windows of
-    `footage_labels`; and CPU time per window at batch 1 on one thread.
+    `footage_labels`; continuous scenes (`scenes`, a scene writer's file):
+    `scene_quality.scene_report`; and CPU time per window at batch 1 on one thread.
     """
     ckpt = load_checkpoint(checkpoint)
     model, cfg = ckpt.model, ckpt.config
@@ -445,6 +454,9 @@ def report(checkpoint: Path, clips: int = 2100, seed: int = REPORT_SEED,
         generator = load_generator(independent)
         results['independent'] = independent_report(
             ckpt, generator, independent_clips, seed, clip_fps)
+    if scenes is not None:
+        results['continuous_scenes'] = scene_report(
+            str(checkpoint), load_generator(scenes).write_scene, scene_count, seed)
     if real is not None:
         results['real_footage'] = real_report(ckpt, validation_windows(
             cfg.num_frames, clip_fps, cfg.img_size, folder=real))
@@ -521,6 +533,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      help="an independent clip generator's file (test/independent_clips.py) "
                           'to score the model on as well')
     rep.add_argument('--independent-clips', type=int, default=700)
+    rep.add_argument('--scenes', type=Path,
+                     help="an independent scene writer's file (test/independent_bags.py): "
+                          'score the model on its continuous scenes as well, as bags through '
+                          'timesformer_bag evaluate')
+    rep.add_argument('--scene-count', type=int, default=6, help='scenes of 60 s (default 6)')
     rep.add_argument('--real', type=Path, nargs='?', const=footage_dir(), metavar='DIR',
                      help='also score labelled windows of real footage (the validation parts, '
                           f'README "Real footage"); DIR default {footage_dir()}, installed by '
@@ -559,8 +576,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     try:
         results = report(args.checkpoint, args.clips, independent=args.independent,
-                         independent_clips=args.independent_clips, real=args.real)
-    except (FootageError, ValueError) as exc:
+                         independent_clips=args.independent_clips, real=args.real,
+                         scenes=args.scenes, scene_count=args.scene_count)
+    except (FootageError, ValueError, FileNotFoundError) as exc:
         print(f'timesformer_train: error: {brief(exc, with_type=False)}', file=sys.stderr)
         return 2
     text = json.dumps(results, indent=2)
