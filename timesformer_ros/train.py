@@ -2,7 +2,7 @@
 
     timesformer_train train --threads 1 --seed 0 --out timesformer_ros/data/motion
     timesformer_train report timesformer_ros/data/motion.json \
-        --independent test/independent_clips.py
+        --independent test/independent_clips.py --scenes test/independent_bags.py --real
 
 Training clips are generated on the fly (seeded per step) from `world.py`, a wide world of real
 photographs and many shapes, `camera_world.py`, a world that looks like a camera (perspective,
@@ -12,7 +12,8 @@ a folder of labelled clips (`--data DIR` with DIR/<class>/*.npy, each a (T, H, W
 array) trains on a user's own clips instead, with the folder's classes; `--bags` trains on
 labelled rosbags, windowed as the node windows them (`finetune`). Validation and the
 report use seeds the training never draws from; the report also scores an independent clip
-generator that training never sees (the tests' `independent_clips.py`).
+generator that training never sees (the tests' `independent_clips.py`), continuous scenes of
+its sibling (`independent_bags.py`, as bags through `evaluate`) and real footage.
 """
 
 from __future__ import annotations
