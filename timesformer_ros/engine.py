@@ -12,7 +12,7 @@ import ctypes
 import ctypes.util
 import logging
 import time
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import torch
 from einops import rearrange, reduce
@@ -22,7 +22,7 @@ from .frames import Preprocessor
 from .locate import Locator
 from .model import TimeSformer, preset
 from .predictions import (  # noqa: F401 - re-exported: the package imports them from here
-    EngineError, Prediction, clip_thumbs, predictions, stack_clips)
+    ClipInference, EngineError, Prediction, predictions, stack_clips)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def forward_with_summaries(model: TimeSformer, video: torch.Tensor) -> tuple:
     return logits, spatial, temporal
 
 
-class Engine:
+class Engine(ClipInference):
     """Runs a checkpoint on clips of preprocessed frames (T, 3, S, S) from `preprocessor`."""
 
     def __init__(self, checkpoint: Union[str, Checkpoint], device: str = 'auto',
@@ -176,14 +176,6 @@ class Engine:
                 boxes, confidences = self.locator.boxes(evidence, video, thumbs)
                 regions = (boxes / video.shape[-1], confidences, self.locator.method)
             return predictions(logits, spatial, temporal, self.labels, started, regions)
-
-    def infer(self, clips: Sequence[Sequence[torch.Tensor]], with_attention: bool = True) -> list:
-        """Predictions for clips given as sequences of T preprocessed frames (3, S, S).
-
-        A clip is e.g. `Window.frames`; several clips (cameras) run as one batch. Frames that
-        are `frames.Frame`s bring the whole frame, where the region is looked for.
-        """
-        return self.infer_tensor(stack_clips(clips), with_attention, clip_thumbs(clips))
 
     @property
     def clip_fps(self) -> Optional[float]:

@@ -43,7 +43,7 @@ from .checkpoints import (
     MAX_PARAMETERS, CheckpointError, check_clip_fps, check_labels, check_normalisation,
     config_from_values, read_labels)
 from .digests import digest_of
-from .predictions import EngineError, clip_thumbs, predictions, stack_clips
+from .predictions import ClipInference, EngineError, predictions
 from .errors import brief
 from .frames import Preprocessor
 from .interface import PROVIDERS, provider_problem
@@ -375,7 +375,7 @@ def resolve_providers(names: Sequence[str], available: Sequence[str]) -> list:
     return chosen
 
 
-class OnnxEngine:
+class OnnxEngine(ClipInference):
     """Runs an exported `.onnx` file on ONNX Runtime, behind the interface of `engine.Engine`.
 
     Clips are preprocessed on the CPU in float32 (`device` is where the inputs are made; the
@@ -502,13 +502,6 @@ class OnnxEngine:
             boxes, confidences = motion_boxes(spatial[:, -1], video, thumbs)
             regions = (boxes / video.shape[-1], confidences, 'motion')
         return predictions(outputs[0], spatial, temporal, self.labels, started, regions)
-
-    def infer(self, clips: Sequence[Sequence[torch.Tensor]], with_attention: bool = True) -> list:
-        """Predictions for clips given as sequences of T preprocessed frames (3, S, S).
-
-        Frames that are `frames.Frame`s bring the whole frame, where the region is looked for.
-        """
-        return self.infer_tensor(stack_clips(clips), with_attention, clip_thumbs(clips))
 
     def describe(self) -> str:
         cfg = self.config

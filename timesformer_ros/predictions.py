@@ -1,8 +1,9 @@
 """What every engine returns, and how: `Prediction`s built by `predictions`, `EngineError`.
 
 The PyTorch engine (`engine.Engine`) and the ONNX Runtime engine (`onnx_engine.OnnxEngine`) both
-stack clips with `stack_clips` and end in `predictions`, so their results are built by one piece
-of code. `engine` re-exports the names, where the rest of the package imports them from.
+take clips through `ClipInference.infer` (`stack_clips`, `clip_thumbs`) and end in `predictions`,
+so their results are built by one piece of code. `engine` re-exports the names, where the
+rest of the package imports them from.
 """
 
 from __future__ import annotations
@@ -64,6 +65,18 @@ def clip_thumbs(clips: Sequence[Sequence]) -> Optional[list]:
     if not all(frames and hasattr(frames[0], 'thumb') for frames in clips):
         return None
     return [np.stack([f.thumb for f in frames]) for frames in clips]
+
+
+class ClipInference:
+    """`infer` over `infer_tensor`, one for both engines (`Engine`, `OnnxEngine`)."""
+
+    def infer(self, clips: Sequence[Sequence[torch.Tensor]], with_attention: bool = True) -> list:
+        """Predictions for clips given as sequences of T preprocessed frames (3, S, S).
+
+        A clip is e.g. `Window.frames`; several clips (cameras) run as one batch. Frames that
+        are `frames.Frame`s bring the whole frame, where the region is looked for.
+        """
+        return self.infer_tensor(stack_clips(clips), with_attention, clip_thumbs(clips))
 
 
 def predictions(logits: torch.Tensor, spatial: Optional[torch.Tensor],
