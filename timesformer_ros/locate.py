@@ -53,7 +53,7 @@ from torch import nn
 from .model import TimeSformer
 
 LOGGER = logging.getLogger(__name__)
-METHODS = ('head', 'motion', 'held', 'rollout')
+METHODS = ('head', 'motion', 'held')         # what the node publishes as a region's method
 MOTION_LEVEL = 0.35              # `motion`'s threshold, of the map's range
 MOTION_FLOOR = 1.0               # `motion`: the weight of a pixel the model did not look at
 MOTION_PARTS = 0.1               # `motion`: parts of at least this share of the largest's mass
