@@ -19,7 +19,7 @@ from timesformer_ros.bags.dataset import (
     BOUNDARY, UNLABELLED, cut_windows, label_windows, split)
 from timesformer_ros.bags.truth import (
     SegmentLabels, TruthError, read_segments, segment_truth)
-from timesformer_ros.checkpoints import load_checkpoint
+from timesformer_ros.checkpoints import embedded_checkpoint, load_checkpoint
 from timesformer_ros.engine import Engine, stack_clips
 from timesformer_ros.finetune import BagTraining, starting_point
 from timesformer_ros.digests import digest
@@ -164,7 +164,7 @@ def test_training_windows_are_exactly_the_tensors_evaluation_gives_the_model(tmp
                                              .embedded_checkpoint()), device='cpu',
                              warmup=False)
     summary = evaluate(Evaluation(bag, topic, progress=False, device='cpu'), engine=engine)
-    assert summary['windows'] == len(windows.windows) == len(engine.clips) >= 25
+    assert summary['windows'] == len(windows.windows) == len(engine.clips) >= 15
     from timesformer_ros.frames import Normaliser
     normaliser = Normaliser(start.mean, start.std)
     for i, expected in enumerate(engine.clips):
@@ -212,7 +212,8 @@ def test_train_on_recordings_writes_a_checkpoint_with_its_record(tmp_path, recor
     assert train('--bags', bag, '--truth', csv, '--out', out, '--steps', 8,
                  '--batch-size', 4, '--seed', 1) == 0
     ckpt = load_checkpoint(out.with_suffix('.json'))
-    assert sorted(ckpt.labels) == sorted(SCRIPT) and ckpt.clip_fps == 10.0
+    assert sorted(ckpt.labels) == sorted(SCRIPT)
+    assert ckpt.clip_fps == load_checkpoint(embedded_checkpoint()).clip_fps   # inherited
     record = json.loads(out.with_suffix('.json').read_text())['training']
     assert record['bags'] == [str(bag.resolve())] and record['bag_sha256'] == [digest(bag)]
     assert record['truth_sha256'] == [digest(csv)] and record['steps'] == 8
@@ -309,7 +310,7 @@ def test_two_ray_train_workers_give_a_checkpoint_that_scores_like_one_process(
     ray = json.loads((tmp_path / 'ray.validation.json').read_text())
     assert ray['training']['ray_workers'] == 2 and ray['training']['steps'] == 30
     assert not (tmp_path / 'ray.ray').exists()          # Ray Train's storage is cleaned up
-    assert ray['windows'] == one['windows'] > 40
+    assert ray['windows'] == one['windows'] > 25
     assert load_checkpoint(tmp_path / 'ray.json').labels == \
         load_checkpoint(tmp_path / 'one.json').labels
     assert abs(ray['accuracy'] - one['accuracy']) <= 0.15, (one['accuracy'], ray['accuracy'])

@@ -53,9 +53,12 @@ LOGGER = logging.getLogger(__name__)
 # from REPORT_SEED; they never overlap.
 VAL_SEED = 10 ** 7
 REPORT_SEED = 2 * 10 ** 7
-# The clip rate the embedded model is trained for (frames per second of the sampled clip):
-# 8 frames span 0.7 s, long enough for a slow motion to move several input pixels.
+# The clip rate a preset is trained for when none is given (frames per second of the sampled
+# clip): 8 frames span 0.7 s. The embedded model's first stages were trained at it and its last
+# at 7.5 fps (0.93 s, so that a slow motion moves more input pixels: README), recorded in its
+# checkpoint, which is the rate the node samples at.
 DEFAULT_CLIP_FPS = 10.0
+EMBEDDED_CLIP_FPS = 7.5
 
 
 _INDEX = {name: i for i, name in enumerate(synthetic.CLASSES)}
