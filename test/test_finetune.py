@@ -159,9 +159,7 @@ def test_training_windows_are_exactly_the_tensors_evaluation_gives_the_model(tmp
     start = starting_point(run)
     windows = cut_windows(bag, topic, start.cutting, tmp_path / 'cache', digest(bag),
                           progress=False)
-    engine = RecordingEngine(load_checkpoint(run.init or
-                                             __import__('timesformer_ros').checkpoints
-                                             .embedded_checkpoint()), device='cpu',
+    engine = RecordingEngine(load_checkpoint(run.init or embedded_checkpoint()), device='cpu',
                              warmup=False)
     summary = evaluate(Evaluation(bag, topic, progress=False, device='cpu'), engine=engine)
     assert summary['windows'] == len(windows.windows) == len(engine.clips) >= 15
