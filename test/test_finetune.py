@@ -227,7 +227,8 @@ def test_train_on_recordings_writes_a_checkpoint_with_its_record(tmp_path, recor
     assert train('--bags', bag, '--truth', csv, '--val-bags', other, '--val-truth', other_csv,
                  '--out', out, '--steps', 2, '--batch-size', 4) == 0
     record = json.loads(out.with_suffix('.json').read_text())['training']
-    assert record['val_bags'] == [str(other.resolve())] and record['val_windows'] > 40
+    # 33 of the other bag's 53 windows at the embedded model's 7.5 fps (20 span a boundary)
+    assert record['val_bags'] == [str(other.resolve())] and record['val_windows'] > 25
 
 
 def test_per_frame_truth_from_the_bag_trains_too(tmp_path, recordings):

@@ -142,6 +142,37 @@ def test_reset_classifier_gives_a_fresh_head_of_the_new_size():
     assert model(torch.randn(1, 4, 3, 32, 32)).shape == (1, 32)
 
 
+def test_resized_model_gives_the_same_logits_on_the_same_clip_at_more_pixels():
+    """A clip constant over each patch, shown at 40 px in patches of 10, gives the logits it
+    gave at 32 px in patches of 8: the resampled patch embedding carries the model over."""
+    model = randomise_(TimeSformer(TINY)).eval()
+    torch.manual_seed(0)
+    patches = torch.randn(2, 4, 3, 4, 4)
+    video = patches.repeat_interleave(8, -1).repeat_interleave(8, -2)
+    bigger = model.resized(40, 10).eval()
+    assert bigger.config == TINY.replace(img_size=40, patch_size=10)
+    assert bigger.patch_embed.proj.weight.shape == (32, 3, 10, 10)
+    with torch.no_grad():
+        expected = model(video)
+        got = bigger(patches.repeat_interleave(10, -1).repeat_interleave(10, -2))
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    # Every other weight is the model's own; the model itself is left as it was.
+    same = {'patch_embed.proj.weight'}
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in bigger.state_dict().items()
+               if k not in same)
+    assert model.config == TINY and model.patch_embed.proj.weight.shape == (32, 3, 8, 8)
+
+
+def test_resized_to_a_finer_grid_resamples_the_position_embedding():
+    model = randomise_(TimeSformer(TINY)).eval()
+    finer = model.resized(40, 8)                # a 5x5 grid where the model had 4x4
+    assert finer.pos_embed.shape == (1, 26, 32)
+    torch.testing.assert_close(finer.pos_embed[:, 0], model.pos_embed[:, 0])   # CLS kept
+    assert finer(torch.randn(1, 4, 3, 40, 40)).shape == (1, 5)
+    with pytest.raises(ValueError, match='img_size 36 is not a multiple of patch_size 8'):
+        model.resized(36, 8)
+
+
 def test_fresh_divided_model_ignores_frame_order_through_its_temporal_branch():
     """Check that a fresh model cannot tell frame orders apart.
 

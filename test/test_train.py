@@ -142,6 +142,30 @@ def test_a_short_training_run_writes_a_loadable_checkpoint(tmp_path):
     assert again.extra['training']['init'] and again.clip_fps == 10.0   # kept from --init
 
 
+def test_fine_tuning_at_a_higher_resolution_resizes_the_starting_model(tmp_path, train_log):
+    init = tiny_checkpoint(tmp_path / 'small', list(synthetic.CLASSES))
+    out = tmp_path / 'bigger'
+    assert main(['train', '--init', str(init), '--img-size', '40', '--patch-size', '10',
+                 '--steps', '1', '--batch-size', '2', '--val-every', '1', '--threads', '1',
+                 '--curriculum', '0', '--out', str(out)]) == 0
+    ckpt = load_checkpoint(out.with_suffix('.json'))
+    assert (ckpt.config.img_size, ckpt.config.patch_size) == (40, 10)
+    assert ckpt.model.patch_embed.proj.weight.shape[-2:] == (10, 10)
+    assert ckpt.model(torch.zeros(1, 8, 3, 40, 40)).shape == (1, len(synthetic.CLASSES))
+    assert any('resized to 40 px in patches of 10' in r.getMessage() for r in train_log)
+
+
+def test_fine_tuning_refuses_to_change_what_cannot_be_carried_over(tmp_path, capsys):
+    init = tiny_checkpoint(tmp_path / 'small', list(synthetic.CLASSES))
+    assert main(['train', '--init', str(init), '--attention-type', 'space_only', '--steps',
+                 '1', '--out', str(tmp_path / 'x')]) == 2
+    assert 'attention_type cannot change when starting from' in capsys.readouterr().err
+    assert main(['train', '--init', str(init), '--img-size', '36', '--steps', '1',
+                 '--out', str(tmp_path / 'x')]) == 2
+    assert 'img_size 36 is not a multiple of patch_size 8' in capsys.readouterr().err
+    assert not (tmp_path / 'x.json').exists()
+
+
 def test_training_on_a_folder_of_labelled_clips(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for name in synthetic.CLASSES:

@@ -360,6 +360,27 @@ class TimeSformer(nn.Module):
         else:
             self.head = nn.Identity()
 
+    def resized(self, img_size: int, patch_size: int) -> 'TimeSformer':
+        """Return a copy for `img_size` and `patch_size`, every weight carried over.
+
+        The patch embedding is resampled to the new patch size by FlexiViT's pseudo-inverse
+        resize (timm's `resample_patch_embed`): a clip resized by the same factor gives the
+        same patch tokens as before, so the copy starts as the model it came from, on more
+        pixels. The position embedding is resized to the new grid (bicubic, CLS kept). Used
+        to fine-tune a trained model at a higher input resolution.
+        """
+        from timm.layers import resample_abs_pos_embed, resample_patch_embed
+        config = self.config.replace(img_size=img_size, patch_size=patch_size)
+        state = {name: value.detach().clone() for name, value in self.state_dict().items()}
+        state['patch_embed.proj.weight'] = resample_patch_embed(
+            state['patch_embed.proj.weight'], [patch_size, patch_size])
+        if config.grid_size != self.config.grid_size:
+            state['pos_embed'] = resample_abs_pos_embed(
+                state['pos_embed'], [config.grid_size] * 2, num_prefix_tokens=1)
+        copy = TimeSformer(config)
+        copy.load_state_dict(state)
+        return copy.to(self.norm.weight.device)
+
     # -- input checks and embeddings ---------------------------------------------------------
 
     def check_video(self, video: torch.Tensor):

@@ -59,6 +59,8 @@ REPORT_SEED = 2 * 10 ** 7
 # checkpoint, which is the rate the node samples at.
 DEFAULT_CLIP_FPS = 10.0
 EMBEDDED_CLIP_FPS = 7.5
+# The architecture fields a fine-tune may change (`TimeSformer.resized`).
+RESIZABLE = ('img_size', 'patch_size')
 
 
 _INDEX = {name: i for i, name in enumerate(synthetic.CLASSES)}
@@ -213,7 +215,8 @@ def _starting_model(config: TrainConfig) -> tuple:
     """Return (model, classes, mean, std, clip_fps) that training starts from.
 
     The classes are the data's: the synthetic motions, or the clip folder's. A checkpoint
-    `init` whose labels are not those classes gets a new head for them (logged).
+    `init` whose labels are not those classes gets a new head for them (logged); one whose
+    input size or patch size is overridden is resized (`TimeSformer.resized`).
     """
     start = load_checkpoint(config.init) if config.init else None
     known = start.labels if start else synthetic.CLASSES
@@ -222,11 +225,22 @@ def _starting_model(config: TrainConfig) -> tuple:
         architecture = preset(config.preset_name, num_classes=len(classes), **config.overrides)
         return (TimeSformer(architecture, weight_init='scratch'), classes, OFFICIAL_MEAN,
                 OFFICIAL_STD, config.clip_fps)
+    model = start.model
+    fixed = sorted(set(config.overrides) - set(RESIZABLE))
+    if fixed:
+        raise ValueError(f'{", ".join(fixed)} cannot change when starting from {config.init}; '
+                         f'only {" and ".join(RESIZABLE)} can')
+    if config.overrides:
+        size = {name: config.overrides.get(name, getattr(model.config, name))
+                for name in RESIZABLE}
+        model = model.resized(**size)
+        LOGGER.info('%s resized to %d px in patches of %d (its weights carried over)',
+                    config.init, size['img_size'], size['patch_size'])
     if start.labels != classes:
         LOGGER.info('%s has the classes %s, the data %s: its head is replaced by a new one '
                     'for %d classes', config.init, start.labels, classes, len(classes))
-        start.model.reset_classifier(len(classes))
-    return (start.model, classes, start.mean, start.std,
+        model.reset_classifier(len(classes))
+    return (model, classes, start.mean, start.std,
             config.clip_fps if config.clip_fps is not None else start.clip_fps)
 
 
@@ -492,6 +506,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tr = sub.add_parser('train', help='train a preset on synthetic motion (or --data)')
     tr.add_argument('--preset', default='motion')
     tr.add_argument('--attention-type', choices=ATTENTION_TYPES)
+    tr.add_argument('--img-size', type=int,
+                    help="the input size in pixels (default the preset's or --init's); with "
+                         '--init the model is resized, its weights carried over')
+    tr.add_argument('--patch-size', type=int,
+                    help="the patch size in pixels, likewise (the patch embedding resampled)")
     tr.add_argument('--steps', type=int, help='default 12000 (--bags: 300)')
     tr.add_argument('--clip-fps', type=float,
                     help='the clip rate (frames per second of the sampled clip) to train for, '
@@ -552,7 +571,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == 'train':
         if args.threads:
             torch.set_num_threads(args.threads)
-        overrides = {'attention_type': args.attention_type} if args.attention_type else {}
+        overrides = {name: getattr(args, name) for name in ('attention_type',) + RESIZABLE
+                     if getattr(args, name) is not None}
         command = 'timesformer_train ' + ' '.join(shlex.quote(a) for a in argv)
         if args.bags:
             from .finetune_ray import fit_on_ray
