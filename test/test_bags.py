@@ -28,9 +28,10 @@ def bags(tmp_path_factory):
     out = {}
     for storage in ('sqlite3', 'mcap'):
         path = root / f'synthetic_{storage}'
-        # Seed 12: its last action is still active at the bag's end (with the decoder's
-        # defaults), which the tests need to see the end of the bag close it.
-        count = record_synthetic(path, storage, seconds=6.0, fps=FPS, seed=12, width=160,
+        # Seed 23: its last action is still active at the bag's end (with the embedded model
+        # and the decoder's defaults), which the tests need to see the end of the bag close
+        # it. A new embedded model may need another seed (12 until the 60 px model).
+        count = record_synthetic(path, storage, seconds=6.0, fps=FPS, seed=23, width=160,
                                  height=120, start_ns=START_NS)
         out[storage] = (path, count)
     return out
@@ -79,7 +80,7 @@ def test_evaluate_gives_the_nodes_windows_and_scores_against_the_truth(bags, sto
     assert summary['scored_windows'] == len(records)
     # The embedded model against the truth at each window's last frame; windows that straddle
     # a change of motion count as errors when wrong, so this is below the clean-clip accuracy
-    # (0.684 measured on these 38 windows of 0.93 s, 0.979 on clean clips).
+    # (0.684 measured on these 38 windows of 0.93 s, 0.978 on clean clips).
     assert summary['accuracy'] >= 0.6, summary['accuracy']   # chance 1/7
     assert (tmp_path / 'confusion.png').stat().st_size > 0
     # Segments: every one ended (the bag's end closes what is still active), each written

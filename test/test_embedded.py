@@ -60,7 +60,7 @@ def test_the_shipped_model_is_small_fast_and_installed_as_package_data(shipped):
 def test_accuracy_on_held_out_synthetic_clips(shipped, held_out):
     """Score >= 95% on a small fixed held-out set of synthetic.py (its own generator).
 
-    0.979 measured on these 280 clips; 0.971 on the report's 2100 (BENCHMARKS.md).
+    0.989 measured on these 280 clips; 0.978 on the report's 2100 (BENCHMARKS.md).
     """
     clips, labels = held_out
     normaliser = Normaliser(shipped.mean, shipped.std)
@@ -70,7 +70,7 @@ def test_accuracy_on_held_out_synthetic_clips(shipped, held_out):
 def test_playing_clips_backwards_swaps_each_motion_with_its_reverse(shipped, held_out):
     """Swap each motion with its reverse when the clip plays backwards: order matters.
 
-    Backwards, left<->right, up<->down, approaching<->receding swap (0.979 measured on these
+    Backwards, left<->right, up<->down, approaching<->receding swap (0.992 measured on these
     clips). A model blind to frame order would score at most 0.5, since it
     gives a clip and its reversal the same label.
     """
@@ -111,8 +111,8 @@ def test_independent_clips_through_bag_evaluation_with_default_parameters(indepe
     """Issue 11: >= 90% on the independent generator, fed as a 30 Hz bag with defaults.
 
     The node's windowing samples at the checkpoint's clip rate (7.5 fps: every fourth frame).
-    0.952 of 546 windows measured on these 42 clips; benchmarks/motion_quality.py: 0.938 of
-    4550 on 350 others.
+    0.967 of 336 windows measured on these 42 clips; benchmarks/motion_quality.py: 0.945 of
+    2800 on 350 others.
     """
     accuracy, windows, output = evaluate_with_defaults(independent_bags / 'forward')
     assert "sampling 7.5 fps by header stamps (the checkpoint's clip rate)" in output
@@ -123,7 +123,7 @@ def test_independent_clips_through_bag_evaluation_with_default_parameters(indepe
 def test_independent_clips_played_backwards_swap_their_motion(independent_bags):
     """The same clips backwards: each motion becomes its reverse (static stays static).
 
-    0.949 measured here (0.938 on benchmarks/motion_quality.py's 350 clips).
+    0.961 measured here (0.943 on benchmarks/motion_quality.py's 350 clips).
     """
     accuracy, _, output = evaluate_with_defaults(independent_bags / 'backwards')
     assert accuracy >= 0.92, output
@@ -133,7 +133,7 @@ def test_independent_clips_from_a_camera_over_dds(ros, start_node):
     """The same model in the node: a 30 Hz camera of independent clips, labels over DDS.
 
     Each window's top-1 on ~/window is scored against the clip its last frame belongs to
-    (0.946 of 112 windows measured).
+    (1.0 of 70 windows measured).
     """
     from sensor_msgs.msg import Image
     from test_node import Listener, caught_up, wait_for_subscriber

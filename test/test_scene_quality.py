@@ -15,10 +15,10 @@ from timesformer_ros.train import main
 
 EMBEDDED = REPO / 'timesformer_ros' / 'data' / 'motion.json'
 WRITER = REPO / 'test' / 'independent_bags.py'
-# Measured 2026-12-05 with the shipped motion.json (the 7.5 fps fine-tune) on these two
-# scenes: 80.2% of the 536 windows inside one phase, segments F1@0.5 0.679 (52 true, 60
-# decoded); the model before it (10 fps) 73.6% of 836 and 0.654. Each floor is a little below
-# its figure: about 5 points, and 0.08 of F1.
+# Measured 2026-12-05 with the shipped motion.json (the 60 px fine-tune at 7.5 fps) on these
+# two scenes: 83.2% of the 536 windows inside one phase, segments F1@0.5 0.679 (52 true, 60
+# decoded); the 48 px model before it 80.2% and 0.679, the 10 fps model 73.6% of 836 and
+# 0.654. Each floor is a little below its figure: about 5 points, and 0.08 of F1.
 FLOORS = {'inside': 0.75, 'f1@0.5': 0.60}
 
 
