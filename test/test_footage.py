@@ -20,9 +20,9 @@ DATA = REPO / 'test' / 'data' / 'footage'
 EXCERPT = DATA / 'vtest_validation.avi'
 EMBEDDED = REPO / 'timesformer_ros' / 'data' / 'motion.json'
 # The excerpt cut at the embedded model's rate (7.5 fps) gives 29 windows. Measured 2026-12-05
-# with the shipped motion.json (the 7.5 fps fine-tune): 26 of 29 right forwards and played
-# backwards (0.897); the model before it (10 fps, 31 windows) had 24 and 22 of 31. Each floor
-# is three windows below its figure.
+# with the shipped motion.json (the 60 px fine-tune): 25 of 29 right forwards and 26 played
+# backwards; the 48 px model before it 26 and 26; the 10 fps model (31 windows) 24 and 22 of
+# 31. The floors are two and three windows below.
 REAL_WINDOWS = 29
 REAL_FLOOR = {'forwards': 23 / 29 - 1e-9, 'backwards': 23 / 29 - 1e-9}
 
