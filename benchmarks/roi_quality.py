@@ -55,7 +55,7 @@ from timesformer_ros.clips import Window  # noqa: E402
 from timesformer_ros.locate import (  # noqa: E402
     Locator, RegionHold, head_features, holds_centre, iou, load_head, map_box, rollout)
 from timesformer_ros.predictions import Prediction  # noqa: E402
-from timesformer_ros.train import load_generator  # noqa: E402
+from timesformer_ros.quality import load_generator  # noqa: E402
 from timesformer_ros.world import mask_box  # noqa: E402
 
 WIDTH, HEIGHT = 160, 120

@@ -143,8 +143,10 @@ def test_reset_classifier_gives_a_fresh_head_of_the_new_size():
 
 
 def test_resized_model_gives_the_same_logits_on_the_same_clip_at_more_pixels():
-    """A clip constant over each patch, shown at 40 px in patches of 10, gives the logits it
-    gave at 32 px in patches of 8: the resampled patch embedding carries the model over."""
+    """Give the same logits at 40 px in patches of 10 as at 32 px in patches of 8.
+
+    On a clip constant over each patch the resampled patch embedding gives the same tokens.
+    """
     model = randomise_(TimeSformer(TINY)).eval()
     torch.manual_seed(0)
     patches = torch.randn(2, 4, 3, 4, 4)

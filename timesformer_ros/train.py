@@ -40,10 +40,11 @@ from .clip_folder import FolderClips, folder_classes
 from .errors import brief
 from .footage import FootageError, footage_dir
 from .footage_labels import validation_windows
-from .frames import Normaliser, resize_and_crop
+from .frames import Normaliser
 from .model import ATTENTION_TYPES, TimeSformer, preset
 from .progress import Progress
-from .quality import accuracy, binned, confusion, predict, real_report, reversal_rate
+from .quality import (accuracy, confusion, independent_report, load_generator, predict,
+                      real_report, reversal_rate)
 from .rates import rate_problem
 from .scene_quality import scene_report
 
@@ -373,70 +374,6 @@ def _save(config: TrainConfig, model: TimeSformer, classes: list, mean, std,
                   'history': history})
 
 
-# Bins of the independent generator's parameters for the operating envelope.
-SPEED_BINS = (0.2, 0.3, 0.45, 0.7, 1.0, 1.6)         # short sides per second (translations)
-GROWTH_BINS = (1.4, 2.0, 3.0, 4.5, 6.5)              # size factor per second (scaling)
-SIZE_BINS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.35)       # diameter, fraction of the short side
-
-
-def load_generator(path: Path):
-    """Import an independent generator from its file, its folder importable while it loads.
-
-    A clip generator (the tests' independent_clips.py) provides `make_set(seed, count, frames,
-    fps, height, width, return_params=True)` returning (clips, label names, params with 'size',
-    'speed' and 'growth'); a scene writer (independent_bags.py) `write_scene`
-    (`scene_quality.scene_run`).
-    """
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    if spec is None or not Path(path).is_file():
-        raise FileNotFoundError(f'no generator at {path}')
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(Path(path).resolve().parent))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(Path(path).resolve().parent))
-    return module
-
-
-def independent_report(ckpt, generator, clips: int, seed: int, clip_fps: float,
-                       height: int = 120, width: int = 160) -> dict:
-    """Score a motion checkpoint on clips of an independent generator, as the node sees them.
-
-    The clips are rendered at the clip rate (what the node samples from a faster camera), at
-    the camera's size, and centre-cropped and resized as the node does. Returns accuracy,
-    reversal, the confusion matrix and accuracy by speed, growth and object size.
-    """
-    cfg = ckpt.config
-    normaliser = Normaliser(ckpt.mean, ckpt.std)
-    data, names, params = generator.make_set(seed, clips, frames=cfg.num_frames, fps=clip_fps,
-                                             height=height, width=width, return_params=True)
-    data = np.stack([[resize_and_crop(frame, cfg.img_size) for frame in clip]
-                     for clip in data])
-    labels = np.array([list(ckpt.labels).index(name) for name in names])
-    predicted = predict(ckpt.model, data, normaliser)
-    correct = predicted == labels
-    translating = np.array([name.startswith('moving_') for name in names])
-    scaling = np.array([name in ('approaching', 'receding') for name in names])
-    speed = np.array([p['speed'] for p in params])
-    growth = np.array([max(p['growth'], 1 / p['growth']) for p in params])
-    size = np.array([p['size'] for p in params])
-    return {
-        'generator': str(getattr(generator, '__file__', generator)), 'clips': clips,
-        'seed': seed, 'camera': f'{width}x{height}', 'clip_fps': clip_fps,
-        'accuracy': round(float(correct.mean()), 4),
-        'reversal': round(reversal_rate(ckpt.model, data, labels, normaliser,
-                                        tuple(ckpt.labels)), 4),
-        'confusion': {'labels': list(ckpt.labels),
-                      'matrix': confusion(labels, predicted, len(ckpt.labels))},
-        'by_speed_short_sides_per_s': binned(speed[translating], correct[translating],
-                                             SPEED_BINS),
-        'by_growth_per_s': binned(growth[scaling], correct[scaling], GROWTH_BINS),
-        'by_size_short_side': binned(size, correct, SIZE_BINS),
-    }
-
-
 def report(checkpoint: Path, clips: int = 2100, seed: int = REPORT_SEED,
            independent: Optional[Path] = None, independent_clips: int = 700,
            real: Optional[Path] = None, scenes: Optional[Path] = None,
@@ -444,8 +381,8 @@ def report(checkpoint: Path, clips: int = 2100, seed: int = REPORT_SEED,
     """Measure a motion checkpoint on held-out synthetic clips and an independent generator.
 
     Synthetic: accuracy, reversal, confusion matrix and held-out styles, at the checkpoint's
-    clip rate; the generator (`independent`, a file): see `independent_report`; real footage
-    (`real`, the footage folder): `quality.real_report` on the validation windows of
+    clip rate; the generator (`independent`, a file): `quality.independent_report`; real
+    footage (`real`, the footage folder): `quality.real_report` on the validation windows of
     `footage_labels`; continuous scenes (`scenes`, a scene writer's file):
     `scene_quality.scene_report`; and CPU time per window at batch 1 on one thread.
     """
