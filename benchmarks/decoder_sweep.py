@@ -16,6 +16,8 @@ many scenes it did.
 The best setting on the tuning seed: the highest pooled F1@0.5 among those with a median onset
 delay of at most MAX_ONSET_S (the issue's target), the lower onset delay on a tie; it is then
 reported on the report seed beside the current defaults and the next best of the tuning seed.
+`--confident 0.95 0.9` adds an experiment for the onset: the defaults, but a candidate whose
+score reaches that value is announced at once (`ConfidentDecoder`, not a node setting).
 Nothing is changed in the package. Writes benchmarks/results/decoder_sweep_<seeds>.json.
 """
 
@@ -28,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -83,9 +86,26 @@ def windows_of(run: dict, labels: list) -> list:
     return out
 
 
-def replay(windows: list, labels: list, config: DecoderConfig) -> list:
+class ConfidentDecoder(ActionDecoder):
+    """The decoder that also announces a candidate at once when its score reaches `confident`.
+
+    An experiment for the onset (`--confident`), not a node setting: one confident window is
+    enough, without waiting `min_duration_s`.
+    """
+
+    def __init__(self, labels: list, config: DecoderConfig, confident: float):
+        super().__init__(labels, config)
+        self.confident = confident
+
+    def _announce_due(self, track, end: int, score: float, config: DecoderConfig) -> bool:
+        return score >= self.confident or super()._announce_due(track, end, score, config)
+
+
+def replay(windows: list, labels: list, config: DecoderConfig,
+           confident: Optional[float] = None) -> list:
     """Return the Segments the decoder gives over a scene's windows (closed at the end)."""
-    decoder = ActionDecoder(labels, config)
+    decoder = (ActionDecoder(labels, config) if confident is None
+               else ConfidentDecoder(labels, config, confident))
     events = []
     for window, scores, frame_id in windows:
         events += decoder.update(window, scores, frame_id)
@@ -93,28 +113,37 @@ def replay(windows: list, labels: list, config: DecoderConfig) -> list:
     return from_events(events)
 
 
-def sweep(runs: list, configs: list) -> dict:
-    """Return {setting name: segment figures} over one seed's scenes, and the replay check."""
+def sweep(runs: list, configs: list, confident: Sequence[float] = ()) -> dict:
+    """Return {setting name: segment figures} over one seed's scenes, and the replay check.
+
+    Each of `confident` adds a row of the defaults with `ConfidentDecoder` at that score.
+    """
     labels = list(runs[0]['summary']['confusion']['labels'])
     scenes = [(windows_of(run, labels), run['truth']) for run in runs]
+    default = DecoderConfig.from_values(defaults())
     rows = {}
-    for config in configs:
-        pairs = [(replay(windows, labels, config), truth) for windows, truth in scenes]
-        rows[name(config)] = {**segment_figures(pairs), 'config': config.__dict__}
-        if config == DecoderConfig.from_values(defaults()):
+    for config, score in [(c, None) for c in configs] + [(default, s) for s in confident]:
+        pairs = [(replay(windows, labels, config, score), truth) for windows, truth in scenes]
+        setting = name(config) + (f', confident {score:g}' if score is not None else '')
+        rows[setting] = {**segment_figures(pairs), 'config': config.__dict__,
+                         'confident': score}
+        if config == default and score is None:
             same = sum(p == run['predicted'] for (p, _), run in zip(pairs, runs))
-            rows[name(config)]['replay_equals_evaluate'] = f'{same} of {len(runs)} scenes'
+            rows[setting]['replay_equals_evaluate'] = f'{same} of {len(runs)} scenes'
     return rows
 
 
 def best(rows: dict) -> str:
-    """Return the setting of highest pooled F1@0.5 with median onset <= MAX_ONSET_S."""
+    """Return the setting of highest pooled F1@0.5 with median onset <= MAX_ONSET_S.
+
+    Only the node's own settings compete (not the `--confident` experiment's rows).
+    """
     def key(item):
         figures = item[1]
         onset = figures['onset_delay_median_s']
         fast = onset is not None and onset <= MAX_ONSET_S
         return (fast, figures['f1@0.5'], -(onset if onset is not None else 99.0))
-    return max(rows.items(), key=key)[0]
+    return max(((s, r) for s, r in rows.items() if r['confident'] is None), key=key)[0]
 
 
 def table(rows: dict, names: list) -> str:
@@ -136,6 +165,9 @@ def main() -> int:
     parser.add_argument('--tune-seed', type=int, default=24100)
     parser.add_argument('--report-seed', type=int, default=24200)
     parser.add_argument('--top', type=int, default=12, help='settings in the printed tables')
+    parser.add_argument('--confident', type=float, nargs='*', default=(),
+                        help='also replay the defaults announcing a candidate at once when its '
+                             'score reaches each of these (an experiment for the onset)')
     args = parser.parse_args()
     import torch
     torch.set_num_threads(args.threads)
@@ -149,17 +181,19 @@ def main() -> int:
         work = args.work or Path(tmp)
         began = time.perf_counter()
         tune = sweep(evaluate_seed(work, args.tune_seed, args.scenes, args.seconds,
-                                   args.checkpoint), configs)
+                                   args.checkpoint), configs, args.confident)
         chosen = best(tune)
-        ranked = sorted(tune, key=lambda s: -tune[s]['f1@0.5'])
-        shown = list(dict.fromkeys([chosen, default] + ranked[:args.top]))
+        ranked = sorted((s for s in tune if tune[s]['confident'] is None),
+                        key=lambda s: -tune[s]['f1@0.5'])
+        experiment = [s for s in tune if tune[s]['confident'] is not None]
+        shown = list(dict.fromkeys([chosen, default] + ranked[:args.top] + experiment))
         print(f'tuning seed {args.tune_seed}, {len(configs)} settings '
               f'({time.perf_counter() - began:.0f} s); best: {chosen}\n' + table(tune, shown),
               flush=True)
-        picked = [DecoderConfig(**tune[s]['config']) for s in shown]
+        picked = [DecoderConfig(**tune[s]['config']) for s in shown if s not in experiment]
         began = time.perf_counter()
         held = sweep(evaluate_seed(work, args.report_seed, args.scenes, args.seconds,
-                                   args.checkpoint), picked)
+                                   args.checkpoint), picked, args.confident)
         print(f'report seed {args.report_seed} ({time.perf_counter() - began:.0f} s)\n'
               + table(held, shown), flush=True)
     result.update({'best': chosen, 'tune_seed': args.tune_seed, 'tune': tune,

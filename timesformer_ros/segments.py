@@ -146,7 +146,7 @@ class ActionDecoder:
                     del self._tracks[class_id]
                     continue
                 track.support(window.end, float(score))
-                if window.end - track.first_end >= config.min_duration_s * NS:
+                if self._announce_due(track, window.end, float(score), config):
                     track.id, track.announced = self._next_id, window.end
                     self._next_id += 1
                     started.append(self._start_event(class_id, track, header, score))
@@ -159,6 +159,10 @@ class ActionDecoder:
                 if window.end - track.below_since >= config.min_gap_s * NS:
                     events.append(self._end_event(class_id, header, 'score'))
         return events + started
+
+    def _announce_due(self, track: _Track, end: int, score: float, config: DecoderConfig) -> bool:
+        """Return whether a candidate supported up to `end` (ns) is announced now."""
+        return end - track.first_end >= config.min_duration_s * NS
 
     def _smooth(self, config: DecoderConfig, end: int, probs: np.ndarray) -> np.ndarray:
         if config.smoothing == 'ema':
