@@ -1,6 +1,7 @@
 """The camera-like training world: deterministic, honest labels, its parts where they belong."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -162,6 +163,20 @@ def test_switching_a_part_off_by_name_and_a_wrong_name():
         Options().without('hands')
 
 
+def test_the_growth_range_bounds_how_fast_approaching_and_receding_go():
+    def rates(options, seed):
+        rng = np.random.default_rng(seed)
+        windows = [make_window(rng, label, options=options)
+                   for label in ('approaching', 'receding') * 12]
+        return np.array([max(w.growth, 1 / w.growth) for w in windows])
+    narrow = rates(replace(BARE, growth=(1.2, 1.5)), 3)
+    # Measured from the projected geometry over the window (perspective adds a little).
+    assert narrow.min() >= 1.2 * 0.9 and narrow.max() <= 1.5 * 1.1, narrow
+    assert rates(BARE, 3).max() > 2.0          # the default range goes up to 6x/s
+    with pytest.raises(ValueError, match='1 < low < high'):
+        Options(growth=(3.0, 1.2))
+
+
 def test_training_batches_draw_the_camera_world_share_and_shares_are_checked():
     clips, labels = synthetic_batch(np.random.default_rng(0), 4, SIZE, 8,
                                     TrainConfig().style, camera=1.0)
@@ -179,6 +194,15 @@ def test_real_footage_asked_for_but_not_installed_is_a_one_line_error(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and 'real footage' in err[0] and 'none' in err[0]
+
+
+def test_a_growth_range_the_wrong_way_round_is_a_one_line_error(tmp_path, capsys):
+    from timesformer_ros.train import main
+    code = main(['train', '--camera-world', '0.5', '--wide', '0.3', '--camera-growth', '3',
+                 '1.2', '--steps', '1', '--out', str(tmp_path / 'm')])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and '1 < low < high' in err[0] and '(3.0, 1.2)' in err[0]
 
 
 def test_a_real_mover_keeps_its_own_scale_from_frame_to_frame():
@@ -214,7 +238,9 @@ def test_training_on_the_camera_world_validates_on_it_and_records_its_share(tmp_
     out = tmp_path / 'model'
     assert main(['train', '--preset', 'tiny', '--steps', '2', '--batch-size', '4',
                  '--curriculum', '0', '--camera-world', '0.5', '--wide', '0.25',
-                 '--val-every', '2', '--threads', '1', '--out', str(out)]) == 0
+                 '--val-every', '2', '--threads', '1', '--camera-growth', '1.2', '3',
+                 '--out', str(out)]) == 0
     training = load_checkpoint(out.with_suffix('.json')).extra['training']
     assert training['camera'] == 0.5 and training['footage'] == 0.0
+    assert training['camera_growth'] == [1.2, 3.0]
     assert 0.0 <= training['history'][-1]['val_camera_world_accuracy'] <= 1.0

@@ -44,7 +44,7 @@ from .synthetic import CLASSES
 
 SIZE = (0.07, 0.5)              # the object's diameter at mid-window, short sides
 SPEED = (0.05, 1.5)             # short sides per second
-GROWTH = (1.2, 6.0)             # size factor per second
+GROWTH = (1.2, 6.0)             # size factor per second (the default of Options.growth)
 MIN_TRAVEL_PX = 1.0             # a motion must move the object this far over the window...
 MAX_STILL_PX = 0.35             # ...and a static one less than this (input pixels)
 DOMINANCE = 2.0                 # the label's travel at least this times the other kind's
@@ -70,10 +70,20 @@ class Options:
     distractors: bool = True    # world.py's small still or jittering objects
     footage: float = 0.0        # share of scenes over real video (footage.py, training parts)
     movers: float = 0.0         # share whose object is a real tracked mover (a pedestrian)
+    # The envelope's growth rates of approaching and receding (size factor per second, drawn
+    # log-uniformly): the embedded model's last stage narrowed it to (1.2, 3.0), the slow end
+    # a robot sees, leaving faster growth to world.py and synthetic.py.
+    growth: tuple = GROWTH
+
+    def __post_init__(self):
+        low, high = self.growth
+        if not 1.0 < low < high:
+            raise ValueError(f'the camera world\'s growth must be (low, high) size factors per '
+                             f'second with 1 < low < high, got {tuple(self.growth)}')
 
     def without(self, name: str) -> 'Options':
         """Return these options with the part `name` switched off."""
-        known = [f.name for f in fields(self)]
+        known = [f.name for f in fields(self) if f.name != 'growth']
         if name not in known:
             raise ValueError(f'unknown part {name!r} of the camera world; known: {known}')
         value = getattr(self, name)
@@ -91,9 +101,10 @@ class Phase:
     turn: np.ndarray            # pitch, yaw, roll rates, degrees per second
 
 
-def _phase(rng: np.random.Generator, label: str, start: float, envelope: bool,
+def _phase(rng: np.random.Generator, label: str, start: float, options: Options,
            max_speed: float) -> Phase:
-    speeds, growths = (SPEED, GROWTH) if envelope else (world.SPEED, world.GROWTH)
+    speeds, growths = ((SPEED, options.growth) if options.envelope
+                       else (world.SPEED, world.GROWTH))
     velocity = np.zeros(2)
     log_growth = 0.0
     if label in _DIRECTIONS:
@@ -114,14 +125,14 @@ def _phase(rng: np.random.Generator, label: str, start: float, envelope: bool,
 def _phases(rng: np.random.Generator, label: str, span: float, options: Options) -> list:
     """Return the window's phases: its label's, and maybe one before or after it."""
     max_speed = 1.6 / max(span, 1e-3)          # travel of at most ~1.6 short sides
-    main = _phase(rng, label, -1e9, options.envelope, max_speed)
+    main = _phase(rng, label, -1e9, options, max_speed)
     if rng.random() >= options.continuous:
         return [main]
     other_label = 'static' if rng.random() < 0.5 or label != 'static' and rng.random() < 0.2 \
         else str(rng.choice([c for c in CLASSES if c != label]))
     if other_label == label:
         other_label = 'static'
-    other = _phase(rng, other_label, 0.0, options.envelope, max_speed)
+    other = _phase(rng, other_label, 0.0, options, max_speed)
     cut = rng.uniform(0.05, 1.0 - DOMINANT) * span
     if rng.random() < 0.5:                      # the other phase first, then the label's
         other.start, main.start = -1e9, cut
