@@ -163,18 +163,24 @@ def test_switching_a_part_off_by_name_and_a_wrong_name():
         Options().without('hands')
 
 
-def test_the_growth_range_bounds_how_fast_approaching_and_receding_go():
-    def rates(options, seed):
+def test_the_speed_and_growth_ranges_bound_how_fast_the_object_goes():
+    def drawn(options, labels, seed=3):
         rng = np.random.default_rng(seed)
-        windows = [make_window(rng, label, options=options)
-                   for label in ('approaching', 'receding') * 12]
-        return np.array([max(w.growth, 1 / w.growth) for w in windows])
-    narrow = rates(replace(BARE, growth=(1.2, 1.5)), 3)
+        return [make_window(rng, label, options=options) for label in labels * 12]
+    growth = np.array([max(w.growth, 1 / w.growth) for w in drawn(
+        replace(BARE, growth=(1.2, 1.5)), ('approaching', 'receding'))])
     # Measured from the projected geometry over the window (perspective adds a little).
-    assert narrow.min() >= 1.2 * 0.9 and narrow.max() <= 1.5 * 1.1, narrow
-    assert rates(BARE, 3).max() > 2.0          # the default range goes up to 6x/s
+    assert growth.min() >= 1.2 * 0.9 and growth.max() <= 1.5 * 1.1, growth
+    assert max(max(w.growth, 1 / w.growth) for w in drawn(
+        BARE, ('approaching', 'receding'))) > 2.0       # the default range goes up to 6x/s
+    speed = np.array([w.speed for w in drawn(replace(BARE, speed=(0.1, 0.3)),
+                                             ('moving_left', 'moving_up'))])
+    assert speed.min() >= 0.1 * 0.8 and speed.max() <= 0.3 * 1.2, speed
+    assert max(w.speed for w in drawn(BARE, ('moving_left', 'moving_up'))) > 0.5
     with pytest.raises(ValueError, match='1 < low < high'):
         Options(growth=(3.0, 1.2))
+    with pytest.raises(ValueError, match='0 < low < high'):
+        Options(speed=(0.0, 0.5))
 
 
 def test_training_batches_draw_the_camera_world_share_and_shares_are_checked():
@@ -239,8 +245,8 @@ def test_training_on_the_camera_world_validates_on_it_and_records_its_share(tmp_
     assert main(['train', '--preset', 'tiny', '--steps', '2', '--batch-size', '4',
                  '--curriculum', '0', '--camera-world', '0.5', '--wide', '0.25',
                  '--val-every', '2', '--threads', '1', '--camera-growth', '1.2', '3',
-                 '--out', str(out)]) == 0
+                 '--camera-speed', '0.05', '0.6', '--out', str(out)]) == 0
     training = load_checkpoint(out.with_suffix('.json')).extra['training']
     assert training['camera'] == 0.5 and training['footage'] == 0.0
-    assert training['camera_growth'] == [1.2, 3.0]
+    assert training['camera_growth'] == [1.2, 3.0] and training['camera_speed'] == [0.05, 0.6]
     assert 0.0 <= training['history'][-1]['val_camera_world_accuracy'] <= 1.0

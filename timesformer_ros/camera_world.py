@@ -43,7 +43,7 @@ from . import camera_effects as effects, synthetic, world
 from .synthetic import CLASSES
 
 SIZE = (0.07, 0.5)              # the object's diameter at mid-window, short sides
-SPEED = (0.05, 1.5)             # short sides per second
+SPEED = (0.05, 1.5)             # short sides per second (the default of Options.speed)
 GROWTH = (1.2, 6.0)             # size factor per second (the default of Options.growth)
 MIN_TRAVEL_PX = 1.0             # a motion must move the object this far over the window...
 MAX_STILL_PX = 0.35             # ...and a static one less than this (input pixels)
@@ -70,12 +70,18 @@ class Options:
     distractors: bool = True    # world.py's small still or jittering objects
     footage: float = 0.0        # share of scenes over real video (footage.py, training parts)
     movers: float = 0.0         # share whose object is a real tracked mover (a pedestrian)
-    # The envelope's growth rates of approaching and receding (size factor per second, drawn
-    # log-uniformly): the embedded model's last stage narrowed it to (1.2, 3.0), the slow end
-    # a robot sees, leaving faster growth to world.py and synthetic.py.
+    # The envelope's translation speeds (short sides per second) and growth rates of
+    # approaching and receding (size factor per second), drawn log-uniformly: the embedded
+    # model's last stages narrowed them towards the slow end a robot sees, leaving faster
+    # motion to world.py and synthetic.py.
+    speed: tuple = SPEED
     growth: tuple = GROWTH
 
     def __post_init__(self):
+        low, high = self.speed
+        if not 0.0 < low < high:
+            raise ValueError(f'the camera world\'s speed must be (low, high) short sides per '
+                             f'second with 0 < low < high, got {tuple(self.speed)}')
         low, high = self.growth
         if not 1.0 < low < high:
             raise ValueError(f'the camera world\'s growth must be (low, high) size factors per '
@@ -83,7 +89,7 @@ class Options:
 
     def without(self, name: str) -> 'Options':
         """Return these options with the part `name` switched off."""
-        known = [f.name for f in fields(self) if f.name != 'growth']
+        known = [f.name for f in fields(self) if f.name not in ('speed', 'growth')]
         if name not in known:
             raise ValueError(f'unknown part {name!r} of the camera world; known: {known}')
         value = getattr(self, name)
@@ -103,7 +109,7 @@ class Phase:
 
 def _phase(rng: np.random.Generator, label: str, start: float, options: Options,
            max_speed: float) -> Phase:
-    speeds, growths = ((SPEED, options.growth) if options.envelope
+    speeds, growths = ((options.speed, options.growth) if options.envelope
                        else (world.SPEED, world.GROWTH))
     velocity = np.zeros(2)
     log_growth = 0.0

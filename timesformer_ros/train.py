@@ -172,6 +172,7 @@ class TrainConfig:
     wide: float = 0.8                   # share of clips from world.py after the curriculum
     camera: float = 0.0                 # share of clips from camera_world.py, likewise
     footage: float = 0.0                # share of those over real video, half with real movers
+    camera_speed: tuple = camera_world.SPEED    # its translation speeds, short sides/s (low, high)
     camera_growth: tuple = camera_world.GROWTH  # its approaching/receding rates, x/s (low, high)
     lr: float = 1e-3                    # AdamW
     weight_decay: float = 0.01
@@ -205,7 +206,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f'{name} must be a share in [0, 1], got {value!r}')
-        camera_world.Options(growth=tuple(self.camera_growth))     # raises on a bad range
+        camera_world.Options(speed=tuple(self.camera_speed),        # raise on a bad range
+                             growth=tuple(self.camera_growth))
         if self.wide + self.camera > 1.0:
             raise ValueError(f'wide + camera must be at most 1 (shares of the clips), got '
                              f'{self.wide} + {self.camera}')
@@ -290,6 +292,7 @@ def train(config: TrainConfig = TrainConfig()):
                                   weight_decay=config.weight_decay)
     constant = 0 if folder else int(config.curriculum * config.steps)
     camera_options = camera_world.Options(footage=config.footage, movers=config.footage / 2,
+                                          speed=tuple(config.camera_speed),
                                           growth=tuple(config.camera_growth))
     started = time.monotonic()
     history = []
@@ -371,7 +374,8 @@ def _save(config: TrainConfig, model: TimeSformer, classes: list, mean, std,
                   'weight_decay': config.weight_decay, 'seed': config.seed,
                   'curriculum': config.curriculum, 'directions_first': config.directions_first,
                   'clip_fps': config.clip_fps, 'wide': config.wide, 'camera': config.camera,
-                  'footage': config.footage, 'camera_growth': list(config.camera_growth),
+                  'footage': config.footage, 'camera_speed': list(config.camera_speed),
+                  'camera_growth': list(config.camera_growth),
                   'init': str(config.init) if config.init else None,
                   'seconds': round(time.monotonic() - started),
                   'history': history})
@@ -467,6 +471,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help='share of the camera-world scenes over real video (footage.py, the '
                          "videos' training parts; make footage installs them), half of those "
                          'with a real tracked mover as the object')
+    tr.add_argument('--camera-speed', type=float, nargs=2, metavar=('LOW', 'HIGH'),
+                    default=camera_world.SPEED,
+                    help='the camera world\'s translation speeds, short sides per second '
+                         '(default %(default)s)')
     tr.add_argument('--camera-growth', type=float, nargs=2, metavar=('LOW', 'HIGH'),
                     default=camera_world.GROWTH,
                     help='the camera world\'s approaching/receding rates, size factor per second '
@@ -530,7 +538,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 seed=args.seed, val_every=args.val_every, curriculum=args.curriculum,
                 directions_first=args.directions_first, wide=args.wide,
                 camera=args.camera_world, footage=args.real_footage,
-                camera_growth=tuple(args.camera_growth),
+                camera_speed=tuple(args.camera_speed), camera_growth=tuple(args.camera_growth),
                 clip_fps=args.clip_fps if args.clip_fps is not None else
                 None if args.data else DEFAULT_CLIP_FPS,
                 data=args.data, init=args.init,
