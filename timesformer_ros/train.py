@@ -206,14 +206,20 @@ class TrainConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f'{name} must be a share in [0, 1], got {value!r}')
-        camera_world.Options(speed=tuple(self.camera_speed),        # raise on a bad range
-                             growth=tuple(self.camera_growth))
+        self.camera_options        # raises on a bad speed or growth range
         if self.wide + self.camera > 1.0:
             raise ValueError(f'wide + camera must be at most 1 (shares of the clips), got '
                              f'{self.wide} + {self.camera}')
         if self.footage and self.camera and not footage.installed():
             raise ValueError(f'real footage is not in {footage.footage_dir()}: '
                              f'{footage.INSTALL_HINT}')
+
+    @property
+    def camera_options(self) -> camera_world.Options:
+        """Return what the camera world draws for this run (its shares and ranges)."""
+        return camera_world.Options(footage=self.footage, movers=self.footage / 2,
+                                    speed=tuple(self.camera_speed),
+                                    growth=tuple(self.camera_growth))
 
 
 def _starting_model(config: TrainConfig) -> tuple:
@@ -291,9 +297,7 @@ def train(config: TrainConfig = TrainConfig()):
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     constant = 0 if folder else int(config.curriculum * config.steps)
-    camera_options = camera_world.Options(footage=config.footage, movers=config.footage / 2,
-                                          speed=tuple(config.camera_speed),
-                                          growth=tuple(config.camera_growth))
+    camera_options = config.camera_options
     started = time.monotonic()
     history = []
     score = ''
