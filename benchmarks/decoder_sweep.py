@@ -47,8 +47,8 @@ MAX_ONSET_S = 1.0
 SMOOTHINGS = ([('ema', {'ema_tau_s': tau}) for tau in (0.2, 0.3, 0.5, 0.8, 1.2)]
               + [('vote', {'vote_windows': n}) for n in (5, 9, 15)] + [('none', {})])
 THRESHOLDS = ((0.4, 0.2), (0.5, 0.3), (0.6, 0.3), (0.6, 0.4), (0.7, 0.4))
-MIN_DURATIONS = (0.0, 0.2, 0.4)
-MIN_GAPS = (0.3, 0.6, 1.0)
+MIN_DURATIONS = (0.0, 0.2, 0.35)
+MIN_GAPS = (0.35, 0.6, 1.0)
 
 
 def name(config: DecoderConfig) -> str:

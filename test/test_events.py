@@ -40,6 +40,13 @@ def test_a_60s_stream_gives_ordered_events_at_about_the_offline_quality(ros, sta
     0.93 s windows (7.5 fps) straddle most of the stream's 0.8-2.5 s segments, and the shortest
     are not announced at all (README, "The embedded motion model"). Live, the same stream must
     give events in order on real frames and about the offline quality.
+
+    Live runs gave 0.60 to 0.73 (0.586 once in CI) while `min_duration_s` was 0.4 s, exactly
+    three 7.5 fps windows: the camera's jittered stamps decided whether three or four were
+    needed. The defaults are off that grid now (0.35 s, the same decisions on exact stamps).
+    The camera also waits for its subscribers, so the node's first window starts at its first
+    frame as the offline run's does (offline, starting 0 to 120 frames later gives 0.613 to
+    0.706).
     """
     # Reliable QoS and max_gap_s 2: no frame lost and no window restarted when a loaded
     # machine stalls a process, so the node sees the stream as a recording of it would give.
@@ -59,13 +66,13 @@ def test_a_60s_stream_gives_ordered_events_at_about_the_offline_quality(ros, sta
     assert ros.spin_until(lambda: listener.diagnostics, 30.0), 'the node did not come up'
     camera = subprocess.Popen(console_script('timesformer_synthetic_camera') + [
         '--ros-args', '-p', f'rate:={RATE}', '-p', 'width:=160', '-p', 'height:=120',
-        '-p', 'seed:=2', '-p', f'max_frames:={int(SECONDS * RATE)}', '-p', 'reliable:=true'],
-        env=ros.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        '-p', 'seed:=2', '-p', f'max_frames:={int(SECONDS * RATE)}', '-p', 'reliable:=true',
+        '-p', 'wait_for_subscribers:=1'], env=ros.env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
     try:
-        assert ros.spin_until(lambda: camera.poll() is not None, SECONDS + 30.0)
+        assert ros.spin_until(lambda: camera.poll() is not None, SECONDS + 60.0)
         assert camera.returncode == 0, camera.stdout.read()
-        # The last windows' results. (The camera does not wait for the node's subscription:
-        # its first frames may go before they are matched, so the count is not known.)
+        # The last windows' results.
         assert ros.spin_until(caught_up(listener, after=len(listener.diagnostics), steady=True),
                               60.0), listener.diagnostics[-2:]
     finally:
@@ -82,26 +89,23 @@ def test_a_60s_stream_gives_ordered_events_at_about_the_offline_quality(ros, sta
     assert all(order.index(('start', i)) < order.index(('end', i)) for i in ends)
     stamps = [ns(e['header']['stamp']) for e in events]
     assert stamps == sorted(stamps)
-    # This test's truth subscription may be discovered after the node's image subscription:
-    # judge what it has the truth for.
-    known = min(frames)
+    # The camera waited for this test's truth subscription and the node's image one: the truth
+    # is whole and the node's first window starts at the first frame.
+    assert len(frames) == SECONDS * RATE
     for event in events:
         for key in ('start', 'end', 'announced'):
-            if key in event and ns(event[key]) >= known:
+            if key in event:
                 assert ns(event[key]) in frames, (key, event)
-        assert ns(event['header']['stamp']) in frames or \
-            ns(event['header']['stamp']) < known
+        assert ns(event['header']['stamp']) in frames
     assert all(e['reason'] == 'score' for e in ends.values())
 
-    # The true segments the node saw whole, against the events: about the offline quality.
+    # The events against the true segments: about the offline quality.
     results = listener.windows
-    first = max(ns(results[0]['window']['start']), known)
-    predicted = [p for p in from_events(events, open_until=2 ** 62) if p.start >= first]
-    true = [t for t in runs(sorted(truth)) if t.start >= first]
-    assert len(true) >= 20, true
-    metrics = segment_metrics(predicted, true)
-    assert metrics['f1@0.1'] >= 0.6, metrics         # 0.677 live (0.657 offline)
-    assert metrics['false_segments'] <= 0.3 * len(true), metrics
+    assert ns(results[0]['window']['start']) == min(frames), results[0]
+    metrics = segment_metrics(from_events(events, open_until=2 ** 62), runs(sorted(truth)))
+    assert metrics['true_segments'] == 36, metrics
+    assert metrics['f1@0.1'] >= 0.6, metrics         # 0.657 offline
+    assert metrics['false_segments'] <= 14, metrics  # 11 offline
 
     # The raw per-window top-1 flickers; the stable label does not.
     raw = [r['results'][0]['class_name'] for r in results]

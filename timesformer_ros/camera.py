@@ -38,6 +38,8 @@ PARAMETERS = (
     Param('frame_id', 'camera', 'frame_id of the images.'),
     Param('max_frames', 0, 'Stop after this many frames (0: never).', low=0, high=2 ** 62),
     Param('reliable', False, 'Publish with reliable QoS (default sensor data, best effort).'),
+    Param('wait_for_subscribers', 0, 'Start once `image` and `motion` each have this many '
+          'subscribers, so they get the first frame (0: at once).', low=0, high=1000),
 )
 TOPICS = (
     Topic('out', 'image', 'sensor_msgs/Image', 'synthetic frames at `rate`; remap it'),
@@ -64,6 +66,7 @@ class SyntheticCamera(Node):
         rate, width, height = values['rate'], values['width'], values['height']
         self.encoding, self.frame_id = values['encoding'], values['frame_id']
         self.max_frames, reliable = values['max_frames'], values['reliable']
+        self.wait_for = values['wait_for_subscribers']
         seed, script = values['seed'], values['script']
         script = [s for s in script if s]
         self.stream = SyntheticStream(seed=seed, width=width, height=height, fps=rate,
@@ -74,6 +77,9 @@ class SyntheticCamera(Node):
         self.pub_image = self.create_publisher(Image, 'image', qos)
         self.pub_motion = self.create_publisher(String, 'motion', 50)
         self.count = 0
+        if self.wait_for:
+            self.get_logger().info(f'waiting for {self.wait_for} subscriber(s) on '
+                                   f'{self.pub_image.topic_name} and {self.pub_motion.topic_name}')
         self.timer = self.create_timer(1.0 / rate, self._tick,
                                        clock=Clock(clock_type=ClockType.STEADY_TIME))
 
@@ -83,6 +89,8 @@ class SyntheticCamera(Node):
         if self.max_frames and self.count >= self.max_frames:
             self.timer.cancel()
             raise SystemExit(0)
+        if self.count == 0 and not self._subscribed():
+            return
         rgb, label = next(self.stream)
         stamp = self.get_clock().now().nanoseconds
         self.pub_image.publish(self.types.image(self.types.header(stamp, self.frame_id),
@@ -90,6 +98,11 @@ class SyntheticCamera(Node):
         self.pub_motion.publish(String(data=json.dumps(
             {'stamp': stamp_dict(stamp), 'frame_id': self.frame_id, 'label': label})))
         self.count += 1
+
+    def _subscribed(self) -> bool:
+        """Whether both topics have `wait_for_subscribers` subscribers (checked until frame 0)."""
+        return all(publisher.get_subscription_count() >= self.wait_for
+                   for publisher in (self.pub_image, self.pub_motion))
 
 
 def main(args=None) -> int:

@@ -187,9 +187,9 @@ PARAMETERS = (
           'or above this for min_duration_s.', read_only=False, low=0.0, high=1.0),
     Param('exit_threshold', 0.3, 'An active action ends when its smoothed score stays below '
           'this for min_gap_s (<= enter_threshold).', read_only=False, low=0.0, high=1.0),
-    Param('min_duration_s', 0.4, 'Stamp time an action must hold enter_threshold before it '
+    Param('min_duration_s', 0.35, 'Stamp time an action must hold enter_threshold before it '
           'starts.', read_only=False, low=0.0, high=3600.0),
-    Param('min_gap_s', 0.3, 'Stamp time below exit_threshold that ends an action; shorter '
+    Param('min_gap_s', 0.35, 'Stamp time below exit_threshold that ends an action; shorter '
           'dips join.', read_only=False, low=0.0, high=3600.0),
     Param('input_timeout_s', 5.0, 'Input watchdog: diagnostics turn WARN, naming the input '
           'topic, and active actions end, when no frame has arrived for this long (steady '
