@@ -184,9 +184,12 @@ def test_the_speed_and_growth_ranges_bound_how_fast_the_object_goes():
 
 
 def test_slow_growth_that_is_rarely_honest_does_not_end_a_training_run():
-    """At 1.2-1.6x/s about 1 scene in 5 shows an honest approach at 60 px (the edges move a
+    """Slow growth is rarely honest; the draw must not give up on it by chance.
+
+    At 1.2-1.6x/s about 1 scene in 5 shows an honest approach at 60 px (the edges move a
     pixel); `make_window` must draw enough scenes that giving up is practically impossible
-    (with 40 a training run died at step 4000), and say why when a range makes it so."""
+    (with 40 a training run died at step 4357), and say why when a range makes it so.
+    """
     options = Options(growth=(1.2, 1.6))
     rng = np.random.default_rng(5)
     honest = 0
