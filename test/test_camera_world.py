@@ -192,12 +192,8 @@ def test_slow_growth_that_is_rarely_honest_does_not_end_a_training_run():
     """
     options = Options(growth=(1.2, 1.6))
     rng = np.random.default_rng(5)
-    honest = 0
-    for _ in range(300):
-        times = np.arange(8) / 7.5
-        phases, poses, _ = camera_world._scene(rng, 'approaching', times, options)
-        honest += (camera_world._dominant(phases, times) == 'approaching'
-                   and visible_label(poses, 60) == 'approaching')
+    honest = sum(camera_world.honest_scene(rng, 'approaching', 60, 8, 7.5, options) is not None
+                 for _ in range(300))
     assert 0.05 < honest / 300 < 0.5, honest            # rarely honest, as measured
     assert (1 - honest / 300) ** camera_world.ATTEMPTS < 1e-12
     with pytest.raises(RuntimeError, match=r'growth 1\.01-1\.02x/s.*widen the range'):

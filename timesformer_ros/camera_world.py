@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -53,7 +54,7 @@ DOMINANT = 0.7                  # share of the window its label's phase must cov
 MIN_VISIBLE = 0.35              # share of the object in view in every frame
 # Scenes drawn for a window before giving up. Slow growth is often not honest (the edges move
 # less than a pixel): at 1.2-1.6x/s about 1 scene in 5 is, and 40 tries gave up once in
-# about 5000 windows, which ended a training run at step 4000 of 5000.
+# about 5000 windows, which ended a training run at step 4357 of 5000.
 ATTEMPTS = 400
 _DIRECTIONS = {'moving_left': (-1.0, 0.0), 'moving_right': (1.0, 0.0),
                'moving_up': (0.0, -1.0), 'moving_down': (0.0, 1.0)}
@@ -329,6 +330,21 @@ class Window:
     hand: bool
 
 
+def honest_scene(rng: np.random.Generator, label: str, size: int, num_frames: int,
+                 clip_fps: float, options: Options) -> Optional[tuple]:
+    """Draw one scene; return (times, phases, poses, blurred) if it shows `label` honestly.
+
+    None when it does not (its label's phase does not dominate the window, or what is visible
+    at `size` px reads as another motion).
+    """
+    rate = clip_fps * rng.uniform(*world.RATE_SPREAD)
+    times = np.arange(num_frames) / rate
+    phases, poses, blurred = _scene(rng, label, times, options)
+    if _dominant(phases, times) != label or visible_label(poses, size) != label:
+        return None
+    return times, phases, poses, blurred
+
+
 def make_window(rng: np.random.Generator, label: str, size: int = 48, num_frames: int = 8,
                 clip_fps: float = 10.0, options: Options = Options()) -> Window:
     """Draw scenes until one shows `label` honestly (module docstring); return its window.
@@ -338,11 +354,10 @@ def make_window(rng: np.random.Generator, label: str, size: int = 48, num_frames
     if label not in CLASSES:
         raise ValueError(f'unknown motion class {label!r}; known: {CLASSES}')
     for _ in range(ATTEMPTS):
-        rate = clip_fps * rng.uniform(*world.RATE_SPREAD)
-        times = np.arange(num_frames) / rate
-        phases, poses, blurred = _scene(rng, label, times, options)
-        if _dominant(phases, times) != label or visible_label(poses, size) != label:
+        scene = honest_scene(rng, label, size, num_frames, clip_fps, options)
+        if scene is None:
             continue
+        times, phases, poses, blurred = scene
         drawn = _render(rng, size, times, blurred, options)
         if drawn is None:
             continue

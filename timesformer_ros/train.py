@@ -482,7 +482,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     tr.add_argument('--camera-growth', type=float, nargs=2, metavar=('LOW', 'HIGH'),
                     default=camera_world.GROWTH,
                     help='the camera world\'s approaching/receding rates, size factor per second '
-                         '(default %(default)s; the embedded model\'s last stages: 1.2 3)')
+                         '(default %(default)s; the embedded model\'s last stages: 1.2 2)')
     tr.add_argument('--batch-size', type=int, help='default 32 (--bags: 16)')
     tr.add_argument('--lr', type=float, help='default 1e-3 (--bags: 5e-4)')
     tr.add_argument('--seed', type=int, default=0)
