@@ -268,3 +268,24 @@ def test_training_on_the_camera_world_validates_on_it_and_records_its_share(tmp_
     assert training['camera'] == 0.5 and training['footage'] == 0.0
     assert training['camera_growth'] == [1.2, 3.0] and training['camera_speed'] == [0.05, 0.6]
     assert 0.0 <= training['history'][-1]['val_camera_world_accuracy'] <= 1.0
+
+
+def test_with_recent_the_newest_phase_labels_a_window_sooner():
+    """`recent`: the phase at the last frame is the label once it covers that share."""
+    rng = np.random.default_rng(9)
+    options = Options(continuous=1.0, recent=0.4)
+    span = 7 / (10.0 * camera_world.world.RATE_SPREAD[1])   # the shortest window
+    newest = 0
+    for label in CLASSES * 4:
+        window = make_window(rng, label, options=options)
+        if len(window.phases) < 2:
+            continue
+        first, second = window.phases
+        if second.label == label:       # the label's phase is the newest: at least `recent`
+            assert second.start <= (1 - 0.4) * 7 / (10.0 * camera_world.world.RATE_SPREAD[0])
+            newest += second.start > (1 - camera_world.DOMINANT) * span
+        else:                           # a later phase covers at most TAIL
+            assert first.label == label and second.start >= (1 - camera_world.TAIL) * span
+    assert newest >= 3                  # windows the default rule would not have drawn
+    with pytest.raises(ValueError, match='recent share must be 0'):
+        Options(recent=0.9)

@@ -17,7 +17,10 @@ can be measured:
 - **blur**: motion blur along the motion (sub-frames over the exposure time);
 - **continuous**: windows cut from a scene whose object changes what it does without a cut,
   often from or into a still phase; the window's label is the phase that covers at least
-  `DOMINANT` of its span, and windows without one are not drawn;
+  `DOMINANT` of its span, and windows without one are not drawn. With `Options.recent` the
+  newest part decides sooner: the phase at the window's last frame is its label once it covers
+  `recent` of the span, and a later phase is drawn over at most `TAIL` of it (what a robot
+  wants to know is what happens now: a model taught so announces a change sooner);
 - **envelope**: speeds from 0.05 short sides/s, growth from 1.2x/s, objects up to half the
   short side, often partly outside the frame (off: world.py's envelope).
 
@@ -51,6 +54,7 @@ MAX_STILL_PX = 0.35             # ...and a static one less than this (input pixe
 DOMINANCE = 2.0                 # the label's travel at least this times the other kind's
 MAX_AXIS_DEG = 30.0             # a translation's angle to its named axis, as measured
 DOMINANT = 0.7                  # share of the window its label's phase must cover
+TAIL = 0.12                     # with Options.recent: the most a later phase covers (< 1 step)
 MIN_VISIBLE = 0.35              # share of the object in view in every frame
 # Scenes drawn for a window before giving up. Slow growth is often not honest (the edges move
 # less than a pixel): at 1.2-1.6x/s about 1 scene in 5 is, and 40 tries gave up once in
@@ -74,6 +78,7 @@ class Options:
     distractors: bool = True    # world.py's small still or jittering objects
     footage: float = 0.0        # share of scenes over real video (footage.py, training parts)
     movers: float = 0.0         # share whose object is a real tracked mover (a pedestrian)
+    recent: float = 0.0         # > 0: the newest phase is the label once it covers this share
     # The envelope's translation speeds (short sides per second) and growth rates of
     # approaching and receding (size factor per second), drawn log-uniformly: the embedded
     # model's last stages narrowed them towards the slow end a robot sees, leaving faster
@@ -90,6 +95,9 @@ class Options:
         if not 1.0 < low < high:
             raise ValueError(f'the camera world\'s growth must be (low, high) size factors per '
                              f'second with 1 < low < high, got {tuple(self.growth)}')
+        if self.recent and not TAIL < self.recent < DOMINANT:
+            raise ValueError(f'the camera world\'s recent share must be 0 (off) or between '
+                             f'{TAIL} and {DOMINANT}, got {self.recent}')
 
     def without(self, name: str) -> 'Options':
         """Return these options with the part `name` switched off."""
@@ -143,11 +151,14 @@ def _phases(rng: np.random.Generator, label: str, span: float, options: Options)
     if other_label == label:
         other_label = 'static'
     other = _phase(rng, other_label, 0.0, options, max_speed)
-    cut = rng.uniform(0.05, 1.0 - DOMINANT) * span
+    share = rng.uniform(0.05, 1.0 - DOMINANT)   # the other phase's share of the span
+    before = after = share
+    if options.recent:      # rescaled: up to 1 - recent before the label's phase, TAIL after
+        before, after = (share / (1.0 - DOMINANT) * top for top in (1.0 - options.recent, TAIL))
     if rng.random() < 0.5:                      # the other phase first, then the label's
-        other.start, main.start = -1e9, cut
+        other.start, main.start = -1e9, before * span
         return [other, main]
-    other.start = span - cut
+    other.start = span - after * span
     return [main, other]
 
 
@@ -302,13 +313,17 @@ def _scene(rng: np.random.Generator, label: str, times: np.ndarray, options: Opt
     return phases, [group[0] for group in frames], frames
 
 
-def _dominant(phases: list, times: np.ndarray) -> str:
-    """Return the label of the phase covering at least DOMINANT of the window, else ''."""
+def _dominant(phases: list, times: np.ndarray, recent: float = 0.0) -> str:
+    """Return the window's label: the phase covering at least DOMINANT of it, else ''.
+
+    With `recent` > 0, also the phase at its last frame once it covers `recent` of it.
+    """
     span = times[-1] - times[0]
     for index, phase in enumerate(phases):
         end = phases[index + 1].start if index + 1 < len(phases) else math.inf
         cover = min(end, times[-1]) - max(phase.start, times[0])
-        if cover >= DOMINANT * span:
+        newest = end > times[-1]
+        if cover >= DOMINANT * span or recent and newest and cover >= recent * span:
             return phase.label
     return ''
 
@@ -340,7 +355,7 @@ def honest_scene(rng: np.random.Generator, label: str, size: int, num_frames: in
     rate = clip_fps * rng.uniform(*world.RATE_SPREAD)
     times = np.arange(num_frames) / rate
     phases, poses, blurred = _scene(rng, label, times, options)
-    if _dominant(phases, times) != label or visible_label(poses, size) != label:
+    if _dominant(phases, times, options.recent) != label or visible_label(poses, size) != label:
         return None
     return times, phases, poses, blurred
 

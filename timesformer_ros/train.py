@@ -174,6 +174,7 @@ class TrainConfig:
     footage: float = 0.0                # share of those over real video, half with real movers
     camera_speed: tuple = camera_world.SPEED    # its translation speeds, short sides/s (low, high)
     camera_growth: tuple = camera_world.GROWTH  # its approaching/receding rates, x/s (low, high)
+    camera_recent: float = 0.0          # its newest phase labels a window from this share on
     lr: float = 1e-3                    # AdamW
     weight_decay: float = 0.01
     seed: int = 0
@@ -219,7 +220,8 @@ class TrainConfig:
         """Return what the camera world draws for this run (its shares and ranges)."""
         return camera_world.Options(footage=self.footage, movers=self.footage / 2,
                                     speed=tuple(self.camera_speed),
-                                    growth=tuple(self.camera_growth))
+                                    growth=tuple(self.camera_growth),
+                                    recent=self.camera_recent)
 
 
 def _starting_model(config: TrainConfig) -> tuple:
@@ -380,6 +382,7 @@ def _save(config: TrainConfig, model: TimeSformer, classes: list, mean, std,
                   'clip_fps': config.clip_fps, 'wide': config.wide, 'camera': config.camera,
                   'footage': config.footage, 'camera_speed': list(config.camera_speed),
                   'camera_growth': list(config.camera_growth),
+                  'camera_recent': config.camera_recent,
                   'init': str(config.init) if config.init else None,
                   'seconds': round(time.monotonic() - started),
                   'history': history})
@@ -483,6 +486,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     default=camera_world.GROWTH,
                     help='the camera world\'s approaching/receding rates, size factor per second '
                          '(default %(default)s; the embedded model\'s last stages: 1.2 2)')
+    tr.add_argument('--camera-recent', type=float, default=0.0, metavar='SHARE',
+                    help='label a camera-world window across a change by its newest phase once '
+                         'that covers SHARE of it (default 0: the phase covering 0.7 of it); '
+                         'a model taught so announces a change sooner')
     tr.add_argument('--batch-size', type=int, help='default 32 (--bags: 16)')
     tr.add_argument('--lr', type=float, help='default 1e-3 (--bags: 5e-4)')
     tr.add_argument('--seed', type=int, default=0)
@@ -543,6 +550,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 directions_first=args.directions_first, wide=args.wide,
                 camera=args.camera_world, footage=args.real_footage,
                 camera_speed=tuple(args.camera_speed), camera_growth=tuple(args.camera_growth),
+                camera_recent=args.camera_recent,
                 clip_fps=args.clip_fps if args.clip_fps is not None else
                 None if args.data else DEFAULT_CLIP_FPS,
                 data=args.data, init=args.init,
