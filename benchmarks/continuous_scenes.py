@@ -24,6 +24,8 @@ Reported per seed, pooled over its scenes:
   (`segments.segmental_f1`, `onset_delays`, as `segment_metrics`): F1 at IoU 0.1/0.5 pooled
   over the scenes (true positives over all predicted and true segments), the mean of the
   per-scene F1@0.5, and the onset delay median and p90 pooled over the scenes;
+* `first_switch_median_s`: the model's own latency, before the decoder: from each change of
+  phase to the end of the first window whose top-1 is the new phase (median);
 * `region`: the rows' `roi` (the node's region, README "Where the action is") against the
   object's true box at each window's last frame: the share of windows whose region holds the
   box's centre and the median IoU, by object size and by whether the object's centre is in the

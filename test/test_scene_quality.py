@@ -43,6 +43,9 @@ def test_the_report_scores_continuous_scenes_by_class_speed_size_and_confusion(s
     assert sum(b['windows'] for b in inside['by']['speed'].values()) == moving
     assert scenes['all_windows']['windows'] > inside['windows']
     assert scenes['segments']['true_segments'] == scenes['phases']   # no two alike in a row
+    # The model's own latency: the first window reading a new phase ends inside it, before the
+    # decoder's onset (which waits min_duration_s more).
+    assert 0 < scenes['first_switch_median_s'] < scenes['segments']['onset_delay_median_s']
 
 
 def test_the_embedded_model_reads_continuous_scenes_above_its_floors(scenes):

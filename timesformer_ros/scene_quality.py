@@ -146,17 +146,37 @@ def segment_figures(pairs: list) -> dict:
             'onset_delay_p90_s': round(float(np.percentile(delays, 90)), 3) if delays else None}
 
 
+def first_switches(runs: list) -> list:
+    """Seconds from each change of phase to the first window whose top-1 is the new phase.
+
+    The window's end stamp, within the new phase; the model's own latency, before the decoder
+    (changes whose phase no window reads right are left out).
+    """
+    delays = []
+    for run in runs:
+        ends = [(dict_ns(r['window']['end']), r['results'][0]['class_name'])
+                for r in run['records']]
+        for phase in run['scene']['phases'][1:]:
+            first, last = phase['first_stamp_ns'], phase['last_stamp_ns']
+            hits = [end for end, label in ends if first <= end <= last and label == phase['label']]
+            if hits:
+                delays.append((hits[0] - first) / 1e9)
+    return delays
+
+
 def scene_figures(runs: list) -> dict:
     """Every motion figure of some scene runs (`scene_run`): inside, all windows, segments."""
     labels = list(runs[0]['summary']['confusion']['labels'])
     right = sum(r['summary']['accuracy'] * r['summary']['scored_windows'] for r in runs)
     scored = sum(r['summary']['scored_windows'] for r in runs)
     phases = [p for r in runs for p in r['scene']['phases']]
+    switches = first_switches(runs)
     return {'scenes': len(runs), 'phases': len(phases),
             'phase_labels': {c: sum(p['label'] == c for p in phases) for c in labels},
             'inside': window_figures(runs, labels),
             'all_windows': {'accuracy': round(right / max(scored, 1), 4), 'windows': scored},
-            'segments': segment_figures([(r['predicted'], r['truth']) for r in runs])}
+            'segments': segment_figures([(r['predicted'], r['truth']) for r in runs]),
+            'first_switch_median_s': round(float(np.median(switches)), 3) if switches else None}
 
 
 def scene_report(checkpoint: Optional[str], write_scene: Callable, count: int, seed: int,
