@@ -111,7 +111,7 @@ def test_independent_clips_through_bag_evaluation_with_default_parameters(indepe
     """Issue 11: >= 90% on the independent generator, fed as a 30 Hz bag with defaults.
 
     The node's windowing samples at the checkpoint's clip rate (7.5 fps: every fourth frame).
-    0.976 of 336 windows measured on these 42 clips; benchmarks/motion_quality.py: 0.948 of
+    0.982 of 336 windows measured on these 42 clips; benchmarks/motion_quality.py: 0.946 of
     2800 on 350 others.
     """
     accuracy, windows, output = evaluate_with_defaults(independent_bags / 'forward')
@@ -123,7 +123,7 @@ def test_independent_clips_through_bag_evaluation_with_default_parameters(indepe
 def test_independent_clips_played_backwards_swap_their_motion(independent_bags):
     """The same clips backwards: each motion becomes its reverse (static stays static).
 
-    0.958 measured here (0.950 on benchmarks/motion_quality.py's 350 clips).
+    0.961 measured here (0.948 on benchmarks/motion_quality.py's 350 clips).
     """
     accuracy, _, output = evaluate_with_defaults(independent_bags / 'backwards')
     assert accuracy >= 0.92, output

@@ -20,8 +20,9 @@ DATA = REPO / 'test' / 'data' / 'footage'
 EXCERPT = DATA / 'vtest_validation.avi'
 EMBEDDED = REPO / 'timesformer_ros' / 'data' / 'motion.json'
 # The excerpt cut at the embedded model's rate (7.5 fps) gives 29 windows. Measured 2026-12-05
-# with the shipped motion.json (the 60 px model fine-tuned on slower motion, the ninth stage):
-# 26 of 29 right forwards and 27 played backwards (the seventh stage the same); the 60 px model
+# with the shipped motion.json (the 60 px model fine-tuned on slower motion, the eleventh
+# stage): 27 of 29 right forwards and 28 played backwards (the ninth and seventh stages 26 and
+# 27); the 60 px model
 # before them 25 and 26, the 48 px model 26 and
 # 26; the 10 fps model (31 windows) 24 and 22 of 31. The floors are three and four below.
 REAL_WINDOWS = 29
