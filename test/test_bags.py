@@ -80,7 +80,7 @@ def test_evaluate_gives_the_nodes_windows_and_scores_against_the_truth(bags, sto
     assert summary['scored_windows'] == len(records)
     # The embedded model against the truth at each window's last frame; windows that straddle
     # a change of motion count as errors when wrong, so this is below the clean-clip accuracy
-    # (0.684 measured on these 38 windows of 0.93 s, 0.980 on clean clips; F1@0.1 0.8).
+    # (0.684 measured on these 38 windows of 0.93 s, 0.985 on clean clips; F1@0.1 0.8).
     assert summary['accuracy'] >= 0.6, summary['accuracy']   # chance 1/7
     assert (tmp_path / 'confusion.png').stat().st_size > 0
     # Segments: every one ended (the bag's end closes what is still active), each written

@@ -78,7 +78,8 @@ class Options:
     distractors: bool = True    # world.py's small still or jittering objects
     footage: float = 0.0        # share of scenes over real video (footage.py, training parts)
     movers: float = 0.0         # share whose object is a real tracked mover (a pedestrian)
-    recent: float = 0.0         # > 0: the newest phase is the label once it covers this share
+    recent: float = 0.0         # 0, or TAIL < recent < DOMINANT: the newest phase is the label
+    #                             once it covers this share
     # The envelope's translation speeds (short sides per second) and growth rates of
     # approaching and receding (size factor per second), drawn log-uniformly: the embedded
     # model's last stages narrowed them towards the slow end a robot sees, leaving faster
@@ -97,7 +98,7 @@ class Options:
                              f'second with 1 < low < high, got {tuple(self.growth)}')
         if self.recent and not TAIL < self.recent < DOMINANT:
             raise ValueError(f'the camera world\'s recent share must be 0 (off) or between '
-                             f'{TAIL} and {DOMINANT}, got {self.recent}')
+                             f'{TAIL} and {DOMINANT} (exclusive), got {self.recent}')
 
     def without(self, name: str) -> 'Options':
         """Return these options with the part `name` switched off."""

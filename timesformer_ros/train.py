@@ -488,7 +488,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          '(default %(default)s; the embedded model\'s last stages: 1.2 2)')
     tr.add_argument('--camera-recent', type=float, default=0.0, metavar='SHARE',
                     help='label a camera-world window across a change by its newest phase once '
-                         'that covers SHARE of it (default 0: the phase covering 0.7 of it); '
+                         'that covers SHARE of it (default 0: the phase covering 0.7 of it; '
+                         'otherwise 0.12 < SHARE < 0.7; the embedded model\'s last stage: 0.3); '
                          'a model taught so announces a change sooner')
     tr.add_argument('--batch-size', type=int, help='default 32 (--bags: 16)')
     tr.add_argument('--lr', type=float, help='default 1e-3 (--bags: 5e-4)')
