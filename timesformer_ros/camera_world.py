@@ -155,7 +155,8 @@ def _phases(rng: np.random.Generator, label: str, span: float, options: Options)
     share = rng.uniform(0.05, 1.0 - DOMINANT)   # the other phase's share of the span
     before = after = share
     if options.recent:      # rescaled: up to 1 - recent before the label's phase, TAIL after
-        before, after = (share / (1.0 - DOMINANT) * top for top in (1.0 - options.recent, TAIL))
+        scale = share / (1.0 - DOMINANT)
+        before, after = scale * (1.0 - options.recent), scale * TAIL
     if rng.random() < 0.5:                      # the other phase first, then the label's
         other.start, main.start = -1e9, before * span
         return [other, main]
