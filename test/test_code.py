@@ -27,9 +27,9 @@ LAYERS = {
     'runtime': {'interface', 'messages', 'frames', 'clips', 'engine', 'pipeline', 'segments',
                 'outputs', 'synthetic', 'diagnostics', 'onnx_engine', 'predictions', 'locate'},
     'ros': {'node', 'camera', 'spin', 'entry'},
-    'tools': {'bags', 'fleet', 'cluster', 'clip_folder', 'train', 'train_locator', 'finetune',
-              'finetune_ray', 'world', 'camera_world', 'camera_effects', 'demo', 'bench',
-              'convert', 'processes', 'export', 'footage', 'footage_labels', 'quality',
+    'tools': {'bags', 'fleet', 'cluster', 'clip_folder', 'train', 'train_locator', 'average',
+              'finetune', 'finetune_ray', 'world', 'camera_world', 'camera_effects', 'demo',
+              'bench', 'convert', 'processes', 'export', 'footage', 'footage_labels', 'quality',
               'scene_quality'},
 }
 MAY_IMPORT = {'base': set(), 'model': {'base', 'model'}, 'runtime': {'base', 'model', 'runtime'},
@@ -210,9 +210,10 @@ def test_tools_import_without_rclpy():
 
     They import with rclpy and every ROS message package hidden (a machine without ROS).
     """
-    modules = ['bags', 'bags.cli', 'fleet', 'train', 'demo', 'bench', 'convert', 'interface',
-               'messages', 'outputs', 'pipeline', 'engine', 'segments', 'checkpoints', 'model',
-               'synthetic', 'errors', 'progress', 'onnx_engine', 'export', 'digests', 'locate']
+    modules = ['bags', 'bags.cli', 'fleet', 'train', 'average', 'demo', 'bench', 'convert',
+               'interface', 'messages', 'outputs', 'pipeline', 'engine', 'segments',
+               'checkpoints', 'model', 'synthetic', 'errors', 'progress', 'onnx_engine', 'export',
+               'digests', 'locate']
     code = f'''
 import importlib.abc, sys
 class Hide(importlib.abc.MetaPathFinder):

@@ -451,6 +451,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv[:1] == ['locator']:
         from .train_locator import main as train_locator
         return train_locator(argv[1:], DEFAULT_CLIP_FPS, VAL_SEED)
+    if argv[:1] == ['average']:
+        from .average import main as average
+        return average(argv[1:])
     parser = argparse.ArgumentParser(prog='timesformer_train', description=__doc__.strip(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)
@@ -513,6 +516,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub.add_parser('locator', add_help=False,
                    help='train the localisation head of a checkpoint, its classifier frozen '
                         '(timesformer_train locator --help)')
+    sub.add_parser('average', add_help=False,
+                   help='the mean of the weights of fine-tunes of one model '
+                        '(timesformer_train average --help)')
     rep = sub.add_parser('report', help='quality figures of a trained motion model')
     rep.add_argument('checkpoint', type=Path)
     rep.add_argument('--clips', type=int, default=2100)
