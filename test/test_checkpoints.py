@@ -196,6 +196,8 @@ def test_own_format_round_trip_keeps_weights_labels_and_normalisation(tmp_path):
     meta = save_checkpoint(tmp_path / 'motion', model, ['a', 'b', 'c'], mean=(0.1, 0.2, 0.3),
                            std=(0.4, 0.5, 0.6), source='unit test', trained_steps=12)
     assert meta == tmp_path / 'motion.json' and (tmp_path / 'motion.safetensors').is_file()
+    # The weights get the JSON's permissions (the umask's), not safetensors' owner-only ones.
+    assert (tmp_path / 'motion.safetensors').stat().st_mode == meta.stat().st_mode
     for path in (meta, tmp_path / 'motion.safetensors'):
         assert detect_format(path) == 'timesformer_ros'
         ckpt = load_checkpoint(path)

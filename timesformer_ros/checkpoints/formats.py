@@ -328,4 +328,7 @@ def save_checkpoint(path: PathLike, model: TimeSformer, labels: Sequence[str],
         **extra,
     }
     meta_path.write_text(json.dumps(meta, indent=2) + '\n', encoding='utf-8')
+    # safetensors creates its file owner-only; give it the JSON's mode (the umask's), or an
+    # install built from this file would carry weights that other users cannot read.
+    weights.chmod(meta_path.stat().st_mode & 0o777)
     return meta_path
