@@ -78,8 +78,13 @@ def test_models_that_differ_are_refused_with_one_line_naming_the_file(
     assert not (tmp_path / 'soup.json').exists()
 
 
-def test_parts_that_do_not_share_a_start_are_averaged_with_a_warning(tmp_path, capsys):
-    paths = [fine_tune(tmp_path / 'a', 1), fine_tune(tmp_path / 'b', 2, init='other.json')]
+@pytest.mark.parametrize('training', [{'seed': 2, 'init': 'other.json'}, 'by hand', None])
+def test_parts_that_do_not_share_a_start_are_averaged_with_a_warning(tmp_path, capsys,
+                                                                     training):
+    paths = [fine_tune(tmp_path / 'a', 1), fine_tune(tmp_path / 'b', 2)]
+    record = json.loads(paths[1].read_text())
+    record['training'] = training           # another start, a record of another kind, none
+    paths[1].write_text(json.dumps(record))
     assert main(['average', str(tmp_path / 'soup')] + [str(p) for p in paths]) == 0
     assert 'do not record one starting checkpoint' in capsys.readouterr().err
     assert 'init' not in json.loads((tmp_path / 'soup.json').read_text())['training']

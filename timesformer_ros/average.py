@@ -96,7 +96,8 @@ def average_checkpoints(paths: Sequence[Path], out: Path, command: str = '',
     state = first.model.state_dict()
     first.model.load_state_dict({name: (total[name] / len(paths)).to(state[name].dtype)
                                  for name in state})
-    starts = {str((p['training'] or {}).get('init')) for p in parts}
+    starts = {str(p['training'].get('init') if isinstance(p['training'], dict) else None)
+              for p in parts}
     if len(starts) != 1 or starts == {'None'}:
         warn(f'the parts do not record one starting checkpoint (init: '
              f'{", ".join(sorted(starts))}); the mean of models trained apart is noise')
