@@ -21,7 +21,8 @@ from typing import Callable, Optional, Sequence
 
 from safetensors import SafetensorError
 
-from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoints import (CheckpointError, load_checkpoint, own_format_files,
+                          save_checkpoint)
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,7 @@ def _check_names(paths: Sequence[Path], out: Path):
     if out.name in ('', '.', '..') or out.is_dir():
         raise CheckpointError(f'OUT {str(out)!r} is not a checkpoint name: give a file path '
                               f'without its suffix, such as models/soup')
-    stem = out.with_suffix('') if out.suffix in ('.json', '.safetensors') else out
-    written = {stem.with_name(stem.name + s).resolve() for s in ('.json', '.safetensors')}
+    written = {path.resolve() for path in own_format_files(out)}
     seen = set()
     for path in paths:
         resolved = Path(path).resolve()

@@ -48,7 +48,7 @@ from .weights import (  # noqa: F401
     build_model, check_finite, check_fit, load_state_dict_strict,
     load_vit_weights_into_timesformer, resize_embeddings)
 from .formats import (  # noqa: F401
-    detect_format, load_checkpoint, load_model, save_checkpoint)
+    detect_format, load_checkpoint, load_model, own_format_files, save_checkpoint)
 
 __all__ = [
     'CONFIG_LIMITS', 'EMBEDDED_CHECKPOINT', 'FORMAT_NAME', 'FORMAT_VERSION', 'KINETICS_FPS',
@@ -60,5 +60,6 @@ __all__ = [
     'official_to_hf_key', 'strip_prefixes', 'check_labels', 'check_normalisation',
     'default_labels', 'labels_from_id2label', 'read_labels', 'build_model', 'check_finite',
     'check_fit', 'load_state_dict_strict', 'load_vit_weights_into_timesformer',
-    'resize_embeddings', 'detect_format', 'load_checkpoint', 'load_model', 'save_checkpoint',
+    'resize_embeddings', 'detect_format', 'load_checkpoint', 'load_model', 'own_format_files',
+    'save_checkpoint',
 ]

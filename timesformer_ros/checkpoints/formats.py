@@ -293,6 +293,14 @@ def load_model(path: PathLike, **kwargs):
     return ckpt.model, ckpt.labels
 
 
+def own_format_files(path: PathLike) -> tuple:
+    """Return (NAME.json, NAME.safetensors) that `save_checkpoint(path)` writes."""
+    path = Path(path)
+    if path.suffix in ('.json', '.safetensors'):
+        path = path.with_suffix('')
+    return path.with_name(path.name + '.json'), path.with_name(path.name + '.safetensors')
+
+
 def save_checkpoint(path: PathLike, model: TimeSformer, labels: Sequence[str],
                     mean: Sequence[float] = OFFICIAL_MEAN, std: Sequence[float] = OFFICIAL_STD,
                     source: str = '', clip_fps: Optional[float] = None, **extra) -> Path:
@@ -303,11 +311,7 @@ def save_checkpoint(path: PathLike, model: TimeSformer, labels: Sequence[str],
     so what is written loads.
     """
     from safetensors.torch import save_file
-    path = Path(path)
-    if path.suffix in ('.json', '.safetensors'):
-        path = path.with_suffix('')
-    weights = path.with_name(path.name + '.safetensors')
-    meta_path = path.with_name(path.name + '.json')
+    meta_path, weights = own_format_files(path)
     labels = check_labels(labels, model.config.num_classes, 'labels')
     mean, std = check_normalisation(mean, std, model.config.in_chans, 'mean/std')
     if clip_fps is not None:
