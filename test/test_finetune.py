@@ -231,12 +231,13 @@ def test_train_on_recordings_writes_a_checkpoint_with_its_record(tmp_path, recor
     assert record['val_bags'] == [str(other.resolve())] and record['val_windows'] > 25
 
 
-def test_per_frame_truth_from_the_bag_trains_too(tmp_path, recordings):
+def test_per_frame_truth_from_the_bag_trains_too(tmp_path, recordings, capsys):
     bag, _ = recordings[0]
-    out = tmp_path / 'topic'
+    out = tmp_path / 'topic.v2'     # a dotted name keeps its dot: topic.v2.json
     assert train('--bags', bag, '--truth', '/motion', '--out', out, '--steps', 2,
                  '--batch-size', 4) == 0
-    assert sorted(load_checkpoint(out.with_suffix('.json')).labels) == sorted(SCRIPT)
+    assert f'wrote {out}.json' in capsys.readouterr().err
+    assert sorted(load_checkpoint(f'{out}.json').labels) == sorted(SCRIPT)
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, recordings, capsys):

@@ -103,10 +103,12 @@ def test_curriculum_zero_means_no_curriculum_at_all():
 def test_curriculum_zero_trains_on_the_training_style_from_the_first_step(tmp_path, train_log):
     assert main(['train', '--preset', 'tiny', '--steps', '2', '--batch-size', '2',
                  '--val-every', '2', '--threads', '1', '--curriculum', '0', '--out',
-                 str(tmp_path / 'model')]) == 0
+                 str(tmp_path / 'model.v2')]) == 0
     phases = [r.getMessage() for r in train_log if r.getMessage().startswith('step 1:')]
     assert phases == ['step 1: all classes']
-    training = load_checkpoint(tmp_path / 'model.json').extra['training']
+    # A dotted name keeps its dot: the log names the file written, model.v2.json.
+    assert f'wrote {tmp_path / "model.v2.json"}' in [r.getMessage() for r in train_log]
+    training = load_checkpoint(tmp_path / 'model.v2.json').extra['training']
     assert training['curriculum'] == 0.0 and training['directions_first'] == 0.12
 
 

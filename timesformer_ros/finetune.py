@@ -40,7 +40,7 @@ from .bags.dataset import (
     label_windows, say, split, truth_labeller)
 from .bags.scoring import accuracy, confusion_text
 from .bags.truth import TruthError
-from .checkpoints import embedded_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoints import embedded_checkpoint, load_checkpoint, own_format_files, save_checkpoint
 from .clips import model_sampling
 from .bags.discover import find_bags
 from .digests import digest
@@ -510,7 +510,7 @@ def train_bags(run: BagTraining, on_ray: Optional[Callable] = None) -> dict:
         say(f'validation accuracy {100 * report["accuracy"]:.1f}% on {report["windows"]} '
             f'windows (rows: truth)')
         say(confusion_text(report['confusion']['matrix'], start.classes))
-    say(f'wrote {Path(run.out).with_suffix(".json")}')
+    say(f'wrote {own_format_files(run.out)[0]}')
     return report
 
 

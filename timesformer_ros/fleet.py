@@ -61,7 +61,7 @@ from .bags.discover import find_bags, is_bag
 from .bags.truth import is_segments_file, is_truth_file, read_segments, read_truth_csv
 from .cluster import (  # noqa: F401 - start_local: fleet's API, as before
     Stopped, StopRequest, check_stop, connect, one_line, start_local)
-from .digests import digest
+from .digests import checkpoint_files, digest
 from .errors import brief, first_line
 from .interface import read_params_file
 from .progress import Progress
@@ -82,8 +82,7 @@ def run_digest(config: 'FleetConfig', topic: str) -> str:
     values = engine_values(config.evaluation(None, topic), read_params_file(config.params_file))
     checkpoint = Path(values['checkpoint'] or str(embedded_checkpoint()))
     if checkpoint.suffix in ('.json', '.safetensors'):     # the own format: both files
-        files = [checkpoint.with_suffix('.json'), checkpoint.with_suffix('.safetensors')]
-        values['checkpoint'] = [digest(f) for f in files if f.exists()] or str(checkpoint)
+        values['checkpoint'] = [digest(f) for f in checkpoint_files(checkpoint)] or str(checkpoint)
     elif checkpoint.exists():
         values['checkpoint'] = digest(checkpoint)
     truth = config.truth or ''

@@ -393,7 +393,8 @@ def load_head(checkpoint) -> Optional[LocatorHead]:
 def save_head(checkpoint_json: Path, head: LocatorHead, training: dict) -> Path:
     """Write the head beside a checkpoint and name it in its description; return the file."""
     from safetensors.torch import save_file
-    checkpoint_json = Path(checkpoint_json).with_suffix('.json')
+    from .checkpoints import own_format_files
+    checkpoint_json = own_format_files(checkpoint_json)[0]
     weights = checkpoint_json.with_name(checkpoint_json.stem + '.locator.safetensors')
     save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
               str(weights))

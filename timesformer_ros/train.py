@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 from . import camera_world, finetune, footage, synthetic, world
 from .checkpoints import (
-    OFFICIAL_MEAN, OFFICIAL_STD, CheckpointError, load_checkpoint, save_checkpoint)
+    OFFICIAL_MEAN, OFFICIAL_STD, CheckpointError, load_checkpoint, own_format_files,
+    save_checkpoint)
 from .clip_folder import FolderClips, folder_classes
 from .errors import brief
 from .footage import FootageError, footage_dir
@@ -365,7 +366,7 @@ def train(config: TrainConfig = TrainConfig()):
     bar.close()
     model.eval()
     if config.out:
-        LOGGER.info('wrote %s', Path(config.out).with_suffix('.json'))
+        LOGGER.info('wrote %s', own_format_files(config.out)[0])
     return model, history
 
 
