@@ -10,18 +10,19 @@ from conftest import randomise_
 from timesformer_ros import synthetic
 from timesformer_ros.checkpoints import load_checkpoint, save_checkpoint
 from timesformer_ros.model import TimeSformer, preset
-from timesformer_ros.train import main
+from timesformer_ros.train import MOTION_SYMMETRIES, main
 
 LABELS = list(synthetic.CLASSES)
 
 
 def fine_tune(path, seed, labels=LABELS, clip_fps=7.5, mean=(0.45,) * 3, init='start.json',
-              **config):
+              symmetries=MOTION_SYMMETRIES, **config):
     """Write a tiny checkpoint with random weights of its own (in place of one fine-tune)."""
     torch.manual_seed(seed)
     model = randomise_(TimeSformer(preset('tiny', num_classes=len(labels), **config))).eval()
     return save_checkpoint(path, model, labels, mean, (0.225,) * 3, source=f'unit test {seed}',
-                           clip_fps=clip_fps, training={'seed': seed, 'init': init})
+                           clip_fps=clip_fps, training={'seed': seed, 'init': init},
+                           **({'symmetries': symmetries} if symmetries else {}))
 
 
 def test_the_average_holds_the_mean_of_every_weight_and_records_its_parts(tmp_path, capsys):
@@ -39,11 +40,18 @@ def test_the_average_holds_the_mean_of_every_weight_and_records_its_parts(tmp_pa
     with torch.inference_mode():
         assert not torch.allclose(soup.model(clip), load_checkpoint(paths[0]).model(clip))
     assert soup.labels == LABELS and soup.clip_fps == 7.5 and soup.mean == (0.45,) * 3
+    assert soup.extra['symmetries'] == MOTION_SYMMETRIES        # all parts declare them
     record = json.loads(out.with_suffix('.json').read_text())['training']
     assert record['command'].startswith('timesformer_train average ')
     assert record['init'] == 'start.json'
     assert [(p['source'], p['training']['seed']) for p in record['average_of']] == [
         ('unit test 1', 1), ('unit test 2', 2), ('unit test 3', 3)]
+
+
+def test_symmetries_only_one_part_declares_are_left_out(tmp_path):
+    paths = [fine_tune(tmp_path / 'a', 1), fine_tune(tmp_path / 'b', 2, symmetries=None)]
+    assert main(['average', str(tmp_path / 'soup')] + [str(p) for p in paths]) == 0
+    assert 'symmetries' not in load_checkpoint(tmp_path / 'soup.json').extra
 
 
 def test_the_average_of_a_model_and_its_copy_gives_its_logits(tmp_path):

@@ -212,6 +212,12 @@ def test_train_on_recordings_writes_a_checkpoint_with_its_record(tmp_path, recor
     ckpt = load_checkpoint(out.with_suffix('.json'))
     assert sorted(ckpt.labels) == sorted(SCRIPT)
     assert ckpt.clip_fps == load_checkpoint(embedded_checkpoint()).clip_fps   # inherited
+    # A new head for three of the seven classes: the mirror and the reversal still swap left
+    # and right, which are both in it; top-bottom leaves all three as they are.
+    index = {label: i for i, label in enumerate(ckpt.labels)}
+    swap = [index[{'moving_left': 'moving_right', 'moving_right': 'moving_left'}.get(c, c)]
+            for c in ckpt.labels]
+    assert ckpt.extra['symmetries'] == {'hflip': swap, 'vflip': [0, 1, 2], 'reverse': swap}
     record = json.loads(out.with_suffix('.json').read_text())['training']
     assert record['bags'] == [str(bag.resolve())] and record['bag_sha256'] == [digest(bag)]
     assert record['truth_sha256'] == [digest(csv)] and record['steps'] == 8

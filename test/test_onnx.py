@@ -83,6 +83,18 @@ def test_outputs_and_predictions_equal_pytorch_at_batch_1_and_3(exported, name):
         engine.infer_tensor(video)[0].class_ids
 
 
+def test_the_symmetries_travel_so_the_file_scores_the_same_test_time_views(exported):
+    """The embedded model's copies: 8 clips, as the PyTorch engine (the test above compares
+    their probabilities); a file without them, or with views none, runs the window alone."""
+    path, onnx_path = exported['embedded']
+    assert check_onnx(onnx_path).symmetries == load_checkpoint(path).extra['symmetries']
+    engine = OnnxEngine(onnx_path, providers=['cpu'], warmup=False, max_batch=3)
+    assert len(engine.views) == 7 and engine.describe().endswith(', 8 test-time views')
+    assert OnnxEngine(onnx_path, providers=['cpu'], warmup=False, views='none').views == []
+    assert OnnxEngine(exported['divided_space_time'][1], providers=['cpu'],
+                      warmup=False).views == []
+
+
 def test_the_file_is_a_checkpoint_on_its_own(exported):
     """Labels, mean/std, clip rate, config, source and its hash travel in the metadata."""
     ckpt_path, path = exported['divided_space_time']

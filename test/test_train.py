@@ -9,8 +9,8 @@ import torch
 from timesformer_ros import synthetic
 from timesformer_ros.checkpoints import load_checkpoint, save_checkpoint
 from timesformer_ros.model import TimeSformer, preset
-from timesformer_ros.train import (DIRECTIONS, TrainConfig, augment, curriculum_phase, main,
-                                   synthetic_batch)
+from timesformer_ros.train import (DIRECTIONS, MOTION_SYMMETRIES, TrainConfig, augment,
+                                   curriculum_phase, main, synthetic_batch)
 
 
 class Records(logging.Handler):
@@ -136,6 +136,7 @@ def test_a_short_training_run_writes_a_loadable_checkpoint(tmp_path):
     training = ckpt.extra['training']
     assert training['steps'] == 3 and training['history'][-1]['step'] == 3
     assert training['command'].startswith('timesformer_train train --preset tiny')
+    assert ckpt.extra['symmetries'] == MOTION_SYMMETRIES    # what augment flips and reverses
     # Fine-tuning continues from a checkpoint.
     again = tmp_path / 'again'
     assert main(['train', '--init', str(out.with_suffix('.json')), '--steps', '2',
@@ -184,6 +185,7 @@ def test_training_on_a_folder_of_labelled_clips(tmp_path, capsys):
     assert ckpt.labels == list(synthetic.CLASSES)
     assert set(ckpt.extra['training']['history'][-1]) == {'step', 'loss', 'train_accuracy'}
     assert ckpt.clip_fps is None        # a folder's rate is the user's to state
+    assert 'symmetries' not in ckpt.extra     # a folder's flips are not known to keep labels
     rated = tmp_path / 'rated_model'
     assert main(['train', '--preset', 'tiny', '--steps', '1', '--batch-size', '4',
                  '--val-every', '1', '--data', str(tmp_path / 'clips'), '--clip-fps', '6',

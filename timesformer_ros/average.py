@@ -7,7 +7,9 @@ architecture, one forward pass (the embedded motion model was made so: README, "
 trained"). The checkpoints must agree on architecture, classes, normalisation and clip rate,
 which is checked; that they start from one model is the user's to ensure (the mean of models
 trained apart is noise), and a warning says when their records do not name one. The result
-records each part's source and training, and the common starting checkpoint.
+records each part's source and training, and the common starting checkpoint; the parts'
+label-safe transformations (`symmetries`, for the engine's test-time views) when all declare the
+same.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from safetensors import SafetensorError
 
 from .checkpoints import (CheckpointError, load_checkpoint, own_format_files,
                           save_checkpoint)
+from .views import KEY as SYMMETRIES_KEY
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,7 @@ def average_checkpoints(paths: Sequence[Path], out: Path, command: str = '',
     total = {name: tensor.double() for name, tensor in first.model.state_dict().items()}
     parts = [{'checkpoint': str(paths[0]), 'source': first.source,
               'training': first.extra.get('training')}]
+    symmetries = [first.extra.get(SYMMETRIES_KEY)]
     for path in paths[1:]:
         part = load_checkpoint(path)
         difference = _what_differs(first, part)
@@ -92,6 +96,7 @@ def average_checkpoints(paths: Sequence[Path], out: Path, command: str = '',
             total[name] += tensor.double()
         parts.append({'checkpoint': str(path), 'source': part.source,
                       'training': part.extra.get('training')})
+        symmetries.append(part.extra.get(SYMMETRIES_KEY))
         del part
     state = first.model.state_dict()
     first.model.load_state_dict({name: (total[name] / len(paths)).to(state[name].dtype)
@@ -107,7 +112,9 @@ def average_checkpoints(paths: Sequence[Path], out: Path, command: str = '',
     try:
         return save_checkpoint(out, first.model, first.labels, first.mean, first.std,
                                source='timesformer_train average', clip_fps=first.clip_fps,
-                               training=training)
+                               training=training,
+                               **({SYMMETRIES_KEY: symmetries[0]} if symmetries[0] and all(
+                                   s == symmetries[0] for s in symmetries) else {}))
     except (OSError, SafetensorError) as exc:
         where = getattr(exc, 'filename', None) or out
         raise CheckpointError(f'cannot write {where}: '

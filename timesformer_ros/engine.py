@@ -21,6 +21,7 @@ from .checkpoints import Checkpoint, default_labels, embedded_checkpoint, load_c
 from .frames import Preprocessor
 from .locate import Locator
 from .model import TimeSformer, preset
+from .views import KEY as SYMMETRIES_KEY, check_symmetries, combine, select
 from .predictions import (  # noqa: F401 - re-exported: the package imports them from here
     ClipInference, EngineError, Prediction, predictions, stack_clips)
 
@@ -115,7 +116,7 @@ class Engine(ClipInference):
 
     def __init__(self, checkpoint: Union[str, Checkpoint], device: str = 'auto',
                  dtype: str = 'auto', compile: bool = False, warmup: bool = True,
-                 max_batch: int = 8):
+                 max_batch: int = 8, views: str = 'all'):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) \
@@ -124,6 +125,9 @@ class Engine(ClipInference):
         self.config = self.checkpoint.config
         self.model = self.checkpoint.model.to(self.device, self.dtype).eval()
         self.locator = Locator.for_checkpoint(self.checkpoint).to(self.device, self.dtype)
+        origin = self.checkpoint.path or self.checkpoint.source or 'the checkpoint'
+        self.views = select(views, check_symmetries(
+            self.checkpoint.extra.get(SYMMETRIES_KEY), self.config.num_classes, origin), origin)
         if self.device.type == 'cpu' and not keep_freed_memory():
             LOGGER.debug('mallopt unavailable: CPU inference re-faults its buffers each call')
         self.preprocessor = Preprocessor(self.config.img_size, self.checkpoint.mean,
@@ -141,16 +145,21 @@ class Engine(ClipInference):
         return self.config.num_frames
 
     def _forward(self, video: torch.Tensor, with_attention: bool):
-        """Logits, and with attention its summaries and the locator's evidence (`locate`)."""
+        """Logits, and with attention its summaries and the locator's evidence (`locate`).
+
+        With test-time views (`views`) the logits are the mean log-probabilities of the window
+        and its copies; the summaries and evidence are the window's own.
+        """
         if not with_attention:
-            return self.model(video), None, None, None
+            return combine(self.model, video, self.model(video), self.views), None, None, None
         last = len(self.model.blocks) - 1
         tokens, weights = self.model.forward_features_with_attention(video, {last})
         grid = (video.shape[-2] // self.config.patch_size,
                 video.shape[-1] // self.config.patch_size)
         spatial, temporal = attention_summary(self.model, weights[last], video.shape[1], grid)
         evidence = self.locator.evidence(video, spatial, grid)
-        return self.model.forward_head(tokens), spatial, temporal, evidence
+        logits = combine(self.model, video, self.model.forward_head(tokens), self.views)
+        return logits, spatial, temporal, evidence
 
     def warm_up(self, max_batch: int = 1):
         """Run dummy clips once (and compile, when asked) so the first real window is fast."""
@@ -186,7 +195,8 @@ class Engine(ClipInference):
         return (f'{cfg.attention_type} {cfg.num_frames}x{cfg.img_size} '
                 f'({cfg.depth} blocks, dim {cfg.embed_dim}, {len(self.labels)} classes) on '
                 f'{self.device} in {str(self.dtype).replace("torch.", "")}'
-                f'{" compiled" if self.compiled else ""}')
+                f'{" compiled" if self.compiled else ""}'
+                f'{f", {1 + len(self.views)} test-time views" if self.views else ""}')
 
 
 def checkpoint_of(path: str, labels=None, logger=LOGGER) -> Checkpoint:
@@ -216,4 +226,5 @@ def engine_from_values(values: dict, max_batch: int = 1, logger=LOGGER):
     if values['device'] == 'auto' and not torch.cuda.is_available():
         logger.info('device auto: no CUDA GPU available, running on the CPU')
     return Engine(checkpoint, device=values['device'], dtype=values['dtype'],
-                  compile=values['compile'], max_batch=max_batch)
+                  compile=values['compile'], max_batch=max_batch,
+                  views=values.get('test_time_views', 'all'))

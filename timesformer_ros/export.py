@@ -7,7 +7,9 @@ Any checkpoint the loader reads (or preset:NAME, random weights). The file takes
 (B, T, 3, S, S) float32 with a dynamic batch and gives `logits`, `spatial` and `temporal`,
 computed by `engine.forward_with_summaries` as the PyTorch engine computes them; opset 18, so
 that LayerNorm is one `LayerNormalization` (TensorRT keeps it in FP32 under FP16). Its metadata
-(`onnx_engine.metadata`) holds the config, labels, mean/std, clip rate and the source's SHA-256.
+(`onnx_engine.metadata`) holds the config, labels, mean/std, clip rate, the source's SHA-256
+and the source's label-safe transformations (`views`: the ONNX engine scores the same test-time
+views as the PyTorch engine).
 
 Exported with torch's default exporter (`dynamo=True`, torch.export; it needs onnxscript):
 the model's einops calls are functions, which it traces (the einops layers are what fail in it).
@@ -34,6 +36,7 @@ from .digests import checkpoint_files, digest_of
 from .engine import EngineError, checkpoint_of, forward_with_summaries
 from .model import TimeSformer
 from .onnx_engine import INPUT, OPSET, OUTPUTS, metadata, runtime
+from .views import KEY as SYMMETRIES_KEY
 
 LOGGER = logging.getLogger(__name__)
 
@@ -80,7 +83,8 @@ def export_onnx(checkpoint: Checkpoint, out: Path, clip_fps: Optional[float] = N
     rate = clip_fps if clip_fps is not None else checkpoint.clip_fps
     program.model.metadata_props.update(metadata(
         cfg, checkpoint.labels, checkpoint.mean, checkpoint.std, rate,
-        checkpoint.source or checkpoint.path, source_sha256(checkpoint)))
+        checkpoint.source or checkpoint.path, source_sha256(checkpoint),
+        checkpoint.extra.get(SYMMETRIES_KEY)))
     weights = sum(p.numel() * 4 for p in model.parameters())
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,7 @@ from .digests import digest
 from .frames import Normaliser
 from .interface import read_params_file
 from .progress import Progress
+from .views import KEY as SYMMETRIES_KEY, carried
 
 LOGGER = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class Start:
     std: tuple
     clip_fps: Optional[float]
     cutting: Cutting
+    symmetries: dict = field(default_factory=dict)  # the start's that hold (`views.carried`)
 
 
 @dataclass
@@ -144,7 +146,7 @@ def starting_point(run: BagTraining, classes: Optional[Sequence[str]] = None) ->
                       params['max_gap_s'])
     clip_fps = sampling.target_fps or (start.clip_fps if sampling.sample_every <= 1 else None)
     return Start(start.model, list(classes), tuple(start.mean), tuple(start.std), clip_fps,
-                 cutting)
+                 cutting, carried(start.extra.get(SYMMETRIES_KEY), start.labels, classes))
 
 
 @dataclass
@@ -474,7 +476,8 @@ def finish(run: BagTraining, data: dict, model, figures: dict) -> dict:
         'finished': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), **figures}
     save_checkpoint(run.out, model, start.classes, start.mean, start.std,
                     clip_fps=start.clip_fps, source='timesformer_train (recordings)',
-                    training=training)
+                    training=training,
+                    **({SYMMETRIES_KEY: start.symmetries} if start.symmetries else {}))
     out = Path(run.out)
     Path(str(out) + '.validation.json').write_text(json.dumps(
         {'training': training, **result}, indent=1) + '\n')

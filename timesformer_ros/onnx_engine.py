@@ -48,6 +48,7 @@ from .errors import brief
 from .frames import Preprocessor
 from .interface import PROVIDERS, provider_problem
 from .locate import motion_boxes
+from .views import KEY as SYMMETRIES_KEY, check_symmetries, combine, select
 from .model import TimeSformerConfig
 
 LOGGER = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class OnnxCheckpoint:
     source_sha256: str
     path: str
     files: tuple            # the file and its external data files, for the cache key
+    symmetries: dict = dataclasses.field(default_factory=dict)     # `views`
 
     def sha256(self) -> str:
         """SHA-256 of the file and its external data (the TensorRT cache key)."""
@@ -103,12 +105,13 @@ class OnnxCheckpoint:
 
 def metadata(config: TimeSformerConfig, labels: Sequence[str], mean: Sequence[float],
              std: Sequence[float], clip_fps: Optional[float], source: str,
-             source_sha256: str) -> dict:
+             source_sha256: str, symmetries: Optional[dict] = None) -> dict:
     """Return the ONNX metadata_props of an exported model ({key: text})."""
     return {METADATA_KEY: json.dumps({
         'format': FORMAT, 'version': FORMAT_VERSION, 'config': config.to_dict(),
         'labels': list(labels), 'mean': list(mean), 'std': list(std), 'clip_fps': clip_fps,
-        'source': source, 'source_sha256': source_sha256})}
+        'source': source, 'source_sha256': source_sha256,
+        **({SYMMETRIES_KEY: symmetries} if symmetries else {})})}
 
 
 def _about(path: Path, what: str, exc: Optional[CheckpointError] = None) -> CheckpointError:
@@ -160,7 +163,9 @@ def describe_metadata(meta: dict, path: Path, files: tuple,
         raise _about(path, f'metadata source must be a string, got {type(source).__name__}')
     if not isinstance(sha, str) or not re.fullmatch(r'[0-9a-f]{64}', sha):
         raise _about(path, 'metadata source_sha256 must be 64 hexadecimal digits')
-    return OnnxCheckpoint(config, labels, mean, std, clip_fps, source, sha, str(path), files)
+    symmetries = check_symmetries(meta.get(SYMMETRIES_KEY), config.num_classes, origin)
+    return OnnxCheckpoint(config, labels, mean, std, clip_fps, source, sha, str(path), files,
+                          symmetries)
 
 
 # -- the file: size, protobuf, graph, external data ----------------------------------------------
@@ -385,12 +390,13 @@ class OnnxEngine(ClipInference):
     def __init__(self, path, providers: Sequence[str] = DEFAULT_PROVIDERS,
                  trt_cache_dir: str = '', fp16: bool = False, labels=None,
                  warmup: bool = True, max_batch: int = 8, threads: int = 0, device_id: int = 0,
-                 logger=LOGGER):
+                 logger=LOGGER, views: str = 'all'):
         ort = runtime('onnxruntime', path)
         self.checkpoint = check_onnx(path, labels)
         self.path = Path(path)
         self.config = self.checkpoint.config
         self.labels = list(self.checkpoint.labels)
+        self.views = select(views, self.checkpoint.symmetries, str(path))
         self.device = torch.device('cpu')
         self.dtype = torch.float32
         self.compiled = False
@@ -444,7 +450,8 @@ class OnnxEngine(ClipInference):
         return cls(values['checkpoint'], providers=providers,
                    trt_cache_dir=values.get('trt_cache_dir', ''),
                    fp16=values.get('fp16', False), labels=labels, max_batch=max_batch,
-                   device_id=int(device.split(':')[1]) if ':' in device else 0, logger=logger)
+                   device_id=int(device.split(':')[1]) if ':' in device else 0, logger=logger,
+                   views=values.get('test_time_views', 'all'))
 
     def _provider_options(self, name: str, cache_root: str) -> dict:
         if name == PROVIDERS['tensorrt']:
@@ -501,7 +508,15 @@ class OnnxEngine(ClipInference):
             spatial, temporal = outputs[1], outputs[2]
             boxes, confidences = motion_boxes(spatial[:, -1], video, thumbs)
             regions = (boxes / video.shape[-1], confidences, 'motion')
-        return predictions(outputs[0], spatial, temporal, self.labels, started, regions)
+        logits = combine(self._logits, video, outputs[0], self.views)
+        return predictions(logits, spatial, temporal, self.labels, started, regions)
+
+    def _logits(self, video: torch.Tensor) -> torch.Tensor:
+        """The file's logits of a batch of any size, run `max_batch` windows at a time."""
+        video = video.detach().to('cpu', torch.float32)
+        return torch.cat([torch.from_numpy(self.session.run(['logits'], {
+            INPUT: video[i:i + self.max_batch].contiguous().numpy()})[0])
+            for i in range(0, len(video), self.max_batch)])
 
     def describe(self) -> str:
         cfg = self.config
@@ -510,4 +525,5 @@ class OnnxEngine(ClipInference):
         precision = 'fp16' if self.fp16 and PROVIDERS['tensorrt'] in self.running else 'float32'
         return (f'{cfg.attention_type} {cfg.num_frames}x{cfg.img_size} '
                 f'({cfg.depth} blocks, dim {cfg.embed_dim}, {len(self.labels)} classes) on '
-                f'onnxruntime {running} in {precision}')
+                f'onnxruntime {running} in {precision}'
+                f'{f", {1 + len(self.views)} test-time views" if self.views else ""}')

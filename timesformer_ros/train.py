@@ -71,6 +71,10 @@ _HFLIP = np.array([_INDEX[{'moving_left': 'moving_right', 'moving_right': 'movin
                           .get(c, c)] for c in synthetic.CLASSES])
 _VFLIP = np.array([_INDEX[{'moving_up': 'moving_down', 'moving_down': 'moving_up'}.get(c, c)]
                    for c in synthetic.CLASSES])
+# What `augment` relies on, declared in every checkpoint trained on synthetic motion: the
+# engine's test-time views (`views`) score the same copies of each window.
+MOTION_SYMMETRIES = {'hflip': _HFLIP.tolist(), 'vflip': _VFLIP.tolist(),
+                     'reverse': _REVERSED.tolist()}
 
 
 DIRECTIONS = tuple(_INDEX[c] for c in ('moving_left', 'moving_right', 'moving_up',
@@ -376,6 +380,7 @@ def _save(config: TrainConfig, model: TimeSformer, classes: list, mean, std,
     save_checkpoint(
         config.out, model, classes, mean, std, clip_fps=clip_fps,
         source=f'timesformer_train ({config.data or "synthetic motion"})',
+        **({} if config.data else {'symmetries': MOTION_SYMMETRIES}),
         training={'command': config.command, 'steps': steps, 'of_steps': config.steps,
                   'batch_size': config.batch_size, 'lr': config.lr,
                   'weight_decay': config.weight_decay, 'seed': config.seed,

@@ -1,0 +1,151 @@
+"""Test-time views: the window's mirrored and time-reversed copies scored with it (`views`)."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import randomise_
+from timesformer_ros.checkpoints import (
+    CheckpointError, embedded_checkpoint, load_checkpoint, save_checkpoint)
+from timesformer_ros.engine import Engine, engine_from_values
+from timesformer_ros.interface import PARAMETERS, defaults
+from timesformer_ros.model import TimeSformer, preset
+from timesformer_ros.train import MOTION_SYMMETRIES
+from timesformer_ros.views import carried, select
+
+# The motion classes' swaps by name, written apart from train.py's index tables.
+SWAPS = {'hflip': {'moving_left': 'moving_right'}, 'vflip': {'moving_up': 'moving_down'},
+         'reverse': {'moving_left': 'moving_right', 'moving_up': 'moving_down',
+                     'approaching': 'receding'}}
+TOL = 1e-5
+
+
+def swapped(label: str, names) -> str:
+    """The class a clip of `label` shows after the transformations `names`."""
+    for name in names:
+        pairs = {**SWAPS[name], **{b: a for a, b in SWAPS[name].items()}}
+        label = pairs.get(label, label)
+    return label
+
+
+def flipped(video: torch.Tensor, names) -> torch.Tensor:
+    axes = {'hflip': 4, 'vflip': 3, 'reverse': 1}
+    for name in names:
+        video = torch.flip(video, [axes[name]])
+    return video
+
+
+@pytest.fixture(scope='module')
+def embedded():
+    return load_checkpoint(embedded_checkpoint())
+
+
+@pytest.fixture(scope='module')
+def clips(embedded):
+    cfg = embedded.config
+    return torch.randn(3, cfg.num_frames, 3, cfg.img_size, cfg.img_size,
+                       generator=torch.Generator().manual_seed(5))
+
+
+def scores(engine: Engine, video: torch.Tensor) -> torch.Tensor:
+    """(B, classes) probabilities in the checkpoint's class order."""
+    return torch.stack([torch.from_numpy(p.probabilities)
+                        for p in engine.infer_tensor(video, with_attention=False)])
+
+
+def test_the_embedded_model_declares_the_motion_symmetries(embedded):
+    assert embedded.extra['symmetries'] == MOTION_SYMMETRIES
+    for name, perm in MOTION_SYMMETRIES.items():
+        assert [embedded.labels[i] for i in perm] == \
+            [swapped(label, [name]) for label in embedded.labels], name
+
+
+def test_the_views_are_every_combination_with_its_class_map(embedded):
+    views = select('all', MOTION_SYMMETRIES, 'the embedded model')
+    assert len(views) == 7 and len({names for names, _ in views}) == 7
+    for names, perm in views:
+        assert [embedded.labels[i] for i in perm] == \
+            [swapped(label, names) for label in embedded.labels], names
+    assert select('none', MOTION_SYMMETRIES, 'x') == []
+    assert [names for names, _ in select('reverse, hflip', MOTION_SYMMETRIES, 'x')] == \
+        [('hflip',), ('reverse',), ('hflip', 'reverse')]
+
+
+def test_a_new_head_keeps_the_symmetries_that_map_its_classes_onto_themselves(embedded):
+    labels = embedded.labels
+    assert carried(MOTION_SYMMETRIES, labels, labels) == MOTION_SYMMETRIES
+    assert carried(MOTION_SYMMETRIES, labels, ['approaching', 'static', 'receding']) == {
+        'hflip': [0, 1, 2], 'vflip': [0, 1, 2], 'reverse': [2, 1, 0]}
+    # moving_up without moving_down: no top-bottom mirror and no reversal; a new class: none.
+    assert carried(MOTION_SYMMETRIES, labels, ['moving_up', 'static']) == {'hflip': [0, 1]}
+    assert carried(MOTION_SYMMETRIES, labels, ['static', 'waving']) == {}
+    assert carried(None, labels, labels) == {}
+
+
+def test_scores_are_the_mean_log_probabilities_of_the_copies(embedded, clips):
+    """Against a plain reading: the model run on each copy, classes put back by name."""
+    engine = Engine(embedded, device='cpu', dtype='float32', warmup=False)
+    assert 'float32, 8 test-time views' in engine.describe()
+    labels = engine.labels
+    with torch.inference_mode():
+        total = torch.log_softmax(engine.model(clips), -1)
+        for names, _ in engine.views:
+            copy = torch.log_softmax(engine.model(flipped(clips, names)), -1)
+            total += copy[:, [labels.index(swapped(label, names)) for label in labels]]
+    want = torch.softmax(total / 8, -1)
+    assert torch.allclose(scores(engine, clips), want, atol=TOL)
+    alone = Engine(embedded, device='cpu', dtype='float32', warmup=False, views='none')
+    with torch.inference_mode():
+        plain = torch.softmax(alone.model(clips), -1)
+    assert torch.allclose(scores(alone, clips), plain, atol=TOL)
+    assert not torch.allclose(plain, want, atol=1e-3)     # the copies changed the scores
+
+
+def test_the_scores_of_all_views_follow_a_mirror_or_a_reversal_exactly(embedded, clips):
+    """Averaged over the whole group of copies, a mirrored clip gets the mirrored scores."""
+    engine = Engine(embedded, device='cpu', dtype='float32', warmup=False)
+    base = scores(engine, clips)
+    labels = engine.labels
+    for names in (['hflip'], ['vflip'], ['reverse'], ['hflip', 'reverse']):
+        moved = scores(engine, flipped(clips, names))
+        mapped = base[:, [labels.index(swapped(label, names)) for label in labels]]
+        assert torch.allclose(moved, mapped, atol=TOL), names
+
+
+def test_the_parameter_is_checked_and_reaches_the_engine(embedded):
+    param = next(p for p in PARAMETERS if p.name == 'test_time_views')
+    assert param.default == 'all' and defaults()['test_time_views'] == 'all'
+    assert param.check('hflip,reverse') is None and param.check('none') is None
+    assert 'must be all, none or a comma list' in param.check('spin')
+    assert 'each once' in param.check('hflip,hflip')
+    values = {**defaults(), 'device': 'cpu', 'test_time_views': 'hflip'}
+    assert len(engine_from_values(values).views) == 1
+    assert engine_from_values({**values, 'test_time_views': 'none'}).views == []
+
+
+def test_a_checkpoint_without_symmetries_runs_the_window_alone(tmp_path):
+    torch.manual_seed(0)
+    model = randomise_(TimeSformer(preset('tiny', num_frames=4, num_classes=3))).eval()
+    path = save_checkpoint(tmp_path / 'plain', model, ['a', 'b', 'c'])
+    assert Engine(str(path), device='cpu', warmup=False).views == []
+    with pytest.raises(ValueError, match=r'test_time_views names hflip, which .*plain.json does '
+                                         r'not declare label-safe \(it declares: none\)'):
+        Engine(str(path), device='cpu', warmup=False, views='hflip')
+
+
+@pytest.mark.parametrize('symmetries, message', [
+    ([0, 1, 2], 'symmetries must be an object'),
+    ({'spin': [0, 1, 2]}, "symmetries names 'spin'; known: hflip, vflip, reverse"),
+    ({'hflip': [0, 0, 2]}, 'symmetries hflip must list each of the 3 class indices once'),
+    ({'hflip': [0, 1]}, 'symmetries hflip must list each of the 3 class indices once'),
+    ({'hflip': [0, 1, 2.0]}, 'symmetries hflip must list each of the 3 class indices once'),
+])
+def test_malformed_symmetries_are_refused_naming_the_file(tmp_path, symmetries, message):
+    torch.manual_seed(0)
+    model = randomise_(TimeSformer(preset('tiny', num_frames=4, num_classes=3))).eval()
+    path = save_checkpoint(tmp_path / 'bad', model, ['a', 'b', 'c'])
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, 'symmetries': symmetries}))
+    with pytest.raises(CheckpointError, match=f'bad.json: {message}'):
+        Engine(str(path), device='cpu', warmup=False)

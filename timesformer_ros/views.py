@@ -1,0 +1,110 @@
+"""Test-time views: the mirrored and time-reversed copies of a window, scored with it.
+
+A checkpoint may declare under `symmetries` which transformations of a clip map each class
+onto a known class: {'hflip': [...], 'vflip': [...], 'reverse': [...]}, each list giving, for
+class i, the class the transformed clip shows (a permutation of the class indices). The
+embedded motion model declares all three: mirroring left-right swaps moving_left and
+moving_right, top-bottom swaps moving_up and moving_down, and playing the clip backwards swaps
+each motion with its reverse. Its training drew exactly these transformations as augmentation
+(`train.augment`), so each copy is a clip the model knows.
+
+The engine (`test_time_views`) runs the window and every combination of the symmetries chosen
+(up to 8 clips in all, one batch) and averages their log-probabilities, each copy's put back in
+the window's class order: the scores are the normalised geometric mean of the copies'. One
+model read 8 ways disagrees with itself less than it errs, which is why this gains most where a
+single reading is least sure (slow motion, slow growth). The attention summaries and the region
+come from the window as it is.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import Sequence
+
+import torch
+
+from .checkpoints.base import CheckpointError
+from .interface import SYMMETRIES, views_problem
+
+KEY = 'symmetries'                                  # the checkpoint description's key
+_AXES = {'hflip': -1, 'vflip': -2, 'reverse': 1}    # of a (B, T, C, H, W) clip
+
+
+def check_symmetries(value, num_classes: int, origin: str) -> dict:
+    """Return a checkpoint's `symmetries` ({name: permutation}) checked, or CheckpointError."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CheckpointError(f'{origin}: {KEY} must be an object such as '
+                              f'{{"hflip": [0, 2, 1]}}, got {type(value).__name__}')
+    checked = {}
+    for name, perm in value.items():
+        if name not in SYMMETRIES:
+            raise CheckpointError(f'{origin}: {KEY} names {name!r}; known: '
+                                  f'{", ".join(SYMMETRIES)}')
+        if (not isinstance(perm, list) or not all(type(i) is int for i in perm)
+                or sorted(perm) != list(range(num_classes))):
+            raise CheckpointError(f'{origin}: {KEY} {name} must list each of the {num_classes} '
+                                  f'class indices once, got {str(perm)[:120]}')
+        checked[name] = perm
+    return checked
+
+
+def carried(symmetries: dict, labels: Sequence[str], classes: Sequence[str]) -> dict:
+    """Return the symmetries of `labels` that hold for `classes` (a new head), re-indexed.
+
+    A symmetry carries over when it maps every one of `classes` onto one of them (moving_left
+    and moving_right without the other motions keep hflip and reverse); one that maps a class
+    elsewhere, or a class the old labels lack, is left out.
+    """
+    kept = {}
+    for name, perm in (symmetries or {}).items():
+        image = {labels[i]: labels[j] for i, j in enumerate(perm)}
+        if all(image.get(c) in classes for c in classes):
+            kept[name] = [list(classes).index(image[c]) for c in classes]
+    return kept
+
+
+def select(value: str, symmetries: dict, origin: str) -> list:
+    """Return the extra views of a `test_time_views` value: [(names, permutation)].
+
+    'all': every non-empty combination of the declared symmetries; 'none': no extra view; a
+    list: the combinations of those named, each of which the checkpoint must declare.
+    """
+    problem = views_problem(value)
+    if problem:
+        raise ValueError(f'test_time_views {problem}')
+    if value == 'none':
+        return []
+    chosen = list(symmetries) if value == 'all' else [n.strip() for n in value.split(',')]
+    missing = [n for n in chosen if n not in symmetries]
+    if missing:
+        declared = ', '.join(symmetries) or 'none'
+        raise ValueError(f'test_time_views names {", ".join(missing)}, which {origin} does not '
+                         f'declare label-safe (it declares: {declared}); use none or those')
+    chosen = [n for n in SYMMETRIES if n in chosen]
+    views = []
+    for count in range(1, len(chosen) + 1):
+        for names in combinations(chosen, count):
+            perm = list(range(len(next(iter(symmetries.values())))))
+            for name in names:
+                perm = [symmetries[name][i] for i in perm]
+            views.append((names, perm))
+    return views
+
+
+def transform(video: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
+    """Return a (B, T, C, H, W) clip mirrored and/or reversed as `names` say."""
+    return video.flip([_AXES[n] for n in names])
+
+
+def combine(model, video: torch.Tensor, logits: torch.Tensor, views: list) -> torch.Tensor:
+    """Mean log-probabilities of the window (`logits`) and its `views`, in the window's order."""
+    if not views:
+        return logits
+    copies = model(torch.cat([transform(video, names) for names, _ in views]))
+    total = torch.log_softmax(logits.float(), -1)
+    for index, (_, perm) in enumerate(views):
+        part = copies[index * len(video):(index + 1) * len(video)]
+        total = total + torch.log_softmax(part.float(), -1)[:, perm]
+    return (total / (1 + len(views))).to(logits.dtype)
