@@ -31,6 +31,7 @@ from timesformer_ros.checkpoints import embedded_checkpoint, load_checkpoint  # 
 from timesformer_ros.frames import Normaliser  # noqa: E402
 from timesformer_ros.synthetic import CLASSES  # noqa: E402
 from timesformer_ros.quality import binned, confusion, predict  # noqa: E402
+from timesformer_ros.views import checkpoint_views  # noqa: E402
 from timesformer_ros.train import REPORT_SEED  # noqa: E402
 
 SPEEDS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
@@ -47,11 +48,11 @@ def windows(seed: int, count: int, cfg, clip_fps: float, options) -> list:
                                      options) for i in labels]
 
 
-def score(ckpt, drawn: list) -> dict:
+def score(ckpt, drawn: list, views=()) -> dict:
     """Accuracy, confusion and the envelope's bins of a checkpoint on drawn windows."""
     clips = np.stack([w.clip for w in drawn])
     labels = np.array([CLASSES.index(w.label) for w in drawn])
-    predicted = predict(ckpt.model, clips, Normaliser(ckpt.mean, ckpt.std))
+    predicted = predict(ckpt.model, clips, Normaliser(ckpt.mean, ckpt.std), views=views)
     correct = predicted == labels
     moving = np.array([w.label.startswith('moving_') for w in drawn])
     scaling = np.array([w.label in ('approaching', 'receding') for w in drawn])
@@ -81,28 +82,34 @@ def main() -> int:
                              'half of those with a real mover, as train --real-footage')
     parser.add_argument('--no-ablation', action='store_true',
                         help='only the world with all its parts')
+    parser.add_argument('--views', default='all', help="test-time views, as the node's "
+                        'test_time_views: all (default), none or a list such as hflip,reverse')
     args = parser.parse_args()
     ckpt = load_checkpoint(args.checkpoint or embedded_checkpoint())
+    views = checkpoint_views(ckpt, args.views)
     cfg, clip_fps = ckpt.config, ckpt.clip_fps or 10.0
     started = time.monotonic()
     result = {'benchmark': 'camera_world', 'date': datetime.date.today().isoformat(),
               'checkpoint': args.checkpoint or 'embedded', 'clips': args.clips,
-              'seed': args.seed, 'real_footage': args.real_footage}
+              'seed': args.seed, 'real_footage': args.real_footage,
+              'test_time_views': 1 + len(views)}
     full = camera_world.Options(footage=args.real_footage, movers=args.real_footage / 2)
-    result['all_parts'] = score(ckpt, windows(args.seed, args.clips, cfg, clip_fps, full))
+    result['all_parts'] = score(ckpt, windows(args.seed, args.clips, cfg, clip_fps, full), views)
     print(f"all parts: {result['all_parts']['accuracy']:.3f}", flush=True)
     for name in () if args.no_ablation else (
             'perspective', 'hand', 'shadow', 'camera', 'blur', 'continuous', 'envelope',
             'distractors', 'footage', 'movers'):
         if getattr(full, name) in (0, False):
             continue
-        found = score(ckpt, windows(args.seed, args.clips, cfg, clip_fps, full.without(name)))
+        found = score(ckpt, windows(args.seed, args.clips, cfg, clip_fps, full.without(name)),
+                      views)
         result[f'without_{name}'] = {'accuracy': found['accuracy']}
         print(f'without {name}: {found["accuracy"]:.3f}', flush=True)
     data, labels = world.make_dataset(args.seed, args.clips, cfg.img_size, cfg.num_frames,
                                       clip_fps)
     result['world_py'] = round(float(
-        (predict(ckpt.model, data, Normaliser(ckpt.mean, ckpt.std)) == labels).mean()), 4)
+        (predict(ckpt.model, data, Normaliser(ckpt.mean, ckpt.std), views=views) == labels)
+        .mean()), 4)
     print(f"world.py: {result['world_py']:.3f}")
     result['seconds'] = round(time.monotonic() - started)
     report.write('camera_world', result)

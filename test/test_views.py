@@ -12,7 +12,9 @@ from timesformer_ros.engine import Engine, engine_from_values
 from timesformer_ros.interface import PARAMETERS, defaults
 from timesformer_ros.model import TimeSformer, preset
 from timesformer_ros.train import MOTION_SYMMETRIES
-from timesformer_ros.views import carried, select
+from timesformer_ros.frames import Normaliser
+from timesformer_ros.quality import predict
+from timesformer_ros.views import carried, checkpoint_views, select
 
 # The motion classes' swaps by name, written apart from train.py's index tables.
 SWAPS = {'hflip': {'moving_left': 'moving_right'}, 'vflip': {'moving_up': 'moving_down'},
@@ -149,3 +151,17 @@ def test_malformed_symmetries_are_refused_naming_the_file(tmp_path, symmetries, 
     path.write_text(json.dumps({**meta, 'symmetries': symmetries}))
     with pytest.raises(CheckpointError, match=f'bad.json: {message}'):
         Engine(str(path), device='cpu', warmup=False)
+
+
+def test_the_quality_figures_score_the_views_as_the_engine_does(embedded):
+    """`quality.predict` (the report, real footage, camera world) and the engine agree."""
+    cfg = embedded.config
+    generator = torch.Generator().manual_seed(6)
+    clips = torch.randint(0, 256, (5, cfg.num_frames, cfg.img_size, cfg.img_size, 3),
+                          generator=generator, dtype=torch.uint8).numpy()
+    normaliser = Normaliser(embedded.mean, embedded.std)
+    engine = Engine(embedded, device='cpu', dtype='float32', warmup=False)
+    want = scores(engine, normaliser(torch.from_numpy(clips))).argmax(-1).numpy()
+    views = checkpoint_views(embedded)
+    assert len(views) == 7 and list(predict(embedded.model, clips, normaliser, views=views)) == \
+        list(want)

@@ -21,7 +21,7 @@ from .checkpoints import Checkpoint, default_labels, embedded_checkpoint, load_c
 from .frames import Preprocessor
 from .locate import Locator
 from .model import TimeSformer, preset
-from .views import KEY as SYMMETRIES_KEY, check_symmetries, combine, select
+from .views import checkpoint_views, combine
 from .predictions import (  # noqa: F401 - re-exported: the package imports them from here
     ClipInference, EngineError, Prediction, predictions, stack_clips)
 
@@ -125,9 +125,7 @@ class Engine(ClipInference):
         self.config = self.checkpoint.config
         self.model = self.checkpoint.model.to(self.device, self.dtype).eval()
         self.locator = Locator.for_checkpoint(self.checkpoint).to(self.device, self.dtype)
-        origin = self.checkpoint.path or self.checkpoint.source or 'the checkpoint'
-        self.views = select(views, check_symmetries(
-            self.checkpoint.extra.get(SYMMETRIES_KEY), self.config.num_classes, origin), origin)
+        self.views = checkpoint_views(self.checkpoint, views)
         if self.device.type == 'cpu' and not keep_freed_memory():
             LOGGER.debug('mallopt unavailable: CPU inference re-faults its buffers each call')
         self.preprocessor = Preprocessor(self.config.img_size, self.checkpoint.mean,

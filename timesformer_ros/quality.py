@@ -17,6 +17,7 @@ import torch
 from . import synthetic
 from .frames import Normaliser, resize_and_crop
 from .model import TimeSformer
+from .views import checkpoint_views, combine
 
 # Bins of the real-footage windows (footage_labels): speed in crop sides per second (moving
 # windows), size factor per second (approaching, receding), the object's longer side over the
@@ -28,22 +29,27 @@ REAL_SIZE_BINS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
 
 @torch.inference_mode()
 def predict(model: TimeSformer, clips: np.ndarray, normaliser: Normaliser,
-            batch_size: int = 64) -> np.ndarray:
-    """Return the top-1 class indices for uint8 clips (N, T, H, W, 3)."""
+            batch_size: int = 64, views: Sequence = ()) -> np.ndarray:
+    """Return the top-1 class indices for uint8 clips (N, T, H, W, 3).
+
+    `views`: test-time views (`views.checkpoint_views`) scored with each clip, as the engine
+    scores them; () scores the clip alone.
+    """
     model.eval()
     out = []
     for start in range(0, len(clips), batch_size):
         video = normaliser(torch.from_numpy(clips[start:start + batch_size]))
-        out.append(model(video).argmax(-1).cpu().numpy())
+        out.append(combine(model, video, model(video), views).argmax(-1).cpu().numpy())
     return np.concatenate(out)
 
 
-def accuracy(model, clips, labels, normaliser) -> float:
+def accuracy(model, clips, labels, normaliser, views: Sequence = ()) -> float:
     """Return the share of clips whose top-1 class is their label."""
-    return float((predict(model, clips, normaliser) == labels).mean())
+    return float((predict(model, clips, normaliser, views=views) == labels).mean())
 
 
-def reversal_rate(model, clips, labels, normaliser, classes=synthetic.CLASSES) -> float:
+def reversal_rate(model, clips, labels, normaliser, classes=synthetic.CLASSES,
+                  views: Sequence = ()) -> float:
     """Return the share of clips whose backwards playback is classified as the reversed motion.
 
     Only clips of classes with a distinct reverse count.
@@ -51,7 +57,7 @@ def reversal_rate(model, clips, labels, normaliser, classes=synthetic.CLASSES) -
     reversible = np.array([synthetic.REVERSED[classes[i]] != classes[i] for i in labels])
     clips, labels = clips[reversible], labels[reversible]
     expected = np.array([classes.index(synthetic.REVERSED[classes[i]]) for i in labels])
-    predicted = predict(model, np.ascontiguousarray(clips[:, ::-1]), normaliser)
+    predicted = predict(model, np.ascontiguousarray(clips[:, ::-1]), normaliser, views=views)
     return float((predicted == expected).mean())
 
 
@@ -73,13 +79,14 @@ def binned(values: np.ndarray, correct: np.ndarray, edges: Sequence[float]) -> d
     return out
 
 
-def real_report(ckpt, windows) -> dict:
+def real_report(ckpt, windows, views: str = 'all') -> dict:
     """Score a motion checkpoint on labelled real-footage windows (`footage_labels.Windows`).
 
     Forwards, and played backwards (the frames reversed, the label swapped by
     `synthetic.REVERSED`: left/right, up/down, approaching/receding; static stays): accuracy,
     accuracy by class, the confusion matrix, and accuracy by speed (moving windows), growth
     (approaching, receding) and object size; with the windows excluded by the labelling rule.
+    `views`: the test-time views, as the node's `test_time_views` (all: the node's default).
     """
     classes = list(ckpt.labels)
     unknown = sorted(set(windows.labels) - set(classes))
@@ -91,11 +98,12 @@ def real_report(ckpt, windows) -> dict:
     if not windows.labels:
         return out
     normaliser = Normaliser(ckpt.mean, ckpt.std)
+    copies = checkpoint_views(ckpt, views)
     names = np.array(windows.labels)
     backwards = np.array([synthetic.REVERSED[name] for name in names])
     for direction, clips, truth in (('forwards', windows.clips, names),
                                     ('backwards', windows.clips[:, ::-1], backwards)):
-        predicted = predict(ckpt.model, np.ascontiguousarray(clips), normaliser)
+        predicted = predict(ckpt.model, np.ascontiguousarray(clips), normaliser, views=copies)
         labels = np.array([classes.index(name) for name in truth])
         correct = predicted == labels
         moving = np.char.startswith(truth.astype(str), 'moving_')
@@ -144,21 +152,23 @@ def load_generator(path: Path):
 
 
 def independent_report(ckpt, generator, clips: int, seed: int, clip_fps: float,
-                       height: int = 120, width: int = 160) -> dict:
+                       height: int = 120, width: int = 160, views: str = 'all') -> dict:
     """Score a motion checkpoint on clips of an independent generator, as the node sees them.
 
     The clips are rendered at the clip rate (what the node samples from a faster camera), at
     the camera's size, and centre-cropped and resized as the node does. Returns accuracy,
-    reversal, the confusion matrix and accuracy by speed, growth and object size.
+    reversal, the confusion matrix and accuracy by speed, growth and object size. `views` as
+    in `real_report`.
     """
     cfg = ckpt.config
     normaliser = Normaliser(ckpt.mean, ckpt.std)
+    copies = checkpoint_views(ckpt, views)
     data, names, params = generator.make_set(seed, clips, frames=cfg.num_frames, fps=clip_fps,
                                              height=height, width=width, return_params=True)
     data = np.stack([[resize_and_crop(frame, cfg.img_size) for frame in clip]
                      for clip in data])
     labels = np.array([list(ckpt.labels).index(name) for name in names])
-    predicted = predict(ckpt.model, data, normaliser)
+    predicted = predict(ckpt.model, data, normaliser, views=copies)
     correct = predicted == labels
     translating = np.array([name.startswith('moving_') for name in names])
     scaling = np.array([name in ('approaching', 'receding') for name in names])
@@ -170,7 +180,7 @@ def independent_report(ckpt, generator, clips: int, seed: int, clip_fps: float,
         'seed': seed, 'camera': f'{width}x{height}', 'clip_fps': clip_fps,
         'accuracy': round(float(correct.mean()), 4),
         'reversal': round(reversal_rate(ckpt.model, data, labels, normaliser,
-                                        tuple(ckpt.labels)), 4),
+                                        tuple(ckpt.labels), copies), 4),
         'confusion': {'labels': list(ckpt.labels),
                       'matrix': confusion(labels, predicted, len(ckpt.labels))},
         'by_speed_short_sides_per_s': binned(speed[translating], correct[translating],

@@ -48,6 +48,7 @@ from .quality import (accuracy, confusion, independent_report, load_generator, p
                       real_report, reversal_rate)
 from .rates import rate_problem
 from .scene_quality import scene_report
+from .views import checkpoint_views, combine
 
 LOGGER = logging.getLogger(__name__)
 
@@ -397,54 +398,56 @@ def _save(config: TrainConfig, model: TimeSformer, classes: list, mean, std,
 def report(checkpoint: Path, clips: int = 2100, seed: int = REPORT_SEED,
            independent: Optional[Path] = None, independent_clips: int = 700,
            real: Optional[Path] = None, scenes: Optional[Path] = None,
-           scene_count: int = 6) -> dict:
+           scene_count: int = 6, views: str = 'all') -> dict:
     """Measure a motion checkpoint on held-out synthetic clips and an independent generator.
 
     Synthetic: accuracy, reversal, confusion matrix and held-out styles, at the checkpoint's
     clip rate; the generator (`independent`, a file): `quality.independent_report`; real
     footage (`real`, the footage folder): `quality.real_report` on the validation windows of
     `footage_labels`; continuous scenes (`scenes`, a scene writer's file):
-    `scene_quality.scene_report`; and CPU time per window at batch 1 on one thread.
+    `scene_quality.scene_report`; and CPU time per window at batch 1 on one thread. `views`: the
+    test-time views of the clip figures and the time (the node's `test_time_views`).
     """
     ckpt = load_checkpoint(checkpoint)
     model, cfg = ckpt.model, ckpt.config
     normaliser = Normaliser(ckpt.mean, ckpt.std)
     clip_fps = ckpt.clip_fps or DEFAULT_CLIP_FPS
+    copies = checkpoint_views(ckpt, views)
     results = {'checkpoint': str(checkpoint), 'attention_type': cfg.attention_type,
-               'clip_fps': ckpt.clip_fps}
+               'clip_fps': ckpt.clip_fps, 'test_time_views': 1 + len(copies)}
     data, labels = synthetic.make_dataset(seed, clips, cfg.img_size, cfg.num_frames,
                                           synthetic.TRAIN_STYLE, fps=clip_rates(clip_fps))
-    predicted = predict(model, data, normaliser)
+    predicted = predict(model, data, normaliser, views=copies)
     results['accuracy'] = round(float((predicted == labels).mean()), 4)
-    results['reversal'] = round(reversal_rate(model, data, labels, normaliser), 4)
+    results['reversal'] = round(reversal_rate(model, data, labels, normaliser, views=copies), 4)
     results['confusion'] = {'labels': list(ckpt.labels),
                             'matrix': confusion(labels, predicted, len(ckpt.labels))}
     for name, style in (('held_out_background_clutter', synthetic.HELD_OUT_BACKGROUND),
                         ('held_out_noise_0.06_0.08', synthetic.HELD_OUT_NOISE)):
         d, lab = synthetic.make_dataset(seed + 1, clips // 3, cfg.img_size, cfg.num_frames,
                                         style, fps=clip_rates(clip_fps))
-        results[name] = round(accuracy(model, d, lab, normaliser), 4)
+        results[name] = round(accuracy(model, d, lab, normaliser, copies), 4)
     results['clips'] = clips
     if independent is not None:
         generator = load_generator(independent)
         results['independent'] = independent_report(
-            ckpt, generator, independent_clips, seed, clip_fps)
+            ckpt, generator, independent_clips, seed, clip_fps, views=views)
     if scenes is not None:
         results['continuous_scenes'] = scene_report(
             str(checkpoint), load_generator(scenes).write_scene, scene_count, seed)
     if real is not None:
         results['real_footage'] = real_report(ckpt, validation_windows(
-            cfg.num_frames, clip_fps, cfg.img_size, folder=real))
+            cfg.num_frames, clip_fps, cfg.img_size, folder=real), views)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     one = normaliser(torch.from_numpy(data[:1]))
     with torch.inference_mode():
         for _ in range(5):
-            model(one)
+            combine(model, one, model(one), copies)
         times = []
         for _ in range(50):
             start = time.perf_counter()
-            model(one)
+            combine(model, one, model(one), copies)
             times.append(time.perf_counter() - start)
     torch.set_num_threads(threads)
     results['cpu_ms_per_window_p50_one_thread'] = round(float(np.median(times)) * 1000, 2)
@@ -541,6 +544,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      help='also score labelled windows of real footage (the validation parts, '
                           f'README "Real footage"); DIR default {footage_dir()}, installed by '
                           '`make footage`')
+    rep.add_argument('--views', default='all', help='test-time views, as the node\'s '
+                     'test_time_views: all (default), none or a list such as hflip,reverse')
     rep.add_argument('--json', type=Path, help='also write the figures to this file')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
@@ -579,7 +584,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         results = report(args.checkpoint, args.clips, independent=args.independent,
                          independent_clips=args.independent_clips, real=args.real,
-                         scenes=args.scenes, scene_count=args.scene_count)
+                         scenes=args.scenes, scene_count=args.scene_count, views=args.views)
     except (FootageError, ValueError, FileNotFoundError) as exc:
         print(f'timesformer_train: error: {brief(exc, with_type=False)}', file=sys.stderr)
         return 2

@@ -93,6 +93,13 @@ def select(value: str, symmetries: dict, origin: str) -> list:
     return views
 
 
+def checkpoint_views(checkpoint, value: str = 'all') -> list:
+    """Return the views of `value` for a loaded checkpoint (`select`), its symmetries checked."""
+    origin = checkpoint.path or checkpoint.source or 'the checkpoint'
+    declared = check_symmetries(checkpoint.extra.get(KEY), checkpoint.config.num_classes, origin)
+    return select(value, declared, origin)
+
+
 def transform(video: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
     """Return a (B, T, C, H, W) clip mirrored and/or reversed as `names` say."""
     return video.flip([_AXES[n] for n in names])
