@@ -82,8 +82,8 @@ def main() -> int:
                              'half of those with a real mover, as train --real-footage')
     parser.add_argument('--no-ablation', action='store_true',
                         help='only the world with all its parts')
-    parser.add_argument('--views', default='all', help="test-time views, as the node's "
-                        'test_time_views: all (default), none or a list such as hflip,reverse')
+    parser.add_argument('--views', default='mirrors', help="test-time views, as the node's "
+                        'test_time_views: mirrors (default), all, none or a list: hflip,reverse')
     args = parser.parse_args()
     ckpt = load_checkpoint(args.checkpoint or embedded_checkpoint())
     views = checkpoint_views(ckpt, args.views)

@@ -116,7 +116,7 @@ class Engine(ClipInference):
 
     def __init__(self, checkpoint: Union[str, Checkpoint], device: str = 'auto',
                  dtype: str = 'auto', compile: bool = False, warmup: bool = True,
-                 max_batch: int = 8, views: str = 'all'):
+                 max_batch: int = 8, views: str = 'mirrors'):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) \
@@ -225,4 +225,4 @@ def engine_from_values(values: dict, max_batch: int = 1, logger=LOGGER):
         logger.info('device auto: no CUDA GPU available, running on the CPU')
     return Engine(checkpoint, device=values['device'], dtype=values['dtype'],
                   compile=values['compile'], max_batch=max_batch,
-                  views=values.get('test_time_views', 'all'))
+                  views=values.get('test_time_views', 'mirrors'))

@@ -123,19 +123,21 @@ def provider_problem(names) -> Optional[str]:
 
 # The transformations a checkpoint may declare label-safe (`views`), by name.
 SYMMETRIES = ('hflip', 'vflip', 'reverse')
+# test_time_views by word: the mirrors (hflip, vflip), every symmetry, or the window alone.
+VIEWS_WORDS = ('mirrors', 'all', 'none')
 
 
 def views_problem(value) -> Optional[str]:
     """Return what is wrong with a `test_time_views` value, or None."""
     if not isinstance(value, str):
         return f'must be a string, got {value!r}'
-    if value in ('all', 'none'):
+    if value in VIEWS_WORDS:
         return None
     names = [n.strip() for n in value.split(',')]
     bad = [n for n in names if n not in SYMMETRIES]
     if bad or len(set(names)) != len(names):
-        return (f"must be all, none or a comma list of {'/'.join(SYMMETRIES)} (each once), "
-                f'got {value!r}')
+        return (f"must be {', '.join(VIEWS_WORDS)} or a comma list of {'/'.join(SYMMETRIES)} "
+                f'(each once), got {value!r}')
     return None
 
 
@@ -151,12 +153,13 @@ PARAMETERS = (
     Param('dtype', 'auto', 'auto (bfloat16 on a GPU, float32 on the CPU), float32, bfloat16 or '
           'float16.', choices=('auto', 'float32', 'bfloat16', 'float16')),
     Param('compile', False, 'torch.compile the model (CUDA graphs on a GPU); slower start.'),
-    Param('test_time_views', 'all', 'Also score mirrored and time-reversed copies of each '
-          'window, the transformations the checkpoint declares label-safe (its symmetries: the '
-          'embedded model declares hflip, vflip and reverse), and average them: all (every '
-          'combination; 8 clips for the embedded model, one batch), none (the window alone) or '
-          "a comma list such as hflip,reverse. A checkpoint declaring none runs the window "
-          'alone.', validate=views_problem),
+    Param('test_time_views', 'mirrors', 'Also score copies of each window that the checkpoint '
+          'declares label-safe (its symmetries: the embedded model declares hflip, vflip and '
+          'reverse) and average them: mirrors (every combination of hflip and vflip; 4 clips, '
+          'one batch), all (with reverse too: 8 clips; a reversed copy of a window across a '
+          'change reads the older motion, so onsets come later), none (the window alone) or a '
+          'comma list such as hflip,reverse. A checkpoint declaring none runs the window alone.',
+          validate=views_problem),
     Param('providers', ['tensorrt', 'cuda', 'cpu'], 'ONNX Runtime execution providers for an '
           '.onnx checkpoint, in order of preference: tensorrt, cuda, cpu or a full ONNX Runtime '
           'name (OpenVINOExecutionProvider). Those this onnxruntime lacks are left out; the '

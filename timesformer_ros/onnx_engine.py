@@ -390,7 +390,7 @@ class OnnxEngine(ClipInference):
     def __init__(self, path, providers: Sequence[str] = DEFAULT_PROVIDERS,
                  trt_cache_dir: str = '', fp16: bool = False, labels=None,
                  warmup: bool = True, max_batch: int = 8, threads: int = 0, device_id: int = 0,
-                 logger=LOGGER, views: str = 'all'):
+                 logger=LOGGER, views: str = 'mirrors'):
         ort = runtime('onnxruntime', path)
         self.checkpoint = check_onnx(path, labels)
         self.path = Path(path)
@@ -451,7 +451,7 @@ class OnnxEngine(ClipInference):
                    trt_cache_dir=values.get('trt_cache_dir', ''),
                    fp16=values.get('fp16', False), labels=labels, max_batch=max_batch,
                    device_id=int(device.split(':')[1]) if ':' in device else 0, logger=logger,
-                   views=values.get('test_time_views', 'all'))
+                   views=values.get('test_time_views', 'mirrors'))
 
     def _provider_options(self, name: str, cache_root: str) -> dict:
         if name == PROVIDERS['tensorrt']:

@@ -79,7 +79,7 @@ def binned(values: np.ndarray, correct: np.ndarray, edges: Sequence[float]) -> d
     return out
 
 
-def real_report(ckpt, windows, views: str = 'all') -> dict:
+def real_report(ckpt, windows, views: str = 'mirrors') -> dict:
     """Score a motion checkpoint on labelled real-footage windows (`footage_labels.Windows`).
 
     Forwards, and played backwards (the frames reversed, the label swapped by
@@ -152,7 +152,7 @@ def load_generator(path: Path):
 
 
 def independent_report(ckpt, generator, clips: int, seed: int, clip_fps: float,
-                       height: int = 120, width: int = 160, views: str = 'all') -> dict:
+                       height: int = 120, width: int = 160, views: str = 'mirrors') -> dict:
     """Score a motion checkpoint on clips of an independent generator, as the node sees them.
 
     The clips are rendered at the clip rate (what the node samples from a faster camera), at

@@ -398,7 +398,7 @@ def _save(config: TrainConfig, model: TimeSformer, classes: list, mean, std,
 def report(checkpoint: Path, clips: int = 2100, seed: int = REPORT_SEED,
            independent: Optional[Path] = None, independent_clips: int = 700,
            real: Optional[Path] = None, scenes: Optional[Path] = None,
-           scene_count: int = 6, views: str = 'all') -> dict:
+           scene_count: int = 6, views: str = 'mirrors') -> dict:
     """Measure a motion checkpoint on held-out synthetic clips and an independent generator.
 
     Synthetic: accuracy, reversal, confusion matrix and held-out styles, at the checkpoint's
@@ -544,8 +544,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      help='also score labelled windows of real footage (the validation parts, '
                           f'README "Real footage"); DIR default {footage_dir()}, installed by '
                           '`make footage`')
-    rep.add_argument('--views', default='all', help='test-time views, as the node\'s '
-                     'test_time_views: all (default), none or a list such as hflip,reverse')
+    rep.add_argument('--views', default='mirrors', help='test-time views, as the node\'s '
+                     'test_time_views: mirrors (default), all, none or a list: hflip,reverse')
     rep.add_argument('--json', type=Path, help='also write the figures to this file')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')

@@ -27,6 +27,7 @@ from .checkpoints.base import CheckpointError
 from .interface import SYMMETRIES, views_problem
 
 KEY = 'symmetries'                                  # the checkpoint description's key
+MIRRORS = ('hflip', 'vflip')                        # the symmetries that keep time's order
 _AXES = {'hflip': -1, 'vflip': -2, 'reverse': 1}    # of a (B, T, C, H, W) clip
 
 
@@ -68,15 +69,17 @@ def carried(symmetries: dict, labels: Sequence[str], classes: Sequence[str]) -> 
 def select(value: str, symmetries: dict, origin: str) -> list:
     """Return the extra views of a `test_time_views` value: [(names, permutation)].
 
-    'all': every non-empty combination of the declared symmetries; 'none': no extra view; a
-    list: the combinations of those named, each of which the checkpoint must declare.
+    'mirrors': every combination of the declared mirrors (hflip, vflip); 'all': of every
+    declared symmetry; 'none': no extra view; a list: the combinations of those named, each of
+    which the checkpoint must declare.
     """
     problem = views_problem(value)
     if problem:
         raise ValueError(f'test_time_views {problem}')
     if value == 'none':
         return []
-    chosen = list(symmetries) if value == 'all' else [n.strip() for n in value.split(',')]
+    words = {'all': list(symmetries), 'mirrors': [n for n in MIRRORS if n in symmetries]}
+    chosen = words[value] if value in words else [n.strip() for n in value.split(',')]
     missing = [n for n in chosen if n not in symmetries]
     if missing:
         declared = ', '.join(symmetries) or 'none'
@@ -93,7 +96,7 @@ def select(value: str, symmetries: dict, origin: str) -> list:
     return views
 
 
-def checkpoint_views(checkpoint, value: str = 'all') -> list:
+def checkpoint_views(checkpoint, value: str = 'mirrors') -> list:
     """Return the views of `value` for a loaded checkpoint (`select`), its symmetries checked."""
     origin = checkpoint.path or checkpoint.source or 'the checkpoint'
     declared = check_symmetries(checkpoint.extra.get(KEY), checkpoint.config.num_classes, origin)
