@@ -19,12 +19,11 @@ from timesformer_ros.train import main
 DATA = REPO / 'test' / 'data' / 'footage'
 EXCERPT = DATA / 'vtest_validation.avi'
 EMBEDDED = REPO / 'timesformer_ros' / 'data' / 'motion.json'
-# The excerpt cut at the embedded model's rate (7.5 fps) gives 29 windows. Measured 2026-12-05
-# with the shipped motion.json (the 60 px model fine-tuned on slower motion; the twelfth stage,
-# the mean of two fine-tunes): 28 of 29 right forwards and 29 played backwards (the eleventh
-# stage 27 and 28, the ninth and seventh 26 and 27); the 60 px model before them 25 and 26, the
-# 48 px model 26 and 26; the 10 fps model (31 windows) 24 and 22 of 31. The floors are five and
-# six below.
+# The excerpt cut at the embedded model's rate (7.5 fps) gives 29 windows. Measured 2026-12-05 with
+# the shipped motion.json (the thirteenth stage, with the default test-time views): 27 of 29 right
+# forwards and 28 played backwards (the twelfth stage 28 and 29, the eleventh 27 and 28, the ninth
+# and seventh 26 and 27); the 60 px model before them 25 and 26, the 48 px model 26 and 26; the 10
+# fps model (31 windows) 24 and 22 of 31. The floors are four and five below.
 REAL_WINDOWS = 29
 REAL_FLOOR = {'forwards': 23 / 29 - 1e-9, 'backwards': 23 / 29 - 1e-9}
 

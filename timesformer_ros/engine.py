@@ -21,9 +21,9 @@ from .checkpoints import Checkpoint, default_labels, embedded_checkpoint, load_c
 from .frames import Preprocessor
 from .locate import Locator
 from .model import TimeSformer, preset
-from .views import checkpoint_views, combine
 from .predictions import (  # noqa: F401 - re-exported: the package imports them from here
     ClipInference, EngineError, Prediction, predictions, stack_clips)
+from .views import checkpoint_views, combine
 
 LOGGER = logging.getLogger(__name__)
 

@@ -48,8 +48,8 @@ from .errors import brief
 from .frames import Preprocessor
 from .interface import PROVIDERS, provider_problem
 from .locate import motion_boxes
-from .views import KEY as SYMMETRIES_KEY, check_symmetries, combine, select
 from .model import TimeSformerConfig
+from .views import KEY as SYMMETRIES_KEY, check_symmetries, combine, select
 
 LOGGER = logging.getLogger(__name__)
 

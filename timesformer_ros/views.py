@@ -1,4 +1,4 @@
-"""Test-time views: the mirrored and time-reversed copies of a window, scored with it.
+"""Test-time views: the mirrored (and time-reversed) copies of a window, scored with it.
 
 A checkpoint may declare under `symmetries` which transformations of a clip map each class
 onto a known class: {'hflip': [...], 'vflip': [...], 'reverse': [...]}, each list giving, for
@@ -9,11 +9,14 @@ each motion with its reverse. Its training drew exactly these transformations as
 (`train.augment`), so each copy is a clip the model knows.
 
 The engine (`test_time_views`) runs the window and every combination of the symmetries chosen
-(up to 8 clips in all, one batch) and averages their log-probabilities, each copy's put back in
-the window's class order: the scores are the normalised geometric mean of the copies'. One
-model read 8 ways disagrees with itself less than it errs, which is why this gains most where a
-single reading is least sure (slow motion, slow growth). The attention summaries and the region
-come from the window as it is.
+as one batch (by default the mirrors: 4 clips; with the reversal 8) and averages their
+log-probabilities, each copy's put back in the window's class order: the scores are the
+normalised geometric mean of the copies', and follow a mirror of the input exactly. A model
+read several ways disagrees with itself less than it errs, so this gains most where one reading
+is least sure (slow motion, slow growth). The reversal is not in the default: a window across a
+change of motion, played backwards, shows the older motion last, and a model that labels a
+window by its newest phase then reads the past. The attention summaries and the region come
+from the window as it is.
 """
 
 from __future__ import annotations
