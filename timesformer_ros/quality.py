@@ -86,7 +86,7 @@ def real_report(ckpt, windows, views: str = 'mirrors') -> dict:
     `synthetic.REVERSED`: left/right, up/down, approaching/receding; static stays): accuracy,
     accuracy by class, the confusion matrix, and accuracy by speed (moving windows), growth
     (approaching, receding) and object size; with the windows excluded by the labelling rule.
-    `views`: the test-time views, as the node's `test_time_views` (all: the node's default).
+    `views`: the test-time views, as the node's `test_time_views` (mirrors, its default).
     """
     classes = list(ckpt.labels)
     unknown = sorted(set(windows.labels) - set(classes))

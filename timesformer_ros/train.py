@@ -48,7 +48,7 @@ from .quality import (accuracy, confusion, independent_report, load_generator, p
                       real_report, reversal_rate)
 from .rates import rate_problem
 from .scene_quality import scene_report
-from .views import checkpoint_views, combine
+from .views import KEY as SYMMETRIES_KEY, checkpoint_views, combine
 
 LOGGER = logging.getLogger(__name__)
 
@@ -381,7 +381,7 @@ def _save(config: TrainConfig, model: TimeSformer, classes: list, mean, std,
     save_checkpoint(
         config.out, model, classes, mean, std, clip_fps=clip_fps,
         source=f'timesformer_train ({config.data or "synthetic motion"})',
-        **({} if config.data else {'symmetries': MOTION_SYMMETRIES}),
+        **({} if config.data else {SYMMETRIES_KEY: MOTION_SYMMETRIES}),
         training={'command': config.command, 'steps': steps, 'of_steps': config.steps,
                   'batch_size': config.batch_size, 'lr': config.lr,
                   'weight_decay': config.weight_decay, 'seed': config.seed,
