@@ -210,13 +210,13 @@ PARAMETERS = (
           read_only=False, low=0.01, high=60.0),
     Param('vote_windows', 5, 'Windows in the vote smoothing.', read_only=False, low=1,
           high=1000),
-    Param('enter_threshold', 0.5, 'An action becomes active when its smoothed score stays at '
+    Param('enter_threshold', 0.6, 'An action becomes active when its smoothed score stays at '
           'or above this for min_duration_s.', read_only=False, low=0.0, high=1.0),
-    Param('exit_threshold', 0.3, 'An active action ends when its smoothed score stays below '
+    Param('exit_threshold', 0.4, 'An active action ends when its smoothed score stays below '
           'this for min_gap_s (<= enter_threshold).', read_only=False, low=0.0, high=1.0),
-    Param('min_duration_s', 0.35, 'Stamp time an action must hold enter_threshold before it '
+    Param('min_duration_s', 0.25, 'Stamp time an action must hold enter_threshold before it '
           'starts.', read_only=False, low=0.0, high=3600.0),
-    Param('min_gap_s', 0.35, 'Stamp time below exit_threshold that ends an action; shorter '
+    Param('min_gap_s', 0.65, 'Stamp time below exit_threshold that ends an action; shorter '
           'dips join.', read_only=False, low=0.0, high=3600.0),
     Param('input_timeout_s', 5.0, 'Input watchdog: diagnostics turn WARN, naming the input '
           'topic, and active actions end, when no frame has arrived for this long (steady '
