@@ -167,7 +167,7 @@ def test_late_subscribers_get_the_active_actions_and_bad_thresholds_are_refused(
     timeouts = [e for e in events if e['event'] == 'end' and e['reason'] == 'input_timeout']
     assert {e['id'] for e in timeouts} == set(started)
 
-    (result,) = set_parameters(ros, exit_threshold=0.9)          # above enter (0.5)
+    (result,) = set_parameters(ros, exit_threshold=0.9)          # above enter (0.6)
     assert not result.successful and 'exit_threshold' in result.reason
     assert all(r.successful for r in set_parameters(ros, enter_threshold=0.95,
                                                     exit_threshold=0.9))
