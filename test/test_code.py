@@ -25,7 +25,8 @@ LAYERS = {
     'base': {'errors', 'progress', 'signals', 'digests', 'rates'},
     'model': {'model', 'checkpoints'},
     'runtime': {'interface', 'messages', 'frames', 'clips', 'engine', 'pipeline', 'segments',
-                'outputs', 'synthetic', 'diagnostics', 'onnx_engine', 'predictions', 'locate'},
+                'outputs', 'synthetic', 'diagnostics', 'onnx_engine', 'predictions', 'locate',
+                'views'},
     'ros': {'node', 'camera', 'spin', 'entry'},
     'tools': {'bags', 'fleet', 'cluster', 'clip_folder', 'train', 'train_locator', 'average',
               'finetune', 'finetune_ray', 'world', 'camera_world', 'camera_effects', 'demo',
@@ -213,7 +214,7 @@ def test_tools_import_without_rclpy():
     modules = ['bags', 'bags.cli', 'fleet', 'train', 'average', 'demo', 'bench', 'convert',
                'interface', 'messages', 'outputs', 'pipeline', 'engine', 'segments',
                'checkpoints', 'model', 'synthetic', 'errors', 'progress', 'onnx_engine', 'export',
-               'digests', 'locate']
+               'digests', 'locate', 'views']
     code = f'''
 import importlib.abc, sys
 class Hide(importlib.abc.MetaPathFinder):

@@ -84,8 +84,11 @@ def test_outputs_and_predictions_equal_pytorch_at_batch_1_and_3(exported, name):
 
 
 def test_the_symmetries_travel_so_the_file_scores_the_same_test_time_views(exported):
-    """The embedded model's copies: 4 clips by default, as the PyTorch engine (the test above
-    compares their probabilities); a file without them, or with views none, runs it alone."""
+    """The embedded model's copies: 4 clips by default, as the PyTorch engine.
+
+    The test above compares their probabilities; a file without symmetries, or with views
+    none, runs the window alone.
+    """
     path, onnx_path = exported['embedded']
     assert check_onnx(onnx_path).symmetries == load_checkpoint(path).extra['symmetries']
     engine = OnnxEngine(onnx_path, providers=['cpu'], warmup=False, max_batch=3)

@@ -24,7 +24,7 @@ TOL = 1e-5
 
 
 def swapped(label: str, names) -> str:
-    """The class a clip of `label` shows after the transformations `names`."""
+    """Return the class a clip of `label` shows after the transformations `names`."""
     for name in names:
         pairs = {**SWAPS[name], **{b: a for a, b in SWAPS[name].items()}}
         label = pairs.get(label, label)

@@ -512,7 +512,7 @@ class OnnxEngine(ClipInference):
         return predictions(logits, spatial, temporal, self.labels, started, regions)
 
     def _logits(self, video: torch.Tensor) -> torch.Tensor:
-        """The file's logits of a batch of any size, run `max_batch` windows at a time."""
+        """Return the file's logits of a batch of any size, run `max_batch` windows at a time."""
         video = video.detach().to('cpu', torch.float32)
         return torch.cat([torch.from_numpy(self.session.run(['logits'], {
             INPUT: video[i:i + self.max_batch].contiguous().numpy()})[0])
