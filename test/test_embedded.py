@@ -189,7 +189,7 @@ def test_demo_short_run_scores_well_above_chance(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((tmp_path / 'summary.json').read_text())
     assert summary['clean_windows'] >= 20, summary
-    assert summary['accuracy'] >= 0.65, summary      # 0.82 (61 clean windows) on 2026-12-05
+    assert summary['accuracy'] >= 0.65, summary      # 0.75 (77 clean windows) on 2026-12-05
     assert summary['chance'] == pytest.approx(1 / 7)  # from ~/label_info: 7 classes
     # Bounded memory: only the newest frames are kept for the picture, not all 360.
     assert summary['frames_kept'] <= 120 < summary['frames_received'], summary

@@ -35,12 +35,12 @@ def test_a_60s_stream_gives_ordered_events_at_about_the_offline_quality(ros, sta
     """The live chain (camera, DDS, sampling, decoder, events) on a 60 s synthetic stream.
 
     Offline, `timesformer_bag evaluate` of `record-synthetic --seed 2 --seconds 60` (160x120) reads
-    its 36 true segments with a segmental F1@0.1 of 0.740 (37 predicted, 10 false, with the default
-    test-time views; the twelfth stage 0.747, the eleventh 0.761, the ninth 0.704, the seventh
-    0.657, the 60 px model 0.688, the 10 fps model before the 7.5 fps ones 0.838). The embedded
-    model's 0.93 s windows (7.5 fps) straddle most of the stream's 0.8-2.5 s segments, and the
-    shortest are not announced at all (README, "The embedded motion model"). Live, the same stream
-    must give events in order on real frames and about the offline quality.
+    its 36 true segments with a segmental F1@0.1 of 0.737 (40 predicted, 12 false, with the default
+    test-time views and decoder; the twelfth stage 0.747, the eleventh 0.761, the ninth 0.704, the
+    seventh 0.657, the 60 px model 0.688, the 10 fps model before the 7.5 fps ones 0.838). The
+    embedded model's 0.93 s windows (7.5 fps) straddle most of the stream's 0.8-2.5 s segments, and
+    the shortest are not announced at all (README, "The embedded motion model"). Live, the same
+    stream must give events in order on real frames and about the offline quality.
 
     Live runs gave 0.60 to 0.73 (0.586 once in CI) while `min_duration_s` was 0.4 s, exactly
     three 7.5 fps window steps: the camera's jittered stamps decided whether three or four were
@@ -106,8 +106,8 @@ def test_a_60s_stream_gives_ordered_events_at_about_the_offline_quality(ros, sta
     assert ns(results[0]['window']['start']) == min(frames), results[0]
     metrics = segment_metrics(from_events(events, open_until=2 ** 62), runs(sorted(truth)))
     assert metrics['true_segments'] == 36, metrics
-    assert metrics['f1@0.1'] >= 0.6, metrics         # 0.740 live and offline
-    assert metrics['false_segments'] <= 14, metrics  # 10 live and offline
+    assert metrics['f1@0.1'] >= 0.6, metrics         # 0.737 live and offline
+    assert metrics['false_segments'] <= 14, metrics  # 12 live and offline
 
     # The raw per-window top-1 flickers; the stable label does not.
     raw = [r['results'][0]['class_name'] for r in results]

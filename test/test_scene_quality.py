@@ -16,12 +16,12 @@ from timesformer_ros.train import main
 EMBEDDED = REPO / 'timesformer_ros' / 'data' / 'motion.json'
 WRITER = REPO / 'test' / 'independent_bags.py'
 # Measured 2026-12-05 with the shipped motion.json (the thirteenth stage, with the default
-# test-time views) on these two scenes: 82.1% of the 536 windows inside one phase, segments
-# F1@0.5 0.742 (the same model without the views 80.2% and 0.722; the twelfth stage 82.1% and
-# 0.788, the eleventh 82.5% and 0.765, the ninth 83.4%
-# and 0.746, the seventh 83.8% and 0.741); the 60 px model before it 83.2% and 0.679 (52 true,
-# 60 decoded), the 48 px model 80.2% and 0.679, the 10 fps model 73.6% of 836 and 0.654. Each
-# floor is a little below its figure: about 7 points, and 0.19 of F1.
+# test-time views and decoder defaults) on these two scenes: 82.1% of the 536 windows inside one
+# phase, segments F1@0.5 0.720 (the earlier decoder defaults 0.742; the same model without the
+# views 80.2% and 0.722; the twelfth stage 82.1% and 0.788, the eleventh 82.5% and 0.765, the ninth
+# 83.4% and 0.746, the seventh 83.8% and 0.741); the 60 px model before it 83.2% and 0.679 (52
+# true, 60 decoded), the 48 px model 80.2% and 0.679, the 10 fps model 73.6% of 836 and 0.654. Each
+# floor is a little below its figure: about 7 points, and 0.12 of F1.
 FLOORS = {'inside': 0.75, 'f1@0.5': 0.60}
 
 
