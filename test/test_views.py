@@ -11,9 +11,11 @@ from timesformer_ros.checkpoints import (
 from timesformer_ros.engine import Engine, engine_from_values
 from timesformer_ros.interface import PARAMETERS, defaults
 from timesformer_ros.model import TimeSformer, preset
-from timesformer_ros.train import MOTION_SYMMETRIES
+from timesformer_ros.train import MOTION_SYMMETRIES, main as train_main
 from timesformer_ros.frames import Normaliser
-from timesformer_ros.quality import predict
+from timesformer_ros.export import main as export_main
+from timesformer_ros.finetune import BagTraining, starting_point
+from timesformer_ros.quality import predict, reversal_rate
 from timesformer_ros.views import carried, checkpoint_views, select
 
 # The motion classes' swaps by name, written apart from train.py's index tables.
@@ -156,6 +158,9 @@ def test_a_checkpoint_without_symmetries_runs_the_window_alone(tmp_path):
     ({'hflip': [0, 0, 2]}, 'symmetries hflip must list each of the 3 class indices once'),
     ({'hflip': [0, 1]}, 'symmetries hflip must list each of the 3 class indices once'),
     ({'hflip': [0, 1, 2.0]}, 'symmetries hflip must list each of the 3 class indices once'),
+    ({'hflip': [1, 2, 0]}, 'symmetries hflip must undo itself'),
+    ({'hflip': [1, 0, 2], 'vflip': [0, 2, 1]}, 'symmetries vflip and hflip must commute'),
+    ({'x' * 5000: [0, 1, 2]}, "symmetries names 'x{40}'; known"),
 ])
 def test_malformed_symmetries_are_refused_naming_the_file(tmp_path, symmetries, message):
     torch.manual_seed(0)
@@ -165,6 +170,34 @@ def test_malformed_symmetries_are_refused_naming_the_file(tmp_path, symmetries, 
     path.write_text(json.dumps({**meta, 'symmetries': symmetries}))
     with pytest.raises(CheckpointError, match=f'bad.json: {message}'):
         Engine(str(path), device='cpu', warmup=False)
+    # Every tool that reads or passes them on refuses them the same way: a fine-tune's start,
+    # an average, an export (one line, exit 2).
+    with pytest.raises(CheckpointError, match=f'bad.json: {message}'):
+        starting_point(BagTraining(bags=[], topic='/image', truth='t', out=tmp_path / 'o',
+                                   init=path))
+    assert train_main(['average', str(tmp_path / 'soup'), str(path), str(path)]) == 2
+    assert export_main([str(path), '--out', str(tmp_path / 'bad.onnx'), '--no-verify']) == 2
+
+
+def test_the_views_value_may_carry_spaces(embedded):
+    param = next(p for p in PARAMETERS if p.name == 'test_time_views')
+    assert param.check(' none') is None and param.check('mirrors ') is None
+    assert len(select(' mirrors ', MOTION_SYMMETRIES, 'x')) == 3
+    assert select(' none', MOTION_SYMMETRIES, 'x') == []
+
+
+def test_figures_that_play_clips_backwards_leave_the_reversed_copies_out(embedded, clips):
+    """With them the reversal figure would hold by construction; `all` scores it as `mirrors`."""
+    cfg = embedded.config
+    rng = torch.Generator().manual_seed(8)
+    data = torch.randint(0, 256, (14, cfg.num_frames, cfg.img_size, cfg.img_size, 3),
+                         generator=rng, dtype=torch.uint8).numpy()
+    labels = torch.arange(14).remainder(7).numpy()
+    normaliser = Normaliser(embedded.mean, embedded.std)
+    every = reversal_rate(embedded.model, data, labels, normaliser, views=checkpoint_views(
+        embedded, 'all'))
+    assert every == reversal_rate(embedded.model, data, labels, normaliser,
+                                  views=checkpoint_views(embedded, 'mirrors'))
 
 
 def test_the_quality_figures_score_the_views_as_the_engine_does(embedded):

@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 
 from .checkpoints import (CheckpointError, load_checkpoint, own_format_files,
                           save_checkpoint)
-from .views import KEY as SYMMETRIES_KEY
+from .views import KEY as SYMMETRIES_KEY, check_symmetries
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ def average_checkpoints(paths: Sequence[Path], out: Path, command: str = '',
     total = {name: tensor.double() for name, tensor in first.model.state_dict().items()}
     parts = [{'checkpoint': str(paths[0]), 'source': first.source,
               'training': first.extra.get('training')}]
-    symmetries = [first.extra.get(SYMMETRIES_KEY)]
+    symmetries = [check_symmetries(first.extra.get(SYMMETRIES_KEY), first.config.num_classes,
+                                   str(paths[0]))]
     for path in paths[1:]:
         part = load_checkpoint(path)
         difference = _what_differs(first, part)
@@ -96,7 +97,8 @@ def average_checkpoints(paths: Sequence[Path], out: Path, command: str = '',
             total[name] += tensor.double()
         parts.append({'checkpoint': str(path), 'source': part.source,
                       'training': part.extra.get('training')})
-        symmetries.append(part.extra.get(SYMMETRIES_KEY))
+        symmetries.append(check_symmetries(part.extra.get(SYMMETRIES_KEY),
+                                           part.config.num_classes, str(path)))
         del part
     state = first.model.state_dict()
     first.model.load_state_dict({name: (total[name] / len(paths)).to(state[name].dtype)
@@ -109,12 +111,15 @@ def average_checkpoints(paths: Sequence[Path], out: Path, command: str = '',
     training = {'command': command,
                 **({'init': starts.pop()} if len(starts) == 1 and starts != {'None'} else {}),
                 'average_of': parts}
+    kept = symmetries[0] if all(s == symmetries[0] for s in symmetries) else {}
+    if any(symmetries) and not kept:
+        warn(f'the parts declare different {SYMMETRIES_KEY} (or some none): the average '
+             f'declares none, so the node scores each window alone')
     try:
         return save_checkpoint(out, first.model, first.labels, first.mean, first.std,
                                source='timesformer_train average', clip_fps=first.clip_fps,
                                training=training,
-                               **({SYMMETRIES_KEY: symmetries[0]} if symmetries[0] and all(
-                                   s == symmetries[0] for s in symmetries) else {}))
+                               **({SYMMETRIES_KEY: kept} if kept else {}))
     except (OSError, SafetensorError) as exc:
         where = getattr(exc, 'filename', None) or out
         raise CheckpointError(f'cannot write {where}: '

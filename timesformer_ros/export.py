@@ -36,7 +36,7 @@ from .digests import checkpoint_files, digest_of
 from .engine import EngineError, checkpoint_of, forward_with_summaries
 from .model import TimeSformer
 from .onnx_engine import INPUT, OPSET, OUTPUTS, metadata, runtime
-from .views import KEY as SYMMETRIES_KEY
+from .views import KEY as SYMMETRIES_KEY, check_symmetries
 
 LOGGER = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ def export_onnx(checkpoint: Checkpoint, out: Path, clip_fps: Optional[float] = N
     program.model.metadata_props.update(metadata(
         cfg, checkpoint.labels, checkpoint.mean, checkpoint.std, rate,
         checkpoint.source or checkpoint.path, source_sha256(checkpoint),
-        checkpoint.extra.get(SYMMETRIES_KEY)))
+        check_symmetries(checkpoint.extra.get(SYMMETRIES_KEY), cfg.num_classes,
+                         checkpoint.path or checkpoint.source or 'the checkpoint')))
     weights = sum(p.numel() * 4 for p in model.parameters())
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,7 @@ from .digests import digest
 from .frames import Normaliser
 from .interface import read_params_file
 from .progress import Progress
-from .views import KEY as SYMMETRIES_KEY, carried
+from .views import KEY as SYMMETRIES_KEY, carried, check_symmetries
 
 LOGGER = logging.getLogger(__name__)
 
@@ -146,7 +146,9 @@ def starting_point(run: BagTraining, classes: Optional[Sequence[str]] = None) ->
                       params['max_gap_s'])
     clip_fps = sampling.target_fps or (start.clip_fps if sampling.sample_every <= 1 else None)
     return Start(start.model, list(classes), tuple(start.mean), tuple(start.std), clip_fps,
-                 cutting, carried(start.extra.get(SYMMETRIES_KEY), start.labels, classes))
+                 cutting, carried(check_symmetries(start.extra.get(SYMMETRIES_KEY),
+                                                   len(start.labels), str(init)),
+                                  start.labels, classes))
 
 
 @dataclass

@@ -130,14 +130,14 @@ VIEWS_WORDS = ('mirrors', 'all', 'none')
 def views_problem(value) -> Optional[str]:
     """Return what is wrong with a `test_time_views` value, or None."""
     if not isinstance(value, str):
-        return f'must be a string, got {value!r}'
-    if value in VIEWS_WORDS:
+        return f'must be a string, got {value!r}'[:200]
+    if value.strip() in VIEWS_WORDS:
         return None
     names = [n.strip() for n in value.split(',')]
     bad = [n for n in names if n not in SYMMETRIES]
     if bad or len(set(names)) != len(names):
         return (f"must be {', '.join(VIEWS_WORDS)} or a comma list of {'/'.join(SYMMETRIES)} "
-                f'(each once), got {value!r}')
+                f'(each once), got {value[:80]!r}')
     return None
 
 
@@ -155,10 +155,11 @@ PARAMETERS = (
     Param('compile', False, 'torch.compile the model (CUDA graphs on a GPU); slower start.'),
     Param('test_time_views', 'mirrors', 'Also score copies of each window that the checkpoint '
           'declares label-safe (its symmetries: the embedded model declares hflip, vflip and '
-          'reverse) and average them: mirrors (every combination of hflip and vflip; 4 clips, '
-          'one batch), all (with reverse too: 8 clips; a reversed copy of a window across a '
-          'change reads the older motion, so onsets come later), none (the window alone) or a '
-          'comma list such as hflip,reverse. A checkpoint declaring none runs the window alone.',
+          'reverse) and average them: mirrors (every combination of hflip and vflip: the window '
+          'and 3 copies, the copies one batch), all (with reverse too: 7 copies; a reversed '
+          'copy of a window across a change reads the older motion, so onsets come later), none '
+          '(the window alone) or a comma list such as hflip,reverse (each named must be '
+          'declared). With mirrors or all, a checkpoint declaring none runs the window alone.',
           validate=views_problem),
     Param('providers', ['tensorrt', 'cuda', 'cpu'], 'ONNX Runtime execution providers for an '
           '.onnx checkpoint, in order of preference: tensorrt, cuda, cpu or a full ONNX Runtime '

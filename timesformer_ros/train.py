@@ -544,8 +544,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      help='also score labelled windows of real footage (the validation parts, '
                           f'README "Real footage"); DIR default {footage_dir()}, installed by '
                           '`make footage`')
-    rep.add_argument('--views', default='mirrors', help='test-time views, as the node\'s '
-                     'test_time_views: mirrors (default), all, none or a list: hflip,reverse')
+    rep.add_argument('--views', default='mirrors', help='test-time views of the clip figures: '
+                     'mirrors (default), all, none or a list (--scenes: the node\'s defaults)')
     rep.add_argument('--json', type=Path, help='also write the figures to this file')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')

@@ -6,17 +6,19 @@ class i, the class the transformed clip shows (a permutation of the class indice
 embedded motion model declares all three: mirroring left-right swaps moving_left and
 moving_right, top-bottom swaps moving_up and moving_down, and playing the clip backwards swaps
 each motion with its reverse. Its training drew exactly these transformations as augmentation
-(`train.augment`), so each copy is a clip the model knows.
+(`train.augment`), so each copy is a clip the model knows. A fine-tune on recordings keeps the
+symmetries that still hold for its classes (`carried`) but does not flip its clips, so there
+the copies are clips the starting model knew.
 
-The engine (`test_time_views`) runs the window and every combination of the symmetries chosen
-as one batch (by default the mirrors: 4 clips; with the reversal 8) and averages their
-log-probabilities, each copy's put back in the window's class order: the scores are the
-normalised geometric mean of the copies', and follow a mirror of the input exactly. A model
-read several ways disagrees with itself less than it errs, so this gains most where one reading
-is least sure (slow motion, slow growth). The reversal is not in the default: a window across a
-change of motion, played backwards, shows the older motion last, and a model that labels a
-window by its newest phase then reads the past. The attention summaries and the region come
-from the window as it is.
+The engine (`test_time_views`) runs the window and every combination of the symmetries chosen (the
+copies as one batch after the window; by default the 3 mirrors, with the reversal 7) and averages
+their log-probabilities, each copy's put back in the window's class order: the scores are the
+normalised geometric mean of the copies', and follow a mirror of the input exactly. A model read
+several ways disagrees with itself less than it errs, so this gains most where one reading is least
+sure (slow motion, slow growth). The reversal is not in the default: a window across a change of
+motion, played backwards, shows the older motion last, and a model that labels a window by its
+newest phase then reads the past. The attention summaries and the region come from the window as it
+is.
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ _AXES = {'hflip': -1, 'vflip': -2, 'reverse': 1}    # of a (B, T, C, H, W) clip
 
 
 def check_symmetries(value, num_classes: int, origin: str) -> dict:
-    """Return a checkpoint's `symmetries` ({name: permutation}) checked, or CheckpointError."""
+    """Return a checkpoint's `symmetries` ({name: permutation}) checked, or CheckpointError.
+
+    Each is a permutation of the class indices that undoes itself (a mirror or a reversal done
+    twice is the clip itself), and any two commute (the transformations do), so that the views'
+    scores follow a mirror or a reversal of the input exactly.
+    """
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -44,12 +51,20 @@ def check_symmetries(value, num_classes: int, origin: str) -> dict:
     checked = {}
     for name, perm in value.items():
         if name not in SYMMETRIES:
-            raise CheckpointError(f'{origin}: {KEY} names {name!r}; known: '
+            raise CheckpointError(f'{origin}: {KEY} names {str(name)[:40]!r}; known: '
                                   f'{", ".join(SYMMETRIES)}')
         if (not isinstance(perm, list) or not all(type(i) is int for i in perm)
                 or sorted(perm) != list(range(num_classes))):
             raise CheckpointError(f'{origin}: {KEY} {name} must list each of the {num_classes} '
                                   f'class indices once, got {str(perm)[:120]}')
+        if any(perm[perm[i]] != i for i in range(num_classes)):
+            raise CheckpointError(f'{origin}: {KEY} {name} must undo itself (swaps only: class '
+                                  f'i becomes perm[i] and perm[i] becomes i), got '
+                                  f'{str(perm)[:120]}')
+        for other, known in checked.items():
+            if any(perm[known[i]] != known[perm[i]] for i in range(num_classes)):
+                raise CheckpointError(f'{origin}: {KEY} {name} and {other} must commute, as '
+                                      f'the transformations do')
         checked[name] = perm
     return checked
 
@@ -79,6 +94,7 @@ def select(value: str, symmetries: dict, origin: str) -> list:
     problem = views_problem(value)
     if problem:
         raise ValueError(f'test_time_views {problem}')
+    value = value.strip()
     if value == 'none':
         return []
     words = {'all': list(symmetries), 'mirrors': [n for n in MIRRORS if n in symmetries]}
@@ -106,6 +122,15 @@ def checkpoint_views(checkpoint, value: str = 'mirrors') -> list:
     return select(value, declared, origin)
 
 
+def in_time_order(views: list) -> list:
+    """Return the views that keep time's order: for figures that play clips backwards.
+
+    Averaged over the reversed copies too, the scores follow a reversal exactly, so a figure
+    that compares a clip with its reversal would measure nothing.
+    """
+    return [(names, perm) for names, perm in views if 'reverse' not in names]
+
+
 def transform(video: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
     """Return a (B, T, C, H, W) clip mirrored and/or reversed as `names` say."""
     return video.flip([_AXES[n] for n in names])
@@ -120,4 +145,4 @@ def combine(model, video: torch.Tensor, logits: torch.Tensor, views: list) -> to
     for index, (_, perm) in enumerate(views):
         part = copies[index * len(video):(index + 1) * len(video)]
         total = total + torch.log_softmax(part.float(), -1)[:, perm]
-    return (total / (1 + len(views))).to(logits.dtype)
+    return total / (1 + len(views))          # float32: `predictions` takes any float
