@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 
 from .checkpoints import (CheckpointError, load_checkpoint, own_format_files,
                           save_checkpoint)
-from .views import KEY as SYMMETRIES_KEY, check_symmetries
+from .views import KEY as SYMMETRIES_KEY, declared
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,7 @@ def average_checkpoints(paths: Sequence[Path], out: Path, command: str = '',
     total = {name: tensor.double() for name, tensor in first.model.state_dict().items()}
     parts = [{'checkpoint': str(paths[0]), 'source': first.source,
               'training': first.extra.get('training')}]
-    symmetries = [check_symmetries(first.extra.get(SYMMETRIES_KEY), first.config.num_classes,
-                                   str(paths[0]))]
+    symmetries = [declared(first)]
     for path in paths[1:]:
         part = load_checkpoint(path)
         difference = _what_differs(first, part)
@@ -97,8 +96,7 @@ def average_checkpoints(paths: Sequence[Path], out: Path, command: str = '',
             total[name] += tensor.double()
         parts.append({'checkpoint': str(path), 'source': part.source,
                       'training': part.extra.get('training')})
-        symmetries.append(check_symmetries(part.extra.get(SYMMETRIES_KEY),
-                                           part.config.num_classes, str(path)))
+        symmetries.append(declared(part))
         del part
     state = first.model.state_dict()
     first.model.load_state_dict({name: (total[name] / len(paths)).to(state[name].dtype)

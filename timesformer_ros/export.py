@@ -36,7 +36,7 @@ from .digests import checkpoint_files, digest_of
 from .engine import EngineError, checkpoint_of, forward_with_summaries
 from .model import TimeSformer
 from .onnx_engine import INPUT, OPSET, OUTPUTS, metadata, runtime
-from .views import KEY as SYMMETRIES_KEY, check_symmetries
+from .views import declared
 
 LOGGER = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ def export_onnx(checkpoint: Checkpoint, out: Path, clip_fps: Optional[float] = N
     """Write `checkpoint` as an ONNX file at `out` (weights beside it when over 1 GiB)."""
     runtime('onnx', out)
     runtime('onnxscript', out)        # torch.onnx's exporter is built on it
+    symmetries = declared(checkpoint)      # checked before the export's work
     model = checkpoint.model.to('cpu', torch.float32).eval()
     cfg = model.config
     example = torch.zeros(2, cfg.num_frames, cfg.in_chans, cfg.img_size, cfg.img_size)
@@ -83,9 +84,7 @@ def export_onnx(checkpoint: Checkpoint, out: Path, clip_fps: Optional[float] = N
     rate = clip_fps if clip_fps is not None else checkpoint.clip_fps
     program.model.metadata_props.update(metadata(
         cfg, checkpoint.labels, checkpoint.mean, checkpoint.std, rate,
-        checkpoint.source or checkpoint.path, source_sha256(checkpoint),
-        check_symmetries(checkpoint.extra.get(SYMMETRIES_KEY), cfg.num_classes,
-                         checkpoint.path or checkpoint.source or 'the checkpoint')))
+        checkpoint.source or checkpoint.path, source_sha256(checkpoint), symmetries))
     weights = sum(p.numel() * 4 for p in model.parameters())
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,7 @@ from .digests import digest
 from .frames import Normaliser
 from .interface import read_params_file
 from .progress import Progress
-from .views import KEY as SYMMETRIES_KEY, carried, check_symmetries
+from .views import KEY as SYMMETRIES_KEY, carried, declared
 
 LOGGER = logging.getLogger(__name__)
 
@@ -146,9 +146,7 @@ def starting_point(run: BagTraining, classes: Optional[Sequence[str]] = None) ->
                       params['max_gap_s'])
     clip_fps = sampling.target_fps or (start.clip_fps if sampling.sample_every <= 1 else None)
     return Start(start.model, list(classes), tuple(start.mean), tuple(start.std), clip_fps,
-                 cutting, carried(check_symmetries(start.extra.get(SYMMETRIES_KEY),
-                                                   len(start.labels), str(init)),
-                                  start.labels, classes))
+                 cutting, carried(declared(start), start.labels, classes))
 
 
 @dataclass

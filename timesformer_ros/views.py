@@ -108,18 +108,25 @@ def select(value: str, symmetries: dict, origin: str) -> list:
     views = []
     for count in range(1, len(chosen) + 1):
         for names in combinations(chosen, count):
-            perm = list(range(len(next(iter(symmetries.values())))))
+            perm = list(range(len(symmetries[names[0]])))
             for name in names:
                 perm = [symmetries[name][i] for i in perm]
             views.append((names, perm))
     return views
 
 
+def _origin(checkpoint) -> str:
+    return checkpoint.path or checkpoint.source or 'the checkpoint'
+
+
+def declared(checkpoint) -> dict:
+    """Return a loaded checkpoint's `symmetries` checked (`check_symmetries`); {} for none."""
+    return check_symmetries(checkpoint.extra.get(KEY), len(checkpoint.labels), _origin(checkpoint))
+
+
 def checkpoint_views(checkpoint, value: str = 'mirrors') -> list:
     """Return the views of `value` for a loaded checkpoint (`select`), its symmetries checked."""
-    origin = checkpoint.path or checkpoint.source or 'the checkpoint'
-    declared = check_symmetries(checkpoint.extra.get(KEY), checkpoint.config.num_classes, origin)
-    return select(value, declared, origin)
+    return select(value, declared(checkpoint), _origin(checkpoint))
 
 
 def in_time_order(views: list) -> list:
